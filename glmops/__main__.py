@@ -1,0 +1,3 @@
+from glmops.cli import main
+
+main()

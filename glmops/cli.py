@@ -1,0 +1,60 @@
+"""The `glmops` command line. Each subcommand lives in its own module under glmops/commands/ and is
+imported only when used, so `glmops --help` stays fast (no paramiko, no torch)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from glmops import __version__
+
+# name -> (module, attribute, one-line help shown by `glmops --help` without importing the module)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "run": ("glmops.commands.run", "run", "Run a playbook against the hosts of an inventory."),
+    "inventory": ("glmops.commands.inventory", "inventory", "List hosts, or add one from an `ssh -p PORT user@host` line."),
+    "serve": ("glmops.server.cli", "serve", "Start the OpenAI-compatible ChatGLM3 API server (target side)."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module_name, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module_name), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, help_text) for name, (_, _, help_text) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="glmops")
+def cli() -> None:
+    """glmops: deploy ChatGLM3-6B behind an OpenAI-compatible API, Ansible-style.
+
+    \b
+      glmops run playbooks/autodl.yml -i inventory/autodl.yml
+      glmops inventory add autodl -- ssh -p 12345 root@region-9.autodl.com
+    """
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        cli(prog_name="glmops")
+    except KeyboardInterrupt:  # pragma: no cover
+        click.echo("interrupted", err=True)
+        sys.exit(99)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,250 @@
+"""The module contract.
+
+A module is one file `glmops/modules/NAME.py` that defines `MODULE = SomeModule` (a subclass of
+`Module`). Adding a module is that one file: the registry finds it by name.
+
+Contract:
+- `args` is the argument schema (like Ansible's argument_spec). Arguments are validated at load
+  time (before anything runs) as far as they are literal, and again after templating.
+- `run` first reads the current state (ideally with ONE remote command), decides, and acts only
+  when something must change and `ctx.check` is false. It returns a ModuleResult with `changed`,
+  a diff where that makes sense, and data that `register` stores.
+- Everything interpolated into a remote command is quoted with `shlex.quote`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from glmops.connection.base import Become, CommandResult, Connection
+from glmops.errors import ArgumentError, Pos
+
+if TYPE_CHECKING:  # pragma: no cover
+    from glmops.playbook.templating import Templar
+
+ARG_TYPES = ("str", "int", "float", "bool", "list", "dict", "path", "raw")
+TRUE_WORDS = {"yes", "true", "on", "1", "y", "t"}
+FALSE_WORDS = {"no", "false", "off", "0", "n", "f", ""}
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One module argument."""
+
+    type: str = "str"
+    required: bool = False
+    default: Any = None
+    choices: tuple[Any, ...] | None = None
+    aliases: tuple[str, ...] = ()
+    elements: str | None = None  # element type of a list
+    no_log: bool = False  # the value is secret: redacted in every output
+    help: str = ""
+
+
+@dataclass
+class Diff:
+    """What a change does to one file or object, shown with --diff."""
+
+    before: str
+    after: str
+    before_header: str = "before"
+    after_header: str = "after"
+
+
+@dataclass
+class ModuleResult:
+    changed: bool = False
+    failed: bool = False
+    skipped: bool = False
+    msg: str = ""
+    diff: list[Diff] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)  # module return values, stored by `register`
+    facts: dict[str, Any] = field(default_factory=dict)  # host variables to set (set_fact, setup)
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The value `register` stores, shaped as Ansible's: changed, failed, msg, module data."""
+        out: dict[str, Any] = {"changed": self.changed, "failed": self.failed}
+        if self.skipped:
+            out["skipped"] = True
+        if self.msg:
+            out["msg"] = self.msg
+        out.update(self.data)
+        return out
+
+
+@dataclass
+class ModuleContext:
+    """What a module sees while it runs on one host."""
+
+    conn: Connection
+    host: str
+    check: bool = False
+    diff: bool = False
+    become: Become | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+    variables: Mapping[str, Any] = field(default_factory=dict)  # all variables of this host and task
+    templar: "Templar | None" = None
+    search_paths: list[str] = field(default_factory=list)  # dirs searched for `src` (role dirs, playbook dir)
+    pos: Pos | None = None  # where the task is written, for error messages
+    facts: Mapping[str, Any] = field(default_factory=dict)  # gathered facts, when gather_facts ran
+
+    def run(self, cmd: str, *, stdin: bytes | None = None, cwd: str | None = None, timeout: float | None = None) -> CommandResult:
+        """Run a sh command on the host with the task's become and environment."""
+        return self.conn.run(cmd, stdin=stdin, env=self.environment or None, cwd=cwd, become=self.become, timeout=timeout)
+
+    def find_file(self, kind: str, name: str) -> str:
+        """Find a controller-side file: `kind` is 'files' or 'templates'. Absolute paths are taken as they are.
+
+        Searched: each search path's `kind/` folder, then the search path itself (as Ansible does).
+        """
+        import os
+
+        if os.path.isabs(name):
+            if os.path.exists(name):
+                return name
+            raise ArgumentError(f"file not found: {name}", pos=self.pos, field="src")
+        tried = []
+        for base in self.search_paths:
+            for candidate in (os.path.join(base, kind, name), os.path.join(base, name)):
+                tried.append(candidate)
+                if os.path.exists(candidate):
+                    return candidate
+        raise ArgumentError(
+            f"could not find '{name}'",
+            pos=self.pos,
+            field="src",
+            hint="looked in: " + ", ".join(tried) if tried else None,
+        )
+
+
+class Module:
+    """Base class of modules. Subclasses set `name`, `args` and implement `run`."""
+
+    name: ClassVar[str]
+    args: ClassVar[dict[str, Arg]] = {}
+    free_form: ClassVar[str | None] = None  # the arg that takes `module: free text` (command, shell, raw)
+    on_controller: ClassVar[bool] = False  # needs no connection (debug, set_fact, assert, fail)
+    doc: ClassVar[str] = ""
+
+    def check_args(self, args: dict[str, Any]) -> None:
+        """Cross-argument checks after templating (mutually exclusive args...). Raise ArgumentError."""
+
+    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:  # pragma: no cover
+        raise NotImplementedError
+
+
+def _looks_templated(value: Any) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def coerce(value: Any, kind: str, *, name: str, pos: Pos | None = None, elements: str | None = None) -> Any:
+    """Convert `value` to the argument type `kind`, or raise ArgumentError."""
+
+    def bad(expected: str) -> ArgumentError:
+        return ArgumentError(
+            f"expected {expected}, got {type(value).__name__} {value!r}", pos=pos, field=name
+        )
+
+    if kind == "raw" or value is None:
+        return value
+    if kind in ("str", "path"):
+        if isinstance(value, (dict, list)):
+            raise bad("a string")
+        if isinstance(value, bool):
+            return "True" if value else "False"
+        return str(value)
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, (int, float)) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in TRUE_WORDS | FALSE_WORDS:
+            return value.strip().lower() in TRUE_WORDS
+        raise bad("a boolean (yes/no, true/false)")
+    if kind == "int":
+        if isinstance(value, bool):
+            raise bad("an integer")
+        try:
+            return int(str(value).strip(), 0) if isinstance(value, str) else int(value)
+        except (TypeError, ValueError):
+            raise bad("an integer") from None
+    if kind == "float":
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise bad("a number") from None
+    if kind == "list":
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        elif not isinstance(value, (list, tuple)):
+            value = [value]
+        if elements:
+            return [coerce(item, elements, name=name, pos=pos) for item in value]
+        return list(value)
+    if kind == "dict":
+        if not isinstance(value, Mapping):
+            raise bad("a mapping")
+        return dict(value)
+    raise ValueError(f"unknown argument type {kind!r}")
+
+
+def validate_args(module: Module, args: Mapping[str, Any], *, final: bool, pos: Pos | None = None) -> dict[str, Any]:
+    """Check `args` against the module's schema and return them with aliases resolved.
+
+    `final=False` is the load-time check: unknown names always fail, but values that still hold a
+    template are not type-checked and missing required arguments are only reported when no
+    template could supply them. `final=True` runs after templating: types, choices, required and
+    defaults are all applied.
+    """
+    spec = module.args
+    lookup: dict[str, str] = {}
+    for arg_name, arg in spec.items():
+        lookup[arg_name] = arg_name
+        for alias in arg.aliases:
+            lookup[alias] = arg_name
+    out: dict[str, Any] = {}
+    for key, value in args.items():
+        canonical = lookup.get(key)
+        if canonical is None:
+            near = difflib.get_close_matches(str(key), list(lookup), n=3)
+            hint = (f"did you mean: {', '.join(near)}? " if near else "") + "allowed: " + ", ".join(sorted(spec))
+            raise ArgumentError(f"unknown argument '{key}' for module '{module.name}'", pos=pos, field=str(key), hint=hint)
+        out[canonical] = value
+    for arg_name, arg in spec.items():
+        if arg_name not in out:
+            if arg.required:
+                raise ArgumentError(
+                    f"missing required argument '{arg_name}' for module '{module.name}'",
+                    pos=pos,
+                    field=arg_name,
+                    hint=arg.help or None,
+                )
+            if final:
+                out[arg_name] = arg.default
+            continue
+        value = out[arg_name]
+        if not final and _looks_templated(value):
+            continue
+        if not final and isinstance(value, (list, dict)) and arg.type not in ("list", "dict", "raw"):
+            pass  # falls through to coerce, which reports the wrong type
+        if value is None:
+            continue
+        try:
+            value = coerce(value, arg.type, name=arg_name, pos=pos, elements=arg.elements if final else None)
+        except ArgumentError:
+            if not final and any(_looks_templated(v) for v in (value if isinstance(value, list) else [])):
+                continue
+            raise
+        if arg.choices is not None and value not in arg.choices:
+            raise ArgumentError(
+                f"value {value!r} is not one of the allowed choices",
+                pos=pos,
+                field=arg_name,
+                hint="choose one of: " + ", ".join(str(c) for c in arg.choices),
+            )
+        out[arg_name] = value
+    return out
