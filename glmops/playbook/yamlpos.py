@@ -1,0 +1,104 @@
+"""YAML loading that remembers where every mapping key and list item came from.
+
+`load_yaml(path)` returns plain data in which mappings are `PosDict` and sequences are `PosList`:
+they behave as dict and list, and also carry `pos` (where the node starts) and the position of each
+key (`key_pos`) or item (`item_pos`). YAML syntax errors (tabs included) become a LoadError that
+names file, line and column.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from glmops.errors import LoadError, Pos
+
+
+class PosDict(dict):
+    """A dict that knows where it and each of its keys were written."""
+
+    pos: Pos
+    key_pos: dict[Any, Pos]
+
+    def pos_of(self, key: Any) -> Pos:
+        return self.key_pos.get(key, self.pos)
+
+
+class PosList(list):
+    """A list that knows where it and each of its items were written."""
+
+    pos: Pos
+    item_pos: list[Pos]
+
+    def pos_of(self, index: int) -> Pos:
+        return self.item_pos[index] if 0 <= index < len(self.item_pos) else self.pos
+
+
+def _mark_pos(filename: str, mark: Any) -> Pos:
+    return Pos(filename, mark.line + 1, mark.column + 1)
+
+
+def _make_loader(filename: str) -> type:
+    class PositionLoader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> PosDict:
+        loader.flatten_mapping(node)
+        result = PosDict()
+        result.pos = _mark_pos(filename, node.start_mark)
+        result.key_pos = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                raise LoadError("a mapping key must be a plain value", pos=_mark_pos(filename, key_node.start_mark)) from None
+            if key in result:
+                raise LoadError(
+                    f"duplicate key '{key}'",
+                    pos=_mark_pos(filename, key_node.start_mark),
+                    hint="each key may appear once in a mapping; remove or rename one of them",
+                )
+            result[key] = loader.construct_object(value_node, deep=True)
+            result.key_pos[key] = _mark_pos(filename, key_node.start_mark)
+        return result
+
+    def construct_sequence(loader: yaml.SafeLoader, node: yaml.SequenceNode) -> PosList:
+        result = PosList(loader.construct_object(child, deep=True) for child in node.value)
+        result.pos = _mark_pos(filename, node.start_mark)
+        result.item_pos = [_mark_pos(filename, child.start_mark) for child in node.value]
+        return result
+
+    PositionLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    PositionLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, construct_sequence)
+    return PositionLoader
+
+
+def loads_yaml(text: str, filename: str = "<string>") -> Any:
+    """Parse YAML text; raise LoadError naming the place of a syntax error."""
+    try:
+        return yaml.load(text, Loader=_make_loader(filename))  # noqa: S506 - SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        pos = _mark_pos(filename, mark) if mark else Pos(filename)
+        problem = exc.problem or str(exc)
+        hint = "check the indentation and quoting around this place"
+        if "\t" in problem or "'\\t'" in problem:
+            problem = "a tab character is used for indentation"
+            hint = "YAML allows spaces only: replace the tabs with spaces"
+        elif "{{" in text.splitlines()[mark.line] if mark and mark.line < len(text.splitlines()) else False:
+            hint = 'a value that starts with "{{" must be quoted: key: "{{ var }}"'
+        raise LoadError(f"YAML syntax error: {problem}", pos=pos, hint=hint) from None
+
+
+def load_yaml(path: str) -> Any:
+    """Read and parse a YAML file; a missing or unreadable file is a LoadError."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        raise LoadError("file not found", pos=Pos(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LoadError(f"cannot read file: {exc}", pos=Pos(path)) from None
+    return loads_yaml(text, path)
