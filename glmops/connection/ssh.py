@@ -1,0 +1,479 @@
+"""SSH transport: one paramiko connection per host, one long-lived remote shell on it.
+
+Every command is written to that shell as one line: a fresh `/bin/sh -c` with the command quoted
+as a single word, its stdin from /dev/null (or a base64 payload), followed by markers that carry the
+exit code on stdout and an end-of-command line on stderr. A task therefore costs one round trip
+instead of a new exec channel (and a new login-shell start) per command.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import posixpath
+import re
+import secrets
+import select
+import shlex
+import socket
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import paramiko
+
+from glmops.connection.base import Become, CommandResult, Connection, ProgressCallback, wrap_command
+from glmops.errors import ConnectionFailure, HostKeyError
+
+CHUNK = 1 << 20
+SMALL_UPLOAD = 512 * 1024  # below this, files go through the shell (base64) instead of SFTP
+HOST_KEY_POLICIES = ("yes", "accept-new", "no")
+
+
+def known_hosts_name(hostname: str, port: int) -> str:
+    """The name known_hosts uses for a host: `host` on port 22, else `[host]:port`."""
+    return hostname if port == 22 else f"[{hostname}]:{port}"
+
+
+def _fix_hint(name: str, path: str) -> str:
+    return f"if the host was really reinstalled, remove the old key: ssh-keygen -R '{name}' -f {path}"
+
+
+class HostKeyVerifier:
+    """Checks a server's key against a known_hosts file, per the host_key_checking policy."""
+
+    def __init__(self, path: str, policy: str = "yes"):
+        if policy not in HOST_KEY_POLICIES:
+            raise ConnectionFailure(
+                f"invalid host_key_checking value {policy!r}", hint="use one of: " + ", ".join(HOST_KEY_POLICIES)
+            )
+        self.path = os.path.expanduser(path)
+        self.policy = policy
+
+    def _load(self) -> paramiko.HostKeys:
+        keys = paramiko.HostKeys()
+        if os.path.exists(self.path):
+            try:
+                keys.load(self.path)
+            except (OSError, paramiko.SSHException) as exc:
+                raise ConnectionFailure(f"cannot read known_hosts file {self.path}: {exc}") from None
+        return keys
+
+    def _line_of(self, name: str, keytype: str) -> int:
+        """The line of `name`'s entry in the file (for the error message); 0 when not found."""
+        try:
+            with open(self.path, encoding="utf-8", errors="replace") as handle:
+                for number, line in enumerate(handle, 1):
+                    entry = paramiko.hostkeys.HostKeyEntry.from_line(line.strip())
+                    if entry and entry.key.get_name() == keytype:
+                        probe = paramiko.HostKeys()
+                        probe._entries.append(entry)  # lookup() handles hashed names
+                        if probe.lookup(name):
+                            return number
+        except (OSError, paramiko.SSHException, ValueError):
+            return 0
+        return 0
+
+    def verify(self, hostname: str, port: int, key: paramiko.PKey) -> None:
+        """Raise HostKeyError unless the key is known (or recorded under accept-new)."""
+        if self.policy == "no":
+            return
+        name = known_hosts_name(hostname, port)
+        known = self._load().lookup(name)
+        keytype = key.get_name()
+        if known is not None and keytype in known:
+            if known[keytype] == key:
+                return
+            line = self._line_of(name, keytype)
+            where = f"{self.path}:{line}" if line else self.path
+            raise HostKeyError(
+                f"HOST KEY CHANGED for {name}: the server's {keytype} key "
+                f"(SHA256:{_fingerprint(key)}) differs from the one recorded in {where}; "
+                "this can mean someone is intercepting the connection. Refusing to connect.",
+                hint=_fix_hint(name, self.path),
+            )
+        if self.policy == "accept-new":
+            self._record(name, key)
+            return
+        raise HostKeyError(
+            f"unknown host key for {name} ({keytype} SHA256:{_fingerprint(key)}); it is not in {self.path}",
+            hint="check the fingerprint, then run again with --accept-new-host-keys "
+            "(or set host_key_checking: accept-new) to record it",
+        )
+
+    def _record(self, name: str, key: paramiko.PKey) -> None:
+        directory = os.path.dirname(self.path) or "."
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        existing = b""
+        if os.path.exists(self.path):
+            with open(self.path, "rb") as handle:
+                existing = handle.read()
+        if existing and not existing.endswith(b"\n"):
+            existing += b"\n"
+        line = f"{name} {key.get_name()} {key.get_base64()}\n".encode()
+        tmp = f"{self.path}.glmops-{os.getpid()}-{secrets.token_hex(4)}"
+        with open(tmp, "wb") as handle:
+            handle.write(existing + line)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.path)
+
+
+def _fingerprint(key: paramiko.PKey) -> str:
+    return base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+
+
+class RemoteShell:
+    """The long-lived `sh` on one channel, fed one command at a time."""
+
+    def __init__(self, transport: paramiko.Transport):
+        self.channel = transport.open_session()
+        self.channel.exec_command("exec /bin/sh")
+        self._fd = self.channel.fileno()  # makes select() wake for stdout and stderr data
+        first = self.execute("echo $$", stdin=None, timeout=30)
+        if first.rc != 0 or not first.stdout.strip().isdigit():
+            raise ConnectionFailure(f"the remote shell did not start: {first.stderr.strip() or first.stdout.strip()}")
+        self.pid = int(first.stdout.strip())
+
+    def alive(self) -> bool:
+        return not (self.channel.closed or self.channel.exit_status_ready())
+
+    def execute(self, script: str, *, stdin: bytes | None, timeout: float | None) -> CommandResult:
+        """Run one complete sh command line and return its result; raises TimeoutError."""
+        token = secrets.token_hex(8)
+        out_marker = f"\n__glmops_{token}_rc="
+        err_marker = f"\n__glmops_{token}_end\n".encode()
+        if stdin:
+            feed = f"printf %s {shlex.quote(base64.b64encode(stdin).decode())} | base64 -d | {script}"
+        else:
+            feed = f"{script} </dev/null"
+        line = f"{feed}; printf '{out_marker.encode('unicode_escape').decode()}%d\\n' $?; printf '\\n__glmops_{token}_end\\n' >&2\n"
+        self.channel.sendall(line.encode())
+        out, err = bytearray(), bytearray()
+        rc_pattern = re.compile(re.escape(out_marker.encode()) + rb"(\d+)\n$")
+        rc: int | None = None
+        deadline = time.monotonic() + timeout if timeout else None
+        while True:
+            while self.channel.recv_ready():
+                out += self.channel.recv(CHUNK)
+            while self.channel.recv_stderr_ready():
+                err += self.channel.recv_stderr(CHUNK)
+            if rc is None:
+                match = rc_pattern.search(out[-64:]) if len(out) >= len(out_marker) else None
+                if match:
+                    rc = int(match.group(1))
+                    del out[len(out) - len(match.group(0)) :]
+            if rc is not None and err.endswith(err_marker):
+                del err[len(err) - len(err_marker) :]
+                return CommandResult(rc, out.decode(errors="replace"), err.decode(errors="replace"))
+            if self.channel.closed or self.channel.exit_status_ready() and not (
+                self.channel.recv_ready() or self.channel.recv_stderr_ready()
+            ):
+                raise EOFError("the remote shell exited")
+            wait = 1.0
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+                if wait <= 0:
+                    raise TimeoutError
+            select.select([self._fd], [], [], wait)
+
+    def close(self) -> None:
+        try:
+            self.channel.close()
+        except Exception:  # noqa: BLE001 - closing a dead channel
+            pass
+
+
+class SSHConnection(Connection):
+    """A host reached over SSH with paramiko."""
+
+    def __init__(
+        self,
+        host: str,
+        *,
+        hostname: str,
+        port: int = 22,
+        user: str | None = None,
+        key_filename: str | None = None,
+        password: str | None = None,
+        known_hosts: str = "~/.ssh/known_hosts",
+        host_key_checking: str = "yes",
+        connect_timeout: float = 10.0,
+    ):
+        self.host = host
+        self.hostname = hostname
+        self.port = port
+        self.user = user or os.environ.get("USER") or "root"
+        self.key_filename = os.path.expanduser(key_filename) if key_filename else None
+        self.password = password
+        self.verifier = HostKeyVerifier(known_hosts, host_key_checking)
+        self.connect_timeout = connect_timeout
+        self.transport: paramiko.Transport | None = None
+        self._shell: RemoteShell | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+
+    # -- connecting -------------------------------------------------------------------------
+    def _where(self) -> str:
+        return f"{self.user}@{self.hostname}:{self.port}"
+
+    def connect(self) -> None:
+        if self.transport is not None and self.transport.is_active():
+            return
+        try:
+            sock = socket.create_connection((self.hostname, self.port), timeout=self.connect_timeout)
+        except socket.gaierror as exc:
+            raise ConnectionFailure(f"cannot resolve host name {self.hostname!r}: {exc.strerror}") from None
+        except (ConnectionRefusedError, TimeoutError, OSError) as exc:
+            reason = "connection refused" if isinstance(exc, ConnectionRefusedError) else (
+                "timed out" if isinstance(exc, (TimeoutError, socket.timeout)) else str(exc.strerror or exc)
+            )
+            raise ConnectionFailure(f"cannot connect to {self.hostname}:{self.port}: {reason}") from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport = paramiko.Transport(sock)
+        options = transport.get_security_options()
+        preferred = [k for k in ("curve25519-sha256", "curve25519-sha256@libssh.org") if k in options.kex]
+        options.kex = tuple(preferred + [k for k in options.kex if k not in preferred])
+        try:
+            transport.start_client(timeout=self.connect_timeout)
+            self.verifier.verify(self.hostname, self.port, transport.get_remote_server_key())
+            self._authenticate(transport)
+        except HostKeyError:
+            transport.close()
+            raise
+        except paramiko.AuthenticationException as exc:
+            transport.close()
+            raise ConnectionFailure(
+                f"authentication failed for {self._where()}: {exc}",
+                hint="check ansible_user and ansible_ssh_private_key_file (or ansible_password)",
+            ) from None
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            transport.close()
+            raise ConnectionFailure(f"SSH handshake with {self.hostname}:{self.port} failed: {exc or type(exc).__name__}") from None
+        transport.set_keepalive(30)
+        self.transport = transport
+
+    def _authenticate(self, transport: paramiko.Transport) -> None:
+        if self.key_filename:
+            try:
+                key = paramiko.PKey.from_path(self.key_filename)
+            except FileNotFoundError:
+                raise ConnectionFailure(f"private key file not found: {self.key_filename}") from None
+            except paramiko.PasswordRequiredException:
+                raise ConnectionFailure(f"private key {self.key_filename} is encrypted; load it into ssh-agent") from None
+            except (paramiko.SSHException, ValueError) as exc:
+                raise ConnectionFailure(f"cannot read private key {self.key_filename}: {exc}") from None
+            transport.auth_publickey(self.user, key)
+            return
+        if self.password is not None:
+            transport.auth_password(self.user, self.password)
+            return
+        # No key or password given: try the agent, then the user's default keys, as ssh does.
+        for key in paramiko.Agent().get_keys():
+            try:
+                transport.auth_publickey(self.user, key)
+                return
+            except paramiko.AuthenticationException:
+                continue
+        for name in ("id_ed25519", "id_ecdsa", "id_rsa"):
+            path = os.path.expanduser(f"~/.ssh/{name}")
+            if os.path.exists(path):
+                try:
+                    transport.auth_publickey(self.user, paramiko.PKey.from_path(path))
+                    return
+                except (paramiko.AuthenticationException, paramiko.SSHException):
+                    continue
+        raise paramiko.AuthenticationException("no key or password was accepted")
+
+    def _ensure_shell(self) -> RemoteShell:
+        self.connect()
+        if self._shell is None or not self._shell.alive():
+            if self._shell is not None:
+                self._shell.close()
+            try:
+                self._shell = RemoteShell(self.transport)  # type: ignore[arg-type]
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise ConnectionFailure(f"cannot open a shell on {self._where()}: {exc}") from None
+        return self._shell
+
+    # -- commands -------------------------------------------------------------------------
+    def run(
+        self,
+        cmd: str,
+        *,
+        stdin: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        become: Become | None = None,
+        timeout: float | None = None,
+    ) -> CommandResult:
+        script = wrap_command(cmd, env=env, cwd=cwd, become=become, login_user=self.user)
+        shell = self._ensure_shell()
+        try:
+            return shell.execute(script, stdin=stdin, timeout=timeout)
+        except TimeoutError:
+            self._kill_shell(shell)
+            return CommandResult(124, "", f"command timed out after {timeout} s and was killed")
+        except (EOFError, OSError, paramiko.SSHException) as exc:
+            self._shell = None
+            if self.transport is None or not self.transport.is_active():
+                raise ConnectionFailure(f"lost the connection to {self._where()}: {exc}") from None
+            return CommandResult(255, "", f"the remote shell ended unexpectedly: {exc}")
+
+    def _kill_shell(self, shell: RemoteShell) -> None:
+        """Kill the timed-out command with its whole process group; the next run opens a new shell."""
+        try:
+            channel = self.transport.open_session()  # type: ignore[union-attr]
+            channel.exec_command(f"kill -TERM -- -{shell.pid} 2>/dev/null; sleep 0.2; kill -KILL -- -{shell.pid} 2>/dev/null")
+            channel.recv_exit_status()
+            channel.close()
+        except (paramiko.SSHException, OSError):
+            pass
+        shell.close()
+        self._shell = None
+
+    # -- files ----------------------------------------------------------------------------
+    def _sftp_client(self) -> paramiko.SFTPClient:
+        self.connect()
+        if self._sftp is None:
+            self._sftp = self.transport.open_sftp_client()  # type: ignore[union-attr]
+        return self._sftp
+
+    def _check(self, result: CommandResult, action: str) -> None:
+        if result.rc != 0:
+            raise OSError(f"{action} failed on {self.host}: {result.stderr.strip() or result.stdout.strip()}")
+
+    @staticmethod
+    def _install_script(tmp: str, dest: str, mode: int | None) -> str:
+        """sh that gives `tmp` the requested mode (or the existing file's mode and owner) and renames it."""
+        t, d = shlex.quote(tmp), shlex.quote(dest)
+        if mode is not None:
+            perms = f"chmod {mode:o} {t}"
+        else:
+            perms = (
+                f"if [ -e {d} ]; then m=$(stat -c %a {d} 2>/dev/null || stat -f %Lp {d}) && chmod \"$m\" {t}"
+                f" && o=$(stat -c %u:%g {d} 2>/dev/null || stat -f %u:%g {d}) && {{ chown \"$o\" {t} 2>/dev/null || true; }}; fi"
+            )
+        return f"{perms} && mv -f {t} {d}"
+
+    def put_bytes(self, data: bytes, remote_path: str, *, mode: int | None = None, become: Become | None = None) -> None:
+        if len(data) > SMALL_UPLOAD:
+            tmp_local = None
+            import tempfile
+
+            with tempfile.NamedTemporaryFile(delete=False) as handle:
+                handle.write(data)
+                tmp_local = handle.name
+            try:
+                self.put_file(tmp_local, remote_path, mode=mode, become=become)
+            finally:
+                os.unlink(tmp_local)
+            return
+        directory, name = posixpath.split(remote_path)
+        tmp = posixpath.join(directory, f".{name}.glmops-tmp-{secrets.token_hex(4)}")
+        script = f"base64 -d > {shlex.quote(tmp)} && {self._install_script(tmp, remote_path, mode)} || {{ rc=$?; rm -f {shlex.quote(tmp)}; exit $rc; }}"
+        result = self.run(script, stdin=base64.b64encode(data) if data else b"", become=become)
+        self._check(result, f"writing {remote_path}")
+
+    def put_file(
+        self,
+        local_path: str,
+        remote_path: str,
+        *,
+        mode: int | None = None,
+        become: Become | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        size = os.path.getsize(local_path)
+        needs_sudo = become is not None and become.user != self.user
+        directory, name = posixpath.split(remote_path)
+        if needs_sudo:
+            home = self.run("printf %s \"$HOME\"").stdout or "/tmp"
+            part = posixpath.join(home, f".glmops-upload-{hashlib.sha256(remote_path.encode()).hexdigest()[:16]}.part")
+        else:
+            part = posixpath.join(directory, f".{name}.glmops-part")
+        sftp = self._sftp_client()
+        offset = self._resumable_offset(sftp, local_path, part, size)
+        with open(local_path, "rb") as source, sftp.open(part, "ab" if offset else "wb") as target:
+            target.set_pipelined(True)
+            source.seek(offset)
+            done = offset
+            while True:
+                chunk = source.read(CHUNK)
+                if not chunk:
+                    break
+                target.write(chunk)
+                done += len(chunk)
+                if progress:
+                    progress(done, size)
+        digest = _sha256_file(local_path)
+        q = shlex.quote(part)
+        verify = self.run(f"sha256sum {q} 2>/dev/null || shasum -a 256 {q}")
+        if verify.rc != 0 or verify.stdout.split()[:1] != [digest]:
+            self.run(f"rm -f {q}")
+            raise OSError(f"upload of {local_path} to {self.host}:{remote_path} failed verification (sha256 mismatch)")
+        if needs_sudo:
+            tmp = posixpath.join(directory, f".{name}.glmops-tmp-{secrets.token_hex(4)}")
+            script = f"cp {q} {shlex.quote(tmp)} && {self._install_script(tmp, remote_path, mode)}"
+            self._check(self.run(script, become=become), f"installing {remote_path}")
+            self.run(f"rm -f {q}")
+        else:
+            self._check(self.run(self._install_script(part, remote_path, mode)), f"installing {remote_path}")
+
+    def _resumable_offset(self, sftp: paramiko.SFTPClient, local_path: str, part: str, size: int) -> int:
+        """Bytes of an earlier, interrupted upload of the same file that can be kept (0 if none)."""
+        try:
+            have = sftp.stat(part).st_size or 0
+        except OSError:
+            return 0
+        if have == 0 or have > size:
+            return 0
+        prefix = hashlib.sha256()
+        with open(local_path, "rb") as handle:
+            left = have
+            while left:
+                chunk = handle.read(min(CHUNK, left))
+                prefix.update(chunk)
+                left -= len(chunk)
+        q = shlex.quote(part)
+        remote = self.run(f"sha256sum {q} 2>/dev/null || shasum -a 256 {q}")
+        if remote.rc == 0 and remote.stdout.split()[:1] == [prefix.hexdigest()]:
+            return have
+        return 0
+
+    def get_file(self, remote_path: str, local_path: str, *, become: Become | None = None) -> None:
+        tmp = f"{local_path}.glmops-tmp-{secrets.token_hex(4)}"
+        try:
+            if become is not None and become.user != self.user:
+                result = self.run(f"base64 < {shlex.quote(remote_path)}", become=become)
+                self._check(result, f"reading {remote_path}")
+                with open(tmp, "wb") as handle:
+                    handle.write(base64.b64decode(result.stdout))
+            else:
+                self._sftp_client().get(remote_path, tmp)
+            os.replace(tmp, local_path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def close(self) -> None:
+        if self._sftp is not None:
+            try:
+                self._sftp.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self._sftp = None
+        if self._shell is not None:
+            self._shell.close()
+            self._shell = None
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+
+def _sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+

@@ -1,0 +1,39 @@
+"""Shared fixtures: a real OpenSSH server on 127.0.0.1 and helpers to write inventories."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from sshd import SshServer, free_port  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    server = SshServer(str(tmp_path_factory.mktemp("sshd"))).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def sshd_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    started: list[SshServer] = []
+
+    def start(**kwargs: object) -> SshServer:
+        server = SshServer(str(tmp_path_factory.mktemp("sshd-extra")), **kwargs).start()  # type: ignore[arg-type]
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def unreachable_hostvars(sshd: SshServer) -> dict:
+    return {**sshd.hostvars(), "ansible_port": free_port()}

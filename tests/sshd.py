@@ -1,0 +1,109 @@
+"""A private OpenSSH server on loopback for tests and benchmarks (see RECIPES: sshd on loopback)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from typing import Any
+
+SSHD = "/usr/sbin/sshd"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _keygen(path: str) -> None:
+    if not os.path.exists(path):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path], check=True)
+
+
+class SshServer:
+    """sshd with its own host key, client key and known_hosts, in `state_dir`."""
+
+    def __init__(self, state_dir: str, port: int | None = None, host: str = "127.0.0.1", fast_shell: bool = False):
+        self.state_dir = os.path.abspath(state_dir)
+        self.host = host
+        self.port = port or free_port(host)
+        self.user = "root"
+        self.fast_shell = fast_shell
+        self.client_key = os.path.join(self.state_dir, "client_ed25519")
+        self.host_key = os.path.join(self.state_dir, "host_ed25519")
+        self.known_hosts = os.path.join(self.state_dir, "known_hosts")
+        self.log = os.path.join(self.state_dir, "sshd.log")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def hostvars(self) -> dict[str, Any]:
+        return {
+            "ansible_host": self.host,
+            "ansible_port": self.port,
+            "ansible_user": self.user,
+            "ansible_ssh_private_key_file": self.client_key,
+            "glmops_known_hosts": self.known_hosts,
+        }
+
+    def _config(self) -> str:
+        lines = [
+            f"Port {self.port}",
+            f"ListenAddress {self.host}",
+            f"HostKey {self.host_key}",
+            f"PidFile {self.state_dir}/sshd.pid",
+            f"AuthorizedKeysFile {self.state_dir}/authorized_keys",
+            "PermitRootLogin prohibit-password",
+            "PubkeyAuthentication yes",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "UsePAM no",
+            "StrictModes no",
+            "UseDNS no",
+            "MaxStartups 100:30:200",
+            "MaxSessions 100",
+            "AllowTcpForwarding yes",
+            "PrintMotd no",
+            "Subsystem sftp /usr/lib/openssh/sftp-server",
+        ]
+        if self.fast_shell:
+            lines.append("SetEnv SHLVL=1")  # root's .bashrc here returns early: no pyenv init per session
+        return "\n".join(lines) + "\n"
+
+    def start(self) -> "SshServer":
+        if not os.path.exists(SSHD) or not shutil.which("ssh-keygen"):
+            raise RuntimeError("openssh-server is not installed: run `bash scripts/bootstrap.sh` first")
+        os.makedirs(self.state_dir, exist_ok=True)
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        _keygen(self.host_key)
+        _keygen(self.client_key)
+        shutil.copyfile(self.client_key + ".pub", os.path.join(self.state_dir, "authorized_keys"))
+        os.chmod(os.path.join(self.state_dir, "authorized_keys"), 0o600)
+        with open(self.host_key + ".pub") as handle:
+            keytype, key = handle.read().split()[:2]
+        with open(self.known_hosts, "w") as handle:
+            handle.write(f"[{self.host}]:{self.port} {keytype} {key}\n")
+        config = os.path.join(self.state_dir, "sshd_config")
+        with open(config, "w") as handle:
+            handle.write(self._config())
+        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", config], stderr=open(self.log, "ab"))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sshd exited: {open(self.log).read()[-2000:]}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"sshd did not start listening on {self.host}:{self.port}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc = None
