@@ -128,6 +128,7 @@ class Module:
     args: ClassVar[dict[str, Arg]] = {}
     free_form: ClassVar[str | None] = None  # the arg that takes `module: free text` (command, shell, raw)
     on_controller: ClassVar[bool] = False  # needs no connection (debug, set_fact, assert, fail)
+    any_args: ClassVar[bool] = False  # accepts arbitrary argument names (set_fact)
     doc: ClassVar[str] = ""
 
     def check_args(self, args: dict[str, Any]) -> None:
@@ -209,6 +210,9 @@ def validate_args(module: Module, args: Mapping[str, Any], *, final: bool, pos: 
     out: dict[str, Any] = {}
     for key, value in args.items():
         canonical = lookup.get(key)
+        if canonical is None and module.any_args:
+            out[key] = value
+            continue
         if canonical is None:
             near = difflib.get_close_matches(str(key), list(lookup), n=3)
             hint = (f"did you mean: {', '.join(near)}? " if near else "") + "allowed: " + ", ".join(sorted(spec))

@@ -1,0 +1,122 @@
+"""What file, copy, template and lineinfile share: owner/group/mode and content installs."""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+import time
+from typing import Any
+
+from glmops.modules._remote import PathState, normalize_mode, probe, text_diff
+from glmops.modules.base import Arg, Diff, ModuleContext, ModuleResult
+
+ATTR_ARGS = {
+    "mode": Arg("raw", help="Permissions: a quoted octal string like '0644' (or symbolic, u+rw)."),
+    "owner": Arg("str", help="User that should own the file."),
+    "group": Arg("str", help="Group that should own the file."),
+}
+
+
+def attr_changes(state: PathState, args: dict[str, Any]) -> dict[str, str]:
+    """The attributes that differ from what `args` asks: {'mode': '0644', 'owner': 'root'}."""
+    wanted: dict[str, str] = {}
+    mode = normalize_mode(args.get("mode"))
+    if mode and (not mode.isdigit() or mode != state.mode):
+        wanted["mode"] = mode
+    if args.get("owner") and args["owner"] not in (state.owner, str(state.uid)):
+        wanted["owner"] = str(args["owner"])
+    if args.get("group") and args["group"] not in (state.group, str(state.gid)):
+        wanted["group"] = str(args["group"])
+    return wanted
+
+
+def apply_attrs_script(path: str, wanted: dict[str, str], recurse: bool = False) -> str:
+    """sh that applies owner/group/mode to a path."""
+    r = "-R " if recurse else ""
+    q = shlex.quote(path)
+    parts = []
+    if "owner" in wanted or "group" in wanted:
+        spec = wanted.get("owner", "") + (":" + wanted["group"] if "group" in wanted else "")
+        parts.append(f"chown {r}{shlex.quote(spec)} {q}")
+    if "mode" in wanted:
+        parts.append(f"chmod {r}{shlex.quote(wanted['mode'])} {q}")
+    return " && ".join(parts)
+
+
+def symbolic_mode_changed(ctx: ModuleContext, path: str, before: PathState, wanted: dict[str, str]) -> dict[str, str]:
+    """Symbolic modes cannot be compared up front: drop them if chmod would leave the mode as it is."""
+    mode = wanted.get("mode")
+    if mode and not mode.isdigit():
+        result = ctx.run(f"t=$(mktemp) && chmod {before.mode} \"$t\" && chmod {shlex.quote(mode)} \"$t\" && "
+                         f"(stat -c %a \"$t\" 2>/dev/null || stat -f %Lp \"$t\"); rm -f \"$t\"")
+        if result.rc == 0 and result.stdout.strip().zfill(4) == before.mode:
+            wanted = {k: v for k, v in wanted.items() if k != "mode"}
+    return wanted
+
+
+def install_content(ctx: ModuleContext, dest: str, content: bytes, args: dict[str, Any], *, what: str) -> ModuleResult:
+    """copy/template: put `content` at `dest` when it differs (checksum), with backup, validate, attrs, diff."""
+    state, before = probe(ctx, dest, checksum=True, content=ctx.diff)
+    if state.type == "directory":
+        return ModuleResult(failed=True, msg=f"dest {dest} is a directory", data={"dest": dest})
+    checksum = hashlib.sha256(content).hexdigest()
+    content_changes = not state.exists or (state.sha256 != checksum and args.get("force", True))
+    wanted = attr_changes(state, args) if state.exists else {}
+    if state.exists and wanted:
+        wanted = symbolic_mode_changed(ctx, dest, state, wanted)
+    changed = content_changes or bool(wanted)
+    result = ModuleResult(changed=changed, data={"dest": dest, "checksum": checksum, "size": len(content)})
+    if ctx.diff and content_changes:
+        result.diff.append(text_diff(before if state.exists else None, content if len(content) < 256 * 1024 else b"(large file)", dest))
+    if ctx.diff and wanted:
+        result.diff.append(Diff(before=_attr_text(state, wanted), after=_attr_text_after(wanted), before_header=f"{dest} (attributes)", after_header=f"{dest} (attributes)"))
+    if not changed or ctx.check:
+        return result
+    if content_changes:
+        if args.get("backup") and state.exists:
+            backup = f"{dest}.{int(time.time())}.{time.strftime('%Y-%m-%d@%H:%M:%S')}~"
+            copy = ctx.run(f"cp -p {shlex.quote(dest)} {shlex.quote(backup)}")
+            if copy.rc != 0:
+                return ModuleResult(failed=True, msg=f"backup failed: {copy.stderr.strip()}")
+            result.data["backup_file"] = backup
+        mode = normalize_mode(args.get("mode"))
+        numeric = int(mode, 8) if mode and mode.isdigit() else None
+        if args.get("validate"):
+            failure = _validate(ctx, content, args["validate"])
+            if failure:
+                return ModuleResult(failed=True, msg=failure, data=result.data)
+        try:
+            ctx.conn.put_bytes(content, dest, mode=numeric, become=ctx.become)
+        except OSError as exc:
+            return ModuleResult(failed=True, msg=f"writing {dest} failed: {exc}", data=result.data)
+        after, _ = probe(ctx, dest)
+        wanted = attr_changes(after, {k: v for k, v in args.items() if k in ("owner", "group", "mode")})
+    if wanted:
+        applied = ctx.run(apply_attrs_script(dest, wanted))
+        if applied.rc != 0:
+            return ModuleResult(failed=True, msg=f"setting {', '.join(wanted)} on {dest} failed: {applied.stderr.strip()}", data=result.data)
+    return result
+
+
+def _validate(ctx: ModuleContext, content: bytes, command: str) -> str | None:
+    """Run the `validate` command (with %s = a temporary copy) on the host; return an error or None."""
+    if "%s" not in command:
+        return "validate must contain %s (the path of the file to check)"
+    tmp = ctx.run("mktemp").stdout.strip()
+    try:
+        ctx.conn.put_bytes(content, tmp, mode=0o600, become=ctx.become)
+        check = ctx.run(command.replace("%s", shlex.quote(tmp)))
+        if check.rc != 0:
+            return f"failed to validate: {(check.stderr or check.stdout).strip()}"
+        return None
+    finally:
+        ctx.run(f"rm -f {shlex.quote(tmp)}")
+
+
+def _attr_text(state: PathState, wanted: dict[str, str]) -> str:
+    current = {"mode": state.mode, "owner": state.owner, "group": state.group}
+    return "".join(f"{k}: {current[k]}\n" for k in wanted)
+
+
+def _attr_text_after(wanted: dict[str, str]) -> str:
+    return "".join(f"{k}: {v}\n" for k, v in wanted.items())

@@ -1,0 +1,48 @@
+"""fetch: copy a file from the host to the controller."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+from glmops.modules._remote import probe
+from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult
+
+
+class FetchModule(Module):
+    name = "fetch"
+    doc = (
+        "Copy a file from the host to the controller: into DEST/HOSTNAME/SRC, or to DEST itself with "
+        "`flat: true`. Nothing is transferred when the local copy already has the same checksum."
+    )
+    args = {
+        "src": Arg("path", required=True, help="The file on the host."),
+        "dest": Arg("path", required=True, help="A directory on the controller (or a file path with flat)."),
+        "flat": Arg("bool", default=False, help="Put the file at dest itself instead of dest/HOSTNAME/src."),
+        "fail_on_missing": Arg("bool", default=True, help="Fail when src does not exist."),
+    }
+
+    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+        src = args["src"]
+        state, _ = probe(ctx, src, checksum=True)
+        if state.type != "file":
+            message = f"the remote file does not exist: {src}" if not state.exists else f"{src} is a {state.type}, not a file"
+            return ModuleResult(failed=args["fail_on_missing"], skipped=not args["fail_on_missing"], msg=message)
+        if args["flat"]:
+            dest = os.path.join(args["dest"], os.path.basename(src)) if args["dest"].endswith("/") else args["dest"]
+        else:
+            dest = os.path.join(args["dest"], ctx.host, src.lstrip("/"))
+        data = {"src": src, "dest": dest, "checksum": state.sha256}
+        if os.path.isfile(dest):
+            with open(dest, "rb") as handle:
+                if hashlib.sha256(handle.read()).hexdigest() == state.sha256:
+                    return ModuleResult(data=data)
+        if ctx.check:
+            return ModuleResult(changed=True, data=data)
+        os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+        ctx.conn.get_file(src, dest, become=ctx.become)
+        return ModuleResult(changed=True, data=data)
+
+
+MODULE = FetchModule

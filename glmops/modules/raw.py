@@ -1,0 +1,21 @@
+"""raw: send a command line as it is (for hosts with nothing installed yet)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult
+from glmops.modules._commands import run_command
+
+
+class RawModule(Module):
+    name = "raw"
+    doc = "Run a command line as it is, with /bin/sh, no options. Always reports changed; not run in check mode."
+    free_form = "cmd"
+    args = {"cmd": Arg("str", required=True, help="The command line."), "executable": Arg("path", help="Ignored; kept for Ansible compatibility.")}
+
+    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+        return run_command(ctx, args["cmd"], {}, args["cmd"])
+
+
+MODULE = RawModule

@@ -1,0 +1,32 @@
+"""shell: run a command line through a shell on the host."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from glmops.modules._commands import COMMON_ARGS, run_command
+from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult
+
+
+class ShellModule(Module):
+    name = "shell"
+    doc = (
+        "Run a command line with a shell (/bin/sh unless `executable` says otherwise): pipes, "
+        "redirections and variables work. Quote values from variables with the `quote` filter. "
+        "Reports changed whenever it runs; not run in check mode."
+    )
+    free_form = "cmd"
+    args = {
+        "cmd": Arg("str", required=True, help="The command line."),
+        "executable": Arg("path", help="The shell to use, e.g. /bin/bash."),
+        **COMMON_ARGS,
+    }
+
+    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+        cmd = args["cmd"]
+        script = f"exec {shlex.quote(args['executable'])} -c {shlex.quote(cmd)}" if args.get("executable") else cmd
+        return run_command(ctx, script, args, cmd)
+
+
+MODULE = ShellModule

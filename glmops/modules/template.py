@@ -1,0 +1,31 @@
+"""template: render a Jinja2 template on the controller and put the result on the host."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from glmops.modules._files import install_content
+from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult
+from glmops.modules.copy import CONTENT_ARGS
+
+
+class TemplateModule(Module):
+    name = "template"
+    doc = (
+        "Render a Jinja2 template (`src`, looked up in the role's templates/ and the playbook's "
+        "directory) with the host's variables, on the controller, then install it like `copy`: "
+        "checksum compare, atomic write, diff with --diff."
+    )
+    args = {"src": Arg("path", required=True, help="The template file on the controller."), **CONTENT_ARGS}
+
+    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+        source = ctx.find_file("templates", args["src"])
+        with open(source, encoding="utf-8") as handle:
+            text = handle.read()
+        assert ctx.templar is not None
+        variables = {**ctx.variables, "template_path": source, "template_host": ctx.host}
+        rendered = ctx.templar.render_text(text, variables, name=source)
+        return install_content(ctx, args["dest"], rendered.encode(), args, what="template")
+
+
+MODULE = TemplateModule

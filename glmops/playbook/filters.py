@@ -1,0 +1,314 @@
+"""The Jinja2 filters and tests playbooks use most, with Ansible's names and meaning."""
+
+from __future__ import annotations
+
+import base64
+import json
+import ntpath
+import posixpath
+import re
+import shlex
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+from jinja2 import Undefined
+from jinja2.exceptions import FilterArgumentError
+
+from glmops.modules.base import FALSE_WORDS, TRUE_WORDS
+
+
+def to_bool(value: Any) -> bool:
+    """Ansible's `bool` filter: yes/no, true/false, on/off, 1/0."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return value == 1
+    text = str(value).strip().lower()
+    if text in TRUE_WORDS:
+        return True
+    if text in FALSE_WORDS:
+        return False
+    return False
+
+
+def to_int(value: Any, default: int = 0, base: int = 10) -> int:
+    try:
+        if isinstance(value, str):
+            return int(value.strip(), base)
+        return int(value)
+    except (TypeError, ValueError):
+        try:
+            return int(float(value))
+        except (TypeError, ValueError):
+            raise FilterArgumentError(f"int: cannot convert {value!r} to an integer") from None
+
+
+def default(value: Any, fallback: Any = "", boolean: bool = False) -> Any:
+    if isinstance(value, Undefined) or (boolean and not value):
+        return fallback
+    return value
+
+
+def mandatory(value: Any, msg: str | None = None) -> Any:
+    if isinstance(value, Undefined):
+        raise FilterArgumentError(msg or "a mandatory variable is not defined")
+    return value
+
+
+def ternary(value: Any, true_value: Any, false_value: Any, none_value: Any = None) -> Any:
+    if value is None and none_value is not None:
+        return none_value
+    return true_value if value else false_value
+
+
+def regex_replace(value: Any, pattern: str, replacement: str = "", ignorecase: bool = False, multiline: bool = False) -> str:
+    flags = (re.I if ignorecase else 0) | (re.M if multiline else 0)
+    return re.sub(pattern, replacement, str(value), flags=flags)
+
+
+def regex_search(value: Any, pattern: str, *groups: str, ignorecase: bool = False, multiline: bool = False) -> Any:
+    flags = (re.I if ignorecase else 0) | (re.M if multiline else 0)
+    match = re.search(pattern, str(value), flags=flags)
+    if not match:
+        return None
+    if not groups:
+        return match.group(0)
+    out = []
+    for group in groups:
+        if group.startswith("\\g<") and group.endswith(">"):
+            out.append(match.group(group[3:-1]))
+        elif group.startswith("\\"):
+            out.append(match.group(int(group[1:])))
+        else:
+            raise FilterArgumentError(f"regex_search: bad group reference {group!r} (use '\\\\1' or '\\\\g<name>')")
+    return out
+
+
+def regex_findall(value: Any, pattern: str, ignorecase: bool = False, multiline: bool = False) -> list[Any]:
+    flags = (re.I if ignorecase else 0) | (re.M if multiline else 0)
+    return re.findall(pattern, str(value), flags=flags)
+
+
+def split(value: Any, sep: str | None = None, maxsplit: int = -1) -> list[str]:
+    return str(value).split(sep, maxsplit)
+
+
+def to_json(value: Any, **kwargs: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str, **kwargs)
+
+
+def to_nice_json(value: Any, indent: int = 4, **kwargs: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=indent, sort_keys=True, default=str, **kwargs)
+
+
+def _plain(value: Any) -> Any:
+    """PosDict/PosList and other subclasses -> plain dict/list, so yaml.safe_dump accepts them."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def to_yaml(value: Any, **kwargs: Any) -> str:
+    return yaml.safe_dump(_plain(value), allow_unicode=True, default_flow_style=None, **kwargs)
+
+
+def to_nice_yaml(value: Any, indent: int = 2, **kwargs: Any) -> str:
+    return yaml.safe_dump(_plain(value), allow_unicode=True, indent=indent, default_flow_style=False, **kwargs)
+
+
+def from_json(value: Any) -> Any:
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError) as exc:
+        raise FilterArgumentError(f"from_json: not valid JSON: {exc}") from None
+
+
+def from_yaml(value: Any) -> Any:
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise FilterArgumentError(f"from_yaml: not valid YAML: {exc}") from None
+
+
+def b64encode(value: Any, encoding: str = "utf-8") -> str:
+    return base64.b64encode(str(value).encode(encoding)).decode("ascii")
+
+
+def b64decode(value: Any, encoding: str = "utf-8") -> str:
+    try:
+        return base64.b64decode(str(value)).decode(encoding)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FilterArgumentError(f"b64decode: {exc}") from None
+
+
+def quote(value: Any) -> str:
+    return shlex.quote(str(value))
+
+
+def first(value: Any) -> Any:
+    return next(iter(value), None)
+
+
+def last(value: Any) -> Any:
+    items = list(value)
+    return items[-1] if items else None
+
+
+def unique(value: Any) -> list[Any]:
+    out: list[Any] = []
+    for item in value:
+        if item not in out:
+            out.append(item)
+    return out
+
+
+def combine(*dicts: Any, recursive: bool = False, list_merge: str = "replace") -> dict[str, Any]:
+    def merge(a: dict[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(a)
+        for key, value in b.items():
+            if recursive and isinstance(out.get(key), Mapping) and isinstance(value, Mapping):
+                out[key] = merge(dict(out[key]), value)
+            elif list_merge == "append" and isinstance(out.get(key), list) and isinstance(value, list):
+                out[key] = out[key] + value
+            else:
+                out[key] = value
+        return out
+
+    result: dict[str, Any] = {}
+    for item in dicts:
+        for one in item if isinstance(item, list) else [item]:
+            if not isinstance(one, Mapping):
+                raise FilterArgumentError(f"combine: expected mappings, got {type(one).__name__}")
+            result = merge(result, one)
+    return result
+
+
+def dict2items(value: Any, key_name: str = "key", value_name: str = "value") -> list[dict[str, Any]]:
+    if not isinstance(value, Mapping):
+        raise FilterArgumentError(f"dict2items: expected a mapping, got {type(value).__name__}")
+    return [{key_name: k, value_name: v} for k, v in value.items()]
+
+
+def items2dict(value: Any, key_name: str = "key", value_name: str = "value") -> dict[Any, Any]:
+    try:
+        return {item[key_name]: item[value_name] for item in value}
+    except (KeyError, TypeError) as exc:
+        raise FilterArgumentError(f"items2dict: each item needs '{key_name}' and '{value_name}': {exc}") from None
+
+
+def human_readable(value: Any, isbits: bool = False, unit: str | None = None) -> str:
+    """Bytes as Ansible shows them: 1.00 KB, 3.50 GB (powers of 1024)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise FilterArgumentError(f"human_readable: {value!r} is not a number") from None
+    suffix = "b" if isbits else "B"
+    units = ["", "K", "M", "G", "T", "P", "E"]
+    index = 0
+    if unit:
+        index = units.index(unit[0].upper()) if unit[0].upper() in units else 0
+        number = number / (1024**index)
+    else:
+        while abs(number) >= 1024 and index < len(units) - 1:
+            number /= 1024
+            index += 1
+    return f"{number:.2f} {units[index]}{suffix}" if index else f"{number:.2f} {'Bytes' if not isbits else 'bits'}"
+
+
+def basename(value: Any) -> str:
+    return posixpath.basename(str(value))
+
+
+def dirname(value: Any) -> str:
+    return posixpath.dirname(str(value))
+
+
+FILTERS = {
+    "default": default,
+    "d": default,
+    "bool": to_bool,
+    "int": to_int,
+    "mandatory": mandatory,
+    "ternary": ternary,
+    "regex_replace": regex_replace,
+    "regex_search": regex_search,
+    "regex_findall": regex_findall,
+    "split": split,
+    "to_json": to_json,
+    "to_nice_json": to_nice_json,
+    "to_yaml": to_yaml,
+    "to_nice_yaml": to_nice_yaml,
+    "from_json": from_json,
+    "from_yaml": from_yaml,
+    "b64encode": b64encode,
+    "b64decode": b64decode,
+    "quote": quote,
+    "first": first,
+    "last": last,
+    "unique": unique,
+    "combine": combine,
+    "dict2items": dict2items,
+    "items2dict": items2dict,
+    "human_readable": human_readable,
+    "basename": basename,
+    "dirname": dirname,
+    "win_basename": lambda v: ntpath.basename(str(v)),
+}
+
+
+# -- tests ------------------------------------------------------------------------------------
+def _result(value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise FilterArgumentError("this test needs a registered task result")
+    return value
+
+
+def succeeded(value: Any) -> bool:
+    return not _result(value).get("failed", False)
+
+
+def failed(value: Any) -> bool:
+    return bool(_result(value).get("failed", False))
+
+
+def changed(value: Any) -> bool:
+    return bool(_result(value).get("changed", False))
+
+
+def skipped(value: Any) -> bool:
+    return bool(_result(value).get("skipped", False))
+
+
+def version_test(value: Any, other: Any, operator: str = "eq") -> bool:
+    def key(text: Any) -> list[Any]:
+        return [int(p) if p.isdigit() else p for p in re.split(r"[.\-+]", str(text)) if p]
+
+    a, b = key(value), key(other)
+    ops = {
+        "eq": a == b, "==": a == b, "ne": a != b, "!=": a != b,
+        "lt": a < b, "<": a < b, "le": a <= b, "<=": a <= b,
+        "gt": a > b, ">": a > b, "ge": a >= b, ">=": a >= b,
+    }
+    if operator not in ops:
+        raise FilterArgumentError(f"version: unknown operator {operator!r}")
+    return ops[operator]
+
+
+TESTS = {
+    "succeeded": succeeded,
+    "success": succeeded,
+    "failed": failed,
+    "failure": failed,
+    "changed": changed,
+    "change": changed,
+    "skipped": skipped,
+    "skip": skipped,
+    "match": lambda value, pattern, ignorecase=False: re.match(pattern, str(value), re.I if ignorecase else 0) is not None,
+    "search": lambda value, pattern, ignorecase=False: re.search(pattern, str(value), re.I if ignorecase else 0) is not None,
+    "regex": lambda value, pattern: re.search(pattern, str(value)) is not None,
+    "version": version_test,
+    "version_compare": version_test,
+}

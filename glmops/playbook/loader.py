@@ -1,0 +1,613 @@
+"""Load and validate playbooks, task files, roles and vars files into the model.
+
+Everything that can be checked before a run is checked here, so nothing runs on any host unless the
+whole playbook loaded: keywords, module names, module arguments (as far as they are literal),
+roles, vars files, included task files with literal names, handler names used by `notify`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import shlex
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from glmops.errors import ArgumentError, LoadError, Pos
+from glmops.modules import canonical_name, get_module, is_module, module_names, nearest_modules
+from glmops.modules.base import validate_args
+from glmops.playbook.model import Block, IncludeRole, IncludeTasks, Item, Play, Playbook, Role, Task
+from glmops.playbook.yamlpos import PosDict, PosList, load_yaml
+
+PLAY_KEYWORDS = {
+    "name", "hosts", "vars", "vars_files", "roles", "pre_tasks", "tasks", "post_tasks", "handlers",
+    "gather_facts", "become", "become_user", "environment", "connection", "tags", "host_key_checking",
+}
+COMMON_KEYWORDS = {"name", "when", "tags", "become", "become_user", "environment", "vars", "ignore_errors", "no_log", "check_mode"}
+TASK_KEYWORDS = COMMON_KEYWORDS | {
+    "register", "loop", "with_items", "loop_control", "notify", "listen", "changed_when", "failed_when",
+    "retries", "until", "delay", "args",
+}
+BLOCK_KEYWORDS = COMMON_KEYWORDS | {"block", "rescue", "always"}
+LOOP_CONTROL_KEYS = {"loop_var", "index_var", "label"}
+INCLUDE_ACTIONS = {"include_tasks", "import_tasks", "include_role", "import_role"}
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_RAW_TOKEN = re.compile(r"""(?:[^\s"']+|"(?:\\.|[^"\\])*"|'[^']*')+""")
+_OPTION = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.S)
+
+PROJECT_ROLES = Path(__file__).resolve().parent.parent.parent / "roles"
+
+
+def _pos(node: Any, default: Pos) -> Pos:
+    return getattr(node, "pos", None) or default
+
+
+def _key_pos(node: Any, key: Any, default: Pos) -> Pos:
+    return node.pos_of(key) if isinstance(node, PosDict) else _pos(node, default)
+
+
+def _nearest_hint(word: str, choices: Iterable[str], what: str) -> str:
+    near = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
+    return f"did you mean: {', '.join(near)}?" if near else f"valid {what}: " + ", ".join(sorted(choices))
+
+
+def _is_templated(value: Any) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+# -- typed keyword readers ------------------------------------------------------------------------
+class _Reader:
+    """Reads the keywords of one mapping, with errors that point at the keyword's line."""
+
+    def __init__(self, node: PosDict, what: str):
+        self.node = node
+        self.what = what
+
+    def pos(self, key: str) -> Pos:
+        return self.node.pos_of(key)
+
+    def error(self, key: str, message: str, hint: str | None = None) -> LoadError:
+        return LoadError(message, pos=self.pos(key), field=key, hint=hint)
+
+    def str(self, key: str, default: str | None = None) -> str | None:
+        value = self.node.get(key, default)
+        if value is None:
+            return default
+        if isinstance(value, (dict, list)):
+            raise self.error(key, f"expected a string, got a {type(value).__name__}")
+        return str(value)
+
+    def bool_or_template(self, key: str) -> Any:
+        value = self.node.get(key)
+        if value is None or isinstance(value, bool) or _is_templated(value):
+            return value
+        if isinstance(value, str) and value.lower() in ("yes", "no", "true", "false", "on", "off"):
+            return value.lower() in ("yes", "true", "on")
+        raise self.error(key, f"expected a boolean (true/false), got {value!r}")
+
+    def bool(self, key: str, default: bool | None = None) -> bool | None:
+        value = self.bool_or_template(key)
+        if _is_templated(value):
+            raise self.error(key, "a template is not allowed here; write true or false")
+        return default if value is None else value
+
+    def str_list(self, key: str, *, comma: bool = False) -> list[str]:
+        value = self.node.get(key)
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()] if comma else [value]
+        if isinstance(value, list) and all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
+            return [str(v) for v in value]
+        raise self.error(key, f"expected a string or a list of strings, got {value!r}")
+
+    def conditions(self, key: str) -> list[Any] | None:
+        value = self.node.get(key)
+        if value is None:
+            return None
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if not isinstance(item, (str, bool, int)):
+                raise self.error(key, f"expected a condition (a Jinja expression or a boolean), got {item!r}",
+                                 hint="write conditions as bare expressions, e.g. when: result.rc == 0")
+        return list(items)
+
+    def mapping(self, key: str) -> dict[str, Any]:
+        value = self.node.get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.error(key, f"expected a mapping (key: value), got {type(value).__name__}")
+        return value
+
+    def int_or_template(self, key: str) -> Any:
+        value = self.node.get(key)
+        if value is None or _is_templated(value) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+            return value
+        if isinstance(value, str):
+            try:
+                return float(value) if "." in value else int(value)
+            except ValueError:
+                pass
+        raise self.error(key, f"expected a number, got {value!r}")
+
+    def unknown(self, allowed: set[str], extra_allowed: Iterable[str] = ()) -> None:
+        allowed_all = set(allowed) | set(extra_allowed)
+        for key in self.node:
+            if key not in allowed_all:
+                raise self.error(str(key), f"unknown {self.what} keyword '{key}'", hint=_nearest_hint(str(key), allowed, "keywords"))
+
+
+def load_vars_file(path: str, pos: Pos | None = None) -> dict[str, Any]:
+    """Load a YAML/JSON file of variables (vars_files, -e @file, group_vars)."""
+    if not os.path.isfile(path):
+        raise LoadError(f"vars file not found: {path}", pos=pos or Pos(path), hint="check the path; relative paths are taken from the playbook's directory")
+    data = load_yaml(path)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise LoadError("a vars file must be a mapping of variable names to values", pos=_pos(data, Pos(path)))
+    for key in data:
+        if not isinstance(key, str) or not _IDENTIFIER.match(key):
+            raise LoadError(f"invalid variable name {key!r}", pos=_key_pos(data, key, Pos(path)),
+                            hint="variable names are letters, digits and underscores, not starting with a digit")
+    return data
+
+
+class Loader:
+    """Loads one playbook; keeps the state needed for roles, includes and cycle detection."""
+
+    def __init__(self, playbook_dir: str, extra_roles_paths: Iterable[str] = ()):
+        self.playbook_dir = playbook_dir
+        self.extra_roles_paths = list(extra_roles_paths)
+        self._stack: list[str] = []
+        self._role_cache: dict[tuple[str, str], list[Item]] = {}
+
+    # -- roles ----------------------------------------------------------------------------
+    def role_dirs(self) -> list[str]:
+        dirs = [os.path.join(self.playbook_dir, "roles"), os.path.join(os.getcwd(), "roles"), *self.extra_roles_paths]
+        env = os.environ.get("GLMOPS_ROLES_PATH") or os.environ.get("ANSIBLE_ROLES_PATH")
+        if env:
+            dirs.extend(env.split(os.pathsep))
+        dirs.append(str(PROJECT_ROLES))
+        seen: list[str] = []
+        for d in dirs:
+            if os.path.abspath(d) not in seen:
+                seen.append(os.path.abspath(d))
+        return seen
+
+    def find_role(self, name: str, pos: Pos) -> str:
+        candidates = [name] if os.path.isabs(name) else [os.path.join(d, name) for d in self.role_dirs()]
+        if not os.path.isabs(name) and ("/" in name):
+            candidates.insert(0, os.path.join(self.playbook_dir, name))
+        for candidate in candidates:
+            if os.path.isdir(candidate):
+                return candidate
+        raise LoadError(f"role '{name}' not found", pos=pos, field="role", hint="searched: " + ", ".join(candidates))
+
+    @staticmethod
+    def _role_file(role_path: str, sub: str, name: str = "main") -> str | None:
+        for ext in (".yml", ".yaml", ""):
+            path = os.path.join(role_path, sub, name + ext)
+            if os.path.isfile(path):
+                return path
+        return None
+
+    def load_role(self, name: str, pos: Pos, params: dict[str, Any] | None = None, tasks_from: str = "main") -> Role:
+        path = self.find_role(name, pos)
+        role = Role(name=os.path.basename(path.rstrip("/")), path=path, pos=pos, params=dict(params or {}))
+        for sub, attr in (("defaults", "defaults"), ("vars", "vars")):
+            file = self._role_file(path, sub)
+            if file:
+                setattr(role, attr, load_vars_file(file))
+        tasks_file = self._role_file(path, "tasks", tasks_from)
+        if tasks_file:
+            role.tasks = self.load_tasks_file(tasks_file, role=role, pos=pos)
+        elif tasks_from != "main":
+            raise LoadError(f"role '{name}' has no tasks file '{tasks_from}'", pos=pos, field="tasks_from",
+                            hint=f"expected {os.path.join(path, 'tasks', tasks_from + '.yml')}")
+        handlers_file = self._role_file(path, "handlers")
+        if handlers_file:
+            role.handlers = self.load_handlers(handlers_file, role=role)
+        return role
+
+    # -- task files -------------------------------------------------------------------------
+    def load_tasks_file(self, path: str, *, role: Role | None, pos: Pos) -> list[Item]:
+        path = os.path.abspath(path)
+        if not os.path.isfile(path):
+            raise LoadError(f"task file not found: {path}", pos=pos)
+        if path in self._stack:
+            raise LoadError(f"task file includes itself: {' -> '.join(self._stack + [path])}", pos=pos)
+        self._stack.append(path)
+        try:
+            data = load_yaml(path)
+            if data is None:
+                return []
+            if not isinstance(data, list):
+                raise LoadError("a task file must be a list of tasks", pos=_pos(data, Pos(path)), hint="start each task with '- name: ...'")
+            return self.load_items(data, role=role, base_dir=os.path.dirname(path))
+        finally:
+            self._stack.pop()
+
+    def load_handlers(self, path: str, *, role: Role | None) -> list[Task]:
+        data = load_yaml(path)
+        if data is None:
+            return []
+        if not isinstance(data, list):
+            raise LoadError("a handlers file must be a list of tasks", pos=_pos(data, Pos(path)))
+        return self._handlers(data, role=role, base_dir=os.path.dirname(path))
+
+    def _handlers(self, data: list[Any], *, role: Role | None, base_dir: str) -> list[Task]:
+        handlers: list[Task] = []
+        for item in self.load_items(data, role=role, base_dir=base_dir, handlers=True):
+            if not isinstance(item, Task):
+                raise LoadError("handlers must be plain tasks (no block or include)", pos=item.pos)
+            handlers.append(item)
+        return handlers
+
+    def load_items(self, data: list[Any], *, role: Role | None, base_dir: str, handlers: bool = False) -> list[Item]:
+        items: list[Item] = []
+        for index, node in enumerate(data):
+            pos = data.pos_of(index) if isinstance(data, PosList) else Pos(base_dir)
+            if not isinstance(node, PosDict):
+                raise LoadError(f"a task must be a mapping, got {node!r}", pos=pos, hint="write '- name: ...' followed by a module, e.g. 'command: echo hi'")
+            items.append(self.load_item(node, role=role, base_dir=base_dir, handlers=handlers))
+        return items
+
+    def _options(self, reader: _Reader, target: Any) -> None:
+        target.name = reader.str("name")
+        target.when = reader.conditions("when") or []
+        target.tags = reader.str_list("tags", comma=True)
+        target.become = reader.bool("become")
+        target.become_user = reader.str("become_user")
+        target.environment = reader.mapping("environment")
+        target.vars = reader.mapping("vars")
+        target.ignore_errors = reader.bool_or_template("ignore_errors")
+        target.no_log = reader.bool_or_template("no_log")
+        target.check_mode = reader.bool("check_mode")
+
+    def load_item(self, node: PosDict, *, role: Role | None, base_dir: str, handlers: bool = False) -> Item:
+        if "block" in node:
+            reader = _Reader(node, "block")
+            reader.unknown(BLOCK_KEYWORDS)
+            block = Block(pos=node.pos, role=role)
+            self._options(reader, block)
+            for part in ("block", "rescue", "always"):
+                value = node.get(part)
+                if value is None:
+                    continue
+                if not isinstance(value, list):
+                    raise reader.error(part, f"'{part}' must be a list of tasks")
+                setattr(block, part, self.load_items(value, role=role, base_dir=base_dir, handlers=handlers))
+            return block
+        actions = [k for k in node if k not in TASK_KEYWORDS]
+        known = [k for k in actions if is_module(str(k)) or canonical_name(str(k)) in INCLUDE_ACTIONS]
+        for key in actions:
+            if key not in known:
+                if known:
+                    raise LoadError(f"unknown task keyword '{key}'", pos=node.pos_of(key), field=str(key),
+                                    hint=_nearest_hint(str(key), TASK_KEYWORDS, "task keywords"))
+                near = nearest_modules(str(key)) + difflib.get_close_matches(str(key), TASK_KEYWORDS, n=2)
+                raise LoadError(
+                    f"unknown module '{key}'",
+                    pos=node.pos_of(key),
+                    field=str(key),
+                    hint=(f"did you mean: {', '.join(near)}? " if near else "") + "modules: " + ", ".join(module_names()),
+                )
+        if not known:
+            raise LoadError("this task has no module", pos=node.pos, hint="add a module, e.g. 'command: echo hi'; modules: " + ", ".join(module_names()))
+        if len(known) > 1:
+            raise LoadError(f"a task has one module, this one has {len(known)}: {', '.join(map(str, known))}", pos=node.pos_of(known[1]),
+                            field=str(known[1]), hint="split it into separate tasks")
+        action = canonical_name(str(known[0]))
+        if action in INCLUDE_ACTIONS:
+            return self._include(node, action, str(known[0]), role=role, base_dir=base_dir)
+        return self._task(node, action, str(known[0]), role=role, handlers=handlers)
+
+    def _task(self, node: PosDict, module_name: str, key: str, *, role: Role | None, handlers: bool) -> Task:
+        reader = _Reader(node, "task")
+        if "loop" in node and "with_items" in node:
+            raise reader.error("with_items", "use either 'loop' or 'with_items', not both")
+        if "listen" in node and not handlers:
+            raise reader.error("listen", "'listen' is for handlers only")
+        task = Task(pos=node.pos, module=module_name, role=role)
+        self._options(reader, task)
+        task.args = self._module_args(node, key, module_name)
+        task.register = reader.str("register")
+        if task.register is not None and not _IDENTIFIER.match(task.register):
+            raise reader.error("register", f"'{task.register}' is not a valid variable name")
+        loop_key = "loop" if "loop" in node else ("with_items" if "with_items" in node else None)
+        if loop_key:
+            loop = node[loop_key]
+            if not isinstance(loop, list) and not _is_templated(loop):
+                raise reader.error(loop_key, f"'{loop_key}' needs a list or a template that gives one, got {loop!r}",
+                                   hint='e.g. loop: [a, b] or loop: "{{ packages }}"')
+            task.loop = loop
+        control = reader.mapping("loop_control")
+        if control:
+            bad = set(control) - LOOP_CONTROL_KEYS
+            if bad:
+                raise LoadError(f"unknown loop_control key '{sorted(bad)[0]}'", pos=_key_pos(control, sorted(bad)[0], node.pos),
+                                field="loop_control", hint="allowed: " + ", ".join(sorted(LOOP_CONTROL_KEYS)))
+            task.loop_var = str(control.get("loop_var", "item"))
+            task.index_var = control.get("index_var")
+            task.loop_label = control.get("label")
+        task.notify = reader.str_list("notify")
+        task.listen = reader.str_list("listen")
+        task.changed_when = reader.conditions("changed_when")
+        task.failed_when = reader.conditions("failed_when")
+        task.until = reader.conditions("until")
+        task.retries = reader.int_or_template("retries")
+        task.delay = reader.int_or_template("delay")
+        return task
+
+    def _module_args(self, node: PosDict, key: str, module_name: str) -> dict[str, Any]:
+        module = get_module(module_name)
+        raw = node[key]
+        pos = node.pos_of(key)
+        if raw is None:
+            args: dict[str, Any] = {}
+        elif isinstance(raw, dict):
+            args = raw
+        elif isinstance(raw, str):
+            args = self._parse_short_form(raw, module, pos)
+        elif isinstance(raw, list) and module.free_form:
+            args = {"argv": raw} if "argv" in module.args else {module.free_form: raw}
+        else:
+            raise LoadError(f"arguments of '{key}' must be a mapping or 'key=value' text, got {type(raw).__name__}", pos=pos, field=key)
+        extra = node.get("args")
+        if extra is not None:
+            if not isinstance(extra, dict):
+                raise LoadError("'args' must be a mapping", pos=node.pos_of("args"), field="args")
+            args = {**extra, **args}
+        try:
+            validate_args(module, args, final=False, pos=pos)
+        except ArgumentError as exc:
+            field_pos = _key_pos(args, exc.field, pos) if exc.field in args else pos
+            raise LoadError(exc.message, pos=field_pos, field=f"{key}.{exc.field}" if exc.field else key, hint=exc.hint) from None
+        return args
+
+    @staticmethod
+    def _parse_short_form(text: str, module: Any, pos: Pos) -> dict[str, Any]:
+        """`k=v k2="v 2"` for ordinary modules; free text plus known k=v options for command/shell/raw."""
+        if module.free_form:
+            args: dict[str, Any] = {}
+            options = set(module.args) - {module.free_form}
+            for match in _RAW_TOKEN.finditer(text):
+                option = _OPTION.match(match.group(0))
+                if option and option.group(1) in options:
+                    value = option.group(2)
+                    try:
+                        args[option.group(1)] = shlex.split(value)[0] if value else ""
+                    except (ValueError, IndexError):
+                        args[option.group(1)] = value
+            args[module.free_form] = _remove_options(text, args)
+            return args
+        try:
+            tokens = shlex.split(text)
+        except ValueError as exc:
+            raise LoadError(f"cannot parse module arguments: {exc}", pos=pos, hint="check the quotes") from None
+        args = {}
+        for token in tokens:
+            option = _OPTION.match(token)
+            if not option:
+                raise LoadError(f"expected key=value, got {token!r}", pos=pos, hint=f"module '{module.name}' takes: " + ", ".join(sorted(module.args)))
+            args[option.group(1)] = option.group(2)
+        return args
+
+    def _include(self, node: PosDict, action: str, key: str, *, role: Role | None, base_dir: str) -> Item:
+        reader = _Reader(node, action)
+        allowed = COMMON_KEYWORDS | {key, "loop", "with_items", "loop_control", "args"}
+        reader.unknown(allowed - {key}, extra_allowed=[key])
+        raw = node[key]
+        args = dict(raw) if isinstance(raw, dict) else ({"file": raw} if action.endswith("_tasks") else {"name": raw})
+        pos = node.pos_of(key)
+        if action in ("include_tasks", "import_tasks"):
+            file = args.get("file") or args.get("_raw_params")
+            if not isinstance(file, str) or not file:
+                raise LoadError(f"{action} needs a file name", pos=pos, field=key)
+            unknown = set(args) - {"file", "apply"}
+            if unknown:
+                raise LoadError(f"unknown {action} argument '{sorted(unknown)[0]}'", pos=pos, field=key, hint="allowed: file")
+            tasks_dir = os.path.join(role.path, "tasks") if role else base_dir
+            path = file if os.path.isabs(file) else os.path.join(tasks_dir, file)
+            if action == "import_tasks":
+                if _is_templated(file):
+                    raise LoadError("import_tasks needs a literal file name", pos=pos, field=key, hint="use include_tasks for a templated name")
+                block = Block(pos=node.pos, role=role)
+                self._options(reader, block)
+                block.block = self.load_tasks_file(path, role=role, pos=pos)
+                return block
+            include = IncludeTasks(pos=node.pos, file=file, base_dir=tasks_dir, role=role)
+            self._options(reader, include)
+            self._include_loop(reader, node, include)
+            if not _is_templated(file):
+                self.load_tasks_file(path, role=role, pos=pos)  # validate now; loaded again when reached
+            return include
+        name = args.get("name") or args.get("role")
+        if not isinstance(name, str) or not name:
+            raise LoadError(f"{action} needs a role name", pos=pos, field=key, hint=f"{action}: {{name: ROLE}}")
+        unknown = set(args) - {"name", "role", "tasks_from", "vars_from", "defaults_from", "public", "apply"}
+        if unknown:
+            raise LoadError(f"unknown {action} argument '{sorted(unknown)[0]}'", pos=pos, field=key, hint="allowed: name, tasks_from")
+        tasks_from = str(args.get("tasks_from", "main"))
+        if action == "import_role":
+            loaded = self.load_role(name, pos, tasks_from=tasks_from)
+            block = Block(pos=node.pos, role=loaded)
+            self._options(reader, block)
+            block.block = loaded.tasks
+            self.imported_roles.append(loaded)
+            return block
+        include_role = IncludeRole(pos=node.pos, role_name=name, tasks_from=tasks_from, role=role)
+        self._options(reader, include_role)
+        self._include_loop(reader, node, include_role)
+        if not _is_templated(name):
+            self.imported_roles.append(self.load_role(name, pos, tasks_from=tasks_from))
+        return include_role
+
+    @staticmethod
+    def _include_loop(reader: _Reader, node: PosDict, target: Any) -> None:
+        loop_key = "loop" if "loop" in node else ("with_items" if "with_items" in node else None)
+        if loop_key:
+            target.loop = node[loop_key]
+        control = reader.mapping("loop_control")
+        if control.get("loop_var"):
+            target.loop_var = str(control["loop_var"])
+
+    imported_roles: list[Role]
+
+    # -- plays ------------------------------------------------------------------------------
+    def load_play(self, node: Any, pos: Pos) -> Play:
+        if not isinstance(node, PosDict):
+            raise LoadError(f"a play must be a mapping, got {node!r}", pos=pos, hint="each play starts with '- hosts: PATTERN'")
+        reader = _Reader(node, "play")
+        reader.unknown(PLAY_KEYWORDS)
+        if "hosts" not in node:
+            raise LoadError("a play needs 'hosts'", pos=node.pos, field="hosts", hint="e.g. hosts: all")
+        hosts = node["hosts"]
+        if isinstance(hosts, list):
+            hosts = ":".join(str(h) for h in hosts)
+        if not isinstance(hosts, str) or not hosts.strip():
+            raise reader.error("hosts", "'hosts' must be a host pattern (a string or a list)")
+        play = Play(pos=node.pos, hosts=hosts.strip(), base_dir=self.playbook_dir)
+        play.name = reader.str("name")
+        play.vars = reader.mapping("vars")
+        play.gather_facts = bool(reader.bool("gather_facts", True))
+        play.become = bool(reader.bool("become", False))
+        play.become_user = reader.str("become_user", "root") or "root"
+        play.environment = reader.mapping("environment")
+        play.tags = reader.str_list("tags", comma=True)
+        connection = reader.str("connection")
+        if connection is not None and connection not in ("ssh", "local", "paramiko"):
+            raise reader.error("connection", f"unsupported connection '{connection}'", hint="use ssh or local")
+        play.connection = connection
+        checking = node.get("host_key_checking")
+        if checking is not None:
+            checking = {True: "yes", False: "no"}.get(checking, str(checking).lower())
+            if checking not in ("yes", "no", "accept-new"):
+                raise reader.error("host_key_checking", f"invalid value {node['host_key_checking']!r}", hint="use yes, no or accept-new")
+            play.host_key_checking = checking
+        for index, entry in enumerate(reader.str_list("vars_files")):
+            entry_pos = node["vars_files"].pos_of(index) if isinstance(node["vars_files"], PosList) else reader.pos("vars_files")
+            if _is_templated(entry):
+                raise LoadError("templated vars_files paths are not supported", pos=entry_pos, field="vars_files", hint="write the path literally")
+            path = entry if os.path.isabs(entry) else os.path.join(self.playbook_dir, entry)
+            play.vars_files.append(path)
+            play.vars_from_files.update(load_vars_file(path, entry_pos))
+        self.imported_roles = []
+        roles = node.get("roles") or []
+        if not isinstance(roles, list):
+            raise reader.error("roles", "'roles' must be a list")
+        for index, entry in enumerate(roles):
+            entry_pos = roles.pos_of(index) if isinstance(roles, PosList) else reader.pos("roles")
+            play.roles.append(self._play_role(entry, entry_pos))
+        for section in ("pre_tasks", "tasks", "post_tasks"):
+            value = node.get(section)
+            if value is None:
+                continue
+            if not isinstance(value, list):
+                raise reader.error(section, f"'{section}' must be a list of tasks")
+            setattr(play, section, self.load_items(value, role=None, base_dir=self.playbook_dir))
+        handlers = node.get("handlers") or []
+        if not isinstance(handlers, list):
+            raise reader.error("handlers", "'handlers' must be a list of tasks")
+        play.handlers = self._handlers(handlers, role=None, base_dir=self.playbook_dir)
+        for role in play.roles + self.imported_roles:
+            play.handlers.extend(h for h in role.handlers if h not in play.handlers)
+        self._check_notify(play)
+        return play
+
+    def _play_role(self, entry: Any, pos: Pos) -> Role:
+        if isinstance(entry, str):
+            return self.load_role(entry, pos)
+        if not isinstance(entry, dict):
+            raise LoadError(f"a role entry must be a name or a mapping, got {entry!r}", pos=pos, field="roles")
+        name = entry.get("role") or entry.get("name")
+        if not isinstance(name, str):
+            raise LoadError("a role entry needs 'role: NAME'", pos=pos, field="roles")
+        reader = _Reader(entry, "role") if isinstance(entry, PosDict) else None
+        params = {k: v for k, v in entry.items() if k not in ("role", "name", "tags", "when", "vars")}
+        params.update(entry.get("vars") or {})
+        role = self.load_role(name, pos, params=params)
+        if reader:
+            role.tags = reader.str_list("tags", comma=True)
+            role.when = reader.conditions("when") or []
+        return role
+
+    def _check_notify(self, play: Play) -> None:
+        names = {h.name for h in play.handlers if h.name} | {topic for h in play.handlers for topic in h.listen}
+
+        def walk(items: list[Item]) -> Iterable[Task]:
+            for item in items:
+                if isinstance(item, Task):
+                    yield item
+                elif isinstance(item, Block):
+                    yield from walk(item.block + item.rescue + item.always)
+
+        tasks = list(walk(play.pre_tasks + play.tasks + play.post_tasks))
+        for role in play.roles + self.imported_roles:
+            tasks.extend(walk(role.tasks))
+        tasks.extend(play.handlers)
+        for task in tasks:
+            for name in task.notify:
+                if name not in names and not _is_templated(name):
+                    raise LoadError(f"notify names no handler: '{name}'", pos=task.pos, field="notify",
+                                    hint=_nearest_hint(name, names, "handlers") if names else "this play has no handlers")
+
+
+def _remove_options(text: str, options: dict[str, Any]) -> str:
+    """The free-form text with the recognised `key=value` option tokens removed."""
+    pieces: list[str] = []
+    last = 0
+    for match in _RAW_TOKEN.finditer(text):
+        option = _OPTION.match(match.group(0))
+        if option and option.group(1) in options:
+            pieces.append(text[last : match.start()])
+            last = match.end()
+    pieces.append(text[last:])
+    return re.sub(r"[ \t]{2,}", " ", "".join(pieces)).strip() if len(pieces) > 1 else text.strip()
+
+
+def load_playbook(path: str, *, extra_roles_paths: Iterable[str] = ()) -> Playbook:
+    """Load and validate a playbook file (and everything it imports); raise LoadError if anything is wrong."""
+    path = os.path.abspath(path)
+    if not os.path.isfile(path):
+        raise LoadError("playbook not found", pos=Pos(path), hint="check the path given to glmops run")
+    loader = Loader(os.path.dirname(path), extra_roles_paths)
+    return Playbook(path=path, plays=_load_plays(loader, path, []))
+
+
+def _load_plays(loader: Loader, path: str, stack: list[str]) -> list[Play]:
+    if path in stack:
+        raise LoadError(f"playbook imports itself: {' -> '.join(stack + [path])}", pos=Pos(path))
+    data = load_yaml(path)
+    if not isinstance(data, list) or not data:
+        raise LoadError("a playbook must be a non-empty list of plays", pos=_pos(data, Pos(path)), hint="start with '- hosts: all'")
+    plays: list[Play] = []
+    for index, node in enumerate(data):
+        pos = data.pos_of(index) if isinstance(data, PosList) else Pos(path)
+        if isinstance(node, dict) and any(canonical_name(str(k)) == "import_playbook" for k in node):
+            key = next(k for k in node if canonical_name(str(k)) == "import_playbook")
+            target = os.path.join(os.path.dirname(path), str(node[key]))
+            if not os.path.isfile(target):
+                raise LoadError(f"imported playbook not found: {target}", pos=node.pos_of(key), field=str(key))
+            plays.extend(_load_plays(loader, os.path.abspath(target), stack + [path]))
+            continue
+        plays.append(loader.load_play(node, pos))
+    return plays
+
+
+def load_role(name: str, *, base_dir: str, pos: Pos, params: dict[str, Any] | None = None, tasks_from: str = "main") -> Role:
+    """Load a role by name, as include_role does at run time."""
+    loader = Loader(base_dir)
+    loader.imported_roles = []
+    return loader.load_role(name, pos, params=params, tasks_from=tasks_from)
+
+
+def load_tasks_file(path: str, *, role: Role | None, pos: Pos, base_dir: str | None = None) -> list[Item]:
+    """Load a task file, as include_tasks does at run time."""
+    loader = Loader(base_dir or os.path.dirname(os.path.abspath(path)))
+    loader.imported_roles = []
+    return loader.load_tasks_file(path, role=role, pos=pos)

@@ -1,0 +1,122 @@
+"""Jinja2 rendering of playbook values: `{{ }}` in any string, bare expressions in `when`.
+
+StrictUndefined: an undefined variable is an error that names the variable and the task field.
+A string that is exactly one `{{ expression }}` renders to the expression's native value (a list
+for `loop`, an int, a dict), as Ansible does; other strings render to text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError
+from jinja2.exceptions import FilterArgumentError, SecurityError, TemplateRuntimeError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from glmops.errors import Pos, TemplateError
+from glmops.playbook.filters import FILTERS, TESTS
+
+_SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.S)
+
+
+def _environment() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
+    env.filters.update(FILTERS)
+    env.tests.update(TESTS)
+    return env
+
+
+class Templar:
+    """Renders values with a set of variables. One instance serves a whole run (it caches)."""
+
+    def __init__(self) -> None:
+        self.env = _environment()
+        self._compile = lru_cache(maxsize=4096)(self.env.from_string)
+        self._compile_expr = lru_cache(maxsize=4096)(self.env.compile_expression)
+
+    @staticmethod
+    def is_template(value: Any) -> bool:
+        return isinstance(value, str) and ("{{" in value or "{%" in value or "{#" in value)
+
+    def _fail(self, exc: Exception, text: str, pos: Pos | None, field: str | None) -> TemplateError:
+        if isinstance(exc, UndefinedError):
+            message = str(exc.message or exc)
+            match = re.search(r"'([^']+)' is undefined", message)
+            if match:
+                return TemplateError(
+                    f"undefined variable '{match.group(1)}' in {text!r}",
+                    pos=pos,
+                    field=field,
+                    hint="define it (vars, inventory, -e) or give a fallback: {{ %s | default('...') }}" % match.group(1),
+                )
+            return TemplateError(f"{message} in {text!r}", pos=pos, field=field)
+        if isinstance(exc, TemplateSyntaxError):
+            return TemplateError(f"template syntax error: {exc.message} in {text!r}", pos=pos, field=field)
+        return TemplateError(f"template error: {exc} in {text!r}", pos=pos, field=field)
+
+    def _render_string(self, text: str, variables: Mapping[str, Any], pos: Pos | None, field: str | None) -> Any:
+        if not self.is_template(text):
+            return text
+        try:
+            match = _SINGLE_EXPRESSION.match(text)
+            if match and "{%" not in text:
+                return self._compile_expr(match.group("expr").strip(), undefined_to_none=False)(**variables)
+            return self._compile(text).render(**variables)
+        except (UndefinedError, TemplateSyntaxError, FilterArgumentError, TemplateRuntimeError, SecurityError,
+                TypeError, ValueError, KeyError, AttributeError, ZeroDivisionError) as exc:
+            raise self._fail(exc, text, pos, field) from None
+
+    def render(self, value: Any, variables: Mapping[str, Any], *, pos: Pos | None = None, field: str | None = None) -> Any:
+        """Render every template inside `value` (strings, and recursively lists and dicts)."""
+        if isinstance(value, str):
+            return self._render_string(value, variables, pos, field)
+        if isinstance(value, Mapping):
+            return {
+                self.render(k, variables, pos=pos, field=field): self.render(v, variables, pos=pos, field=f"{field}.{k}" if field else str(k))
+                for k, v in value.items()
+            }
+        if isinstance(value, (list, tuple)):
+            return [self.render(v, variables, pos=pos, field=field) for v in value]
+        return value
+
+    def evaluate(self, expr: Any, variables: Mapping[str, Any], *, pos: Pos | None = None, field: str | None = None) -> Any:
+        """Evaluate a bare expression (`when: x is defined and y == 1`); non-strings pass through."""
+        if not isinstance(expr, str):
+            return expr
+        text = expr.strip()
+        match = _SINGLE_EXPRESSION.match(text)
+        if match:  # `when: "{{ x }}"` is accepted too
+            text = match.group("expr").strip()
+        try:
+            return self._compile_expr(text, undefined_to_none=False)(**variables)
+        except (UndefinedError, TemplateSyntaxError, FilterArgumentError, TemplateRuntimeError, SecurityError,
+                TypeError, ValueError, KeyError, AttributeError, ZeroDivisionError) as exc:
+            raise self._fail(exc, expr, pos, field) from None
+
+    def all_true(self, conditions: list[Any], variables: Mapping[str, Any], *, pos: Pos | None = None, field: str = "when") -> bool:
+        """True when every condition holds (an empty list holds)."""
+        for condition in conditions:
+            value = self.evaluate(condition, variables, pos=pos, field=field)
+            if isinstance(value, str):
+                from glmops.playbook.filters import to_bool
+
+                value = to_bool(value)
+            if not value:
+                return False
+        return True
+
+    def render_text(self, text: str, variables: Mapping[str, Any], *, name: str) -> str:
+        """Render a whole template file (the template module)."""
+        try:
+            return self._compile(text).render(**variables)
+        except TemplateSyntaxError as exc:
+            raise TemplateError(f"template syntax error: {exc.message}", pos=Pos(name, exc.lineno or 0)) from None
+        except (UndefinedError, FilterArgumentError, TemplateRuntimeError, SecurityError, TypeError, ValueError) as exc:
+            message = str(getattr(exc, "message", None) or exc)
+            match = re.search(r"'([^']+)' is undefined", message)
+            if match:
+                raise TemplateError(f"undefined variable '{match.group(1)}' in template", pos=Pos(name)) from None
+            raise TemplateError(f"template error: {message}", pos=Pos(name)) from None
