@@ -34,7 +34,7 @@ BLOCK_KEYWORDS = COMMON_KEYWORDS | {"block", "rescue", "always"}
 LOOP_CONTROL_KEYS = {"loop_var", "index_var", "label"}
 INCLUDE_ACTIONS = {"include_tasks", "import_tasks", "include_role", "import_role"}
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_RAW_TOKEN = re.compile(r"""(?:[^\s"']+|"(?:\\.|[^"\\])*"|'[^']*')+""")
+_RAW_TOKEN = re.compile(r"""(?:\{\{.*?\}\}|\{%.*?%\}|[^\s"'{]+|\{|"(?:\\.|[^"\\])*"|'[^']*')+""", re.S)
 _OPTION = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.S)
 
 PROJECT_ROLES = Path(__file__).resolve().parent.parent.parent / "roles"
@@ -378,23 +378,15 @@ class Loader:
             for match in _RAW_TOKEN.finditer(text):
                 option = _OPTION.match(match.group(0))
                 if option and option.group(1) in options:
-                    value = option.group(2)
-                    try:
-                        args[option.group(1)] = shlex.split(value)[0] if value else ""
-                    except (ValueError, IndexError):
-                        args[option.group(1)] = value
+                    args[option.group(1)] = _unquote(option.group(2))
             args[module.free_form] = _remove_options(text, args)
             return args
-        try:
-            tokens = shlex.split(text)
-        except ValueError as exc:
-            raise LoadError(f"cannot parse module arguments: {exc}", pos=pos, hint="check the quotes") from None
         args = {}
-        for token in tokens:
-            option = _OPTION.match(token)
+        for match in _RAW_TOKEN.finditer(text):
+            option = _OPTION.match(match.group(0))
             if not option:
-                raise LoadError(f"expected key=value, got {token!r}", pos=pos, hint=f"module '{module.name}' takes: " + ", ".join(sorted(module.args)))
-            args[option.group(1)] = option.group(2)
+                raise LoadError(f"expected key=value, got {match.group(0)!r}", pos=pos, hint=f"module '{module.name}' takes: " + ", ".join(sorted(module.args)))
+            args[option.group(1)] = _unquote(option.group(2))
         return args
 
     def _include(self, node: PosDict, action: str, key: str, *, role: Role | None, base_dir: str) -> Item:
@@ -555,6 +547,16 @@ class Loader:
                 if name not in names and not _is_templated(name):
                     raise LoadError(f"notify names no handler: '{name}'", pos=task.pos, field="notify",
                                     hint=_nearest_hint(name, names, "handlers") if names else "this play has no handlers")
+
+
+def _unquote(value: str) -> str:
+    """The value of a `key=value` token: surrounding quotes removed, as a shell would."""
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        try:
+            return shlex.split(value)[0]
+        except ValueError:
+            return value[1:-1]
+    return value
 
 
 def _remove_options(text: str, options: dict[str, Any]) -> str:

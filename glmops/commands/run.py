@@ -1,0 +1,131 @@
+"""`glmops run`: load a playbook and an inventory, validate everything, then run."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from glmops.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_LOAD_ERROR, GlmopsError, LoadError, Pos
+
+EPILOG = """\b
+Exit codes:
+  0   every host ok
+  1   any other error (bad command line, internal error)
+  2   a task failed on at least one host
+  3   the playbook, a role, a vars file or the inventory did not load; nothing ran
+  4   at least one host was unreachable
+  99  interrupted
+"""
+
+
+def parse_extra_vars(values: tuple[str, ...]) -> dict[str, Any]:
+    """-e k=v k2=v2 | -e @file.yml | -e '{"json": 1}' -> one dict (later ones win)."""
+    from glmops.playbook.loader import load_vars_file
+
+    merged: dict[str, Any] = {}
+    for value in values:
+        value = value.strip()
+        if value.startswith("@"):
+            merged.update(load_vars_file(value[1:], Pos(value[1:])))
+        elif value.startswith("{"):
+            try:
+                data = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise LoadError(f"-e {value!r}: not valid JSON: {exc}", field="-e") from None
+            merged.update(data)
+        else:
+            import shlex
+
+            for token in shlex.split(value):
+                key, sep, val = token.partition("=")
+                if not sep or not key.isidentifier():
+                    raise LoadError(f"-e {token!r}: expected NAME=VALUE, @FILE or JSON", field="-e", hint="e.g. -e model_dir=/root/autodl-tmp")
+                merged[key] = val
+    return merged
+
+
+@click.command(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("playbook", type=click.Path(dir_okay=False))
+@click.option("-i", "--inventory", "inventories", multiple=True, help="Inventory file, directory, or 'host1,host2,' list (repeatable).")
+@click.option("-l", "--limit", help="Run only on hosts matching this pattern.")
+@click.option("-C", "--check", is_flag=True, help="Change nothing; report what would change.")
+@click.option("-D", "--diff", is_flag=True, help="Show what changes in files (unified diffs).")
+@click.option("-t", "--tags", multiple=True, help="Run only tasks with these tags (comma-separated, repeatable).")
+@click.option("--skip-tags", multiple=True, help="Skip tasks with these tags.")
+@click.option("-e", "--extra-vars", multiple=True, help="Variables: NAME=VALUE, @file.yml, or JSON (highest precedence).")
+@click.option("-f", "--forks", default=10, show_default=True, type=click.IntRange(1, 500), help="Hosts worked on at once.")
+@click.option("--start-at-task", help="Skip the tasks before the first task with this name.")
+@click.option("--accept-new-host-keys", is_flag=True, help="Record the key of a host seen for the first time (a changed key is always refused).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per event per line, and nothing else, on stdout.")
+@click.option("-v", "--verbose", count=True, help="More output: -v results, -vv full results, -vvv tracebacks.")
+def run(playbook: str, inventories: tuple[str, ...], limit: str | None, check: bool, diff: bool, tags: tuple[str, ...],
+        skip_tags: tuple[str, ...], extra_vars: tuple[str, ...], forks: int, start_at_task: str | None,
+        accept_new_host_keys: bool, as_json: bool, verbose: int) -> None:
+    """Run PLAYBOOK against the hosts of the inventory.
+
+    \b
+    Everything is loaded and checked first (playbook, roles, vars files, inventory, host
+    patterns): if anything is wrong, nothing runs on any host.
+    """
+    from rich.console import Console
+
+    err = Console(stderr=True, highlight=False)
+    try:
+        code = _run(playbook, inventories, limit, check, diff, tags, skip_tags, extra_vars, forks, start_at_task,
+                    accept_new_host_keys, as_json, verbose)
+    except GlmopsError as exc:
+        if verbose >= 3:
+            err.print(traceback.format_exc(), markup=False)
+        _print_error(err, exc, as_json)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        err.print("[red]interrupted[/]")
+        code = EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - never a bare traceback for users
+        if verbose >= 3:
+            err.print(traceback.format_exc(), markup=False)
+        err.print(f"[red]internal error:[/] {type(exc).__name__}: {exc}  (run with -vvv for the traceback)", markup=True)
+        code = EXIT_ERROR
+    sys.exit(code)
+
+
+def _print_error(err: Any, exc: GlmopsError, as_json: bool) -> None:
+    from rich.markup import escape
+
+    kind = "ERROR (nothing ran)" if exc.exit_code == EXIT_LOAD_ERROR else "ERROR"
+    err.print(f"[bold red]{kind}[/]: {escape(str(exc))}")
+    if as_json:
+        print(json.dumps({"event": "error", "message": exc.message, "pos": str(exc.pos) if exc.pos else None,
+                          "field": exc.field, "hint": exc.hint, "exit_code": exc.exit_code}))
+
+
+def _run(playbook_path: str, inventories: tuple[str, ...], limit: str | None, check: bool, diff: bool, tags: tuple[str, ...],
+         skip_tags: tuple[str, ...], extra_vars: tuple[str, ...], forks: int, start_at_task: str | None,
+         accept_new: bool, as_json: bool, verbose: int) -> int:
+    from glmops.executor.runner import PlaybookRunner, RunOptions
+    from glmops.inventory import load_inventory
+    from glmops.playbook.loader import load_playbook
+
+    if not inventories and os.environ.get("GLMOPS_INVENTORY"):
+        inventories = (os.environ["GLMOPS_INVENTORY"],)
+    inventory = load_inventory(list(inventories))
+    book = load_playbook(playbook_path)
+    options = RunOptions(
+        check=check, diff=diff, forks=forks, limit=limit, tags=list(tags), skip_tags=list(skip_tags),
+        extra_vars=parse_extra_vars(extra_vars), start_at_task=start_at_task,
+        host_key_checking="accept-new" if accept_new else None, verbosity=verbose,
+    )
+    if as_json:
+        from glmops.output.jsonlines import JsonLinesRenderer
+
+        renderer: Any = JsonLinesRenderer()
+    else:
+        from glmops.output.console import ConsoleRenderer
+
+        renderer = ConsoleRenderer(verbosity=verbose, diff=diff)
+    return PlaybookRunner(book, inventory, options, renderer).run()

@@ -1,0 +1,1 @@
+"""Running playbooks: strategy, handlers, loops, retries, blocks, facts. Emits events, never prints."""
