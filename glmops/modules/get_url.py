@@ -1,0 +1,105 @@
+"""get_url: download a file on the host, resuming partial downloads, checked and atomic."""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+from typing import Any
+
+from glmops.errors import ArgumentError
+from glmops.modules._files import ATTR_ARGS, apply_attrs_script, attr_changes
+from glmops.modules._remote import probe, sha256_cmd
+from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult
+
+
+class GetUrlModule(Module):
+    name = "get_url"
+    doc = (
+        "Download `url` to `dest` on the host (with curl, or wget). The download goes to DEST.part and "
+        "resumes from it after an interruption; the checksum is verified before DEST.part is renamed "
+        "to DEST, so DEST is never half-written. When DEST exists and matches `checksum` (or exists "
+        "and `force` is false), nothing is downloaded."
+    )
+    args = {
+        "url": Arg("str", required=True, help="http, https or ftp URL."),
+        "dest": Arg("path", required=True, help="File (or directory: the URL's file name is used) on the host."),
+        "checksum": Arg("str", help="'sha256:HEX' the file must have."),
+        "force": Arg("bool", default=False, help="Download again even if dest exists (skipped when the checksum matches)."),
+        "headers": Arg("dict", help="HTTP headers."),
+        "timeout": Arg("int", default=10, help="Connect timeout in seconds."),
+        "url_username": Arg("str", help="HTTP basic auth user."),
+        "url_password": Arg("str", no_log=True, help="HTTP basic auth password (never shown)."),
+        "validate_certs": Arg("bool", default=True, help="Verify TLS certificates."),
+        **ATTR_ARGS,
+    }
+
+    def check_args(self, args: dict[str, Any]) -> None:
+        checksum = args.get("checksum")
+        if checksum:
+            algorithm, _, value = checksum.partition(":")
+            if algorithm != "sha256" or len(value) != 64 or any(c not in "0123456789abcdefABCDEF" for c in value):
+                raise ArgumentError("checksum must be 'sha256:' followed by 64 hex digits", field="checksum")
+
+    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+        dest = args["dest"]
+        state, _ = probe(ctx, dest, checksum=bool(args.get("checksum")))
+        if state.type == "directory" or dest.endswith("/"):
+            dest = posixpath.join(dest, posixpath.basename(args["url"].split("?")[0]) or "index.html")
+            state, _ = probe(ctx, dest, checksum=bool(args.get("checksum")))
+        wanted = args["checksum"].split(":", 1)[1].lower() if args.get("checksum") else None
+        data: dict[str, Any] = {"dest": dest, "url": args["url"]}
+        if state.exists and ((wanted and state.sha256 == wanted) or (not wanted and not args["force"])):
+            changes = attr_changes(state, args)
+            if changes and not ctx.check:
+                ctx.run(apply_attrs_script(dest, changes))
+            return ModuleResult(changed=bool(changes), data={**data, "checksum_dest": state.sha256, "size": state.size})
+        if ctx.check:
+            return ModuleResult(changed=True, data=data)
+        part = shlex.quote(dest + ".part")
+        d = shlex.quote(dest)
+        fetch = self._fetch_script(args, part)
+        script = (
+            f"{fetch} || exit $?\n"
+            f"sum=$({sha256_cmd(part)})\n"
+            + (f'[ "$sum" = {shlex.quote(wanted)} ] || {{ rm -f {part}; echo "checksum mismatch: got sha256:$sum" >&2; exit 65; }}\n' if wanted else "")
+            + f"mv -f {part} {d} && echo \"sha256=$sum\" && echo \"size=$(wc -c < {d})\""
+        )
+        done = ctx.run(script, timeout=24 * 3600)
+        if done.rc != 0:
+            reason = done.stderr.strip()[-1000:] or done.stdout.strip()[-1000:]
+            hint = "" if done.rc == 65 else " (run the task again: the download resumes from the .part file)"
+            return ModuleResult(failed=True, msg=f"download of {args['url']} failed: {reason}{hint}", data=data)
+        values = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+        after, _ = probe(ctx, dest)
+        changes = attr_changes(after, args)
+        if changes:
+            ctx.run(apply_attrs_script(dest, changes))
+        return ModuleResult(changed=True, data={**data, "checksum_dest": values.get("sha256"), "size": int(values.get("size", "0").strip() or 0)})
+
+    @staticmethod
+    def _fetch_script(args: dict[str, Any], part: str) -> str:
+        url = shlex.quote(args["url"])
+        timeout = int(args["timeout"])
+        curl = [f"curl -fsSL --retry 3 --connect-timeout {timeout} -C - -o {part}"]
+        wget = [f"wget -q -c -T {timeout} -O {part}"]
+        if not args["validate_certs"]:
+            curl.append("-k")
+            wget.append("--no-check-certificate")
+        for key, value in (args.get("headers") or {}).items():
+            curl.append(f"-H {shlex.quote(f'{key}: {value}')}")
+            wget.append(f"--header={shlex.quote(f'{key}: {value}')}")
+        if args.get("url_username"):
+            # The password goes through a netrc-style config on stdin-free env var, not argv (ps would show it).
+            curl.append(f"-u \"$GLMOPS_URL_AUTH\"")
+            wget.append(f"--user={shlex.quote(args['url_username'])} --password=\"$GLMOPS_URL_PASSWORD\"")
+        auth = ""
+        if args.get("url_username"):
+            auth = (f"GLMOPS_URL_AUTH={shlex.quote(args['url_username'] + ':' + (args.get('url_password') or ''))} "
+                    f"GLMOPS_URL_PASSWORD={shlex.quote(args.get('url_password') or '')}; export GLMOPS_URL_AUTH GLMOPS_URL_PASSWORD; ")
+        # curl exits 33 when the server ignores the range of a complete .part: start again once.
+        return (f"{auth}if command -v curl >/dev/null 2>&1; then {' '.join(curl)} {url}; rc=$?; "
+                f"if [ $rc -eq 33 ] || [ $rc -eq 36 ]; then rm -f {part}; {' '.join(curl)} {url}; rc=$?; fi; "
+                f"else {' '.join(wget)} {url}; rc=$?; fi; [ $rc -eq 0 ] || {{ echo \"download failed (exit $rc)\" >&2; exit $rc; }}")
+
+
+MODULE = GetUrlModule
