@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError
 from jinja2.exceptions import FilterArgumentError, SecurityError, TemplateRuntimeError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -27,6 +27,13 @@ def _environment() -> ImmutableSandboxedEnvironment:
     env.filters.update(FILTERS)
     env.tests.update(TESTS)
     return env
+
+
+def _defined(value: Any) -> Any:
+    """An expression's value; an undefined one raises (StrictUndefined only raises when used)."""
+    if isinstance(value, Undefined):
+        value._fail_with_undefined_error()
+    return value
 
 
 class Templar:
@@ -63,7 +70,7 @@ class Templar:
         try:
             match = _SINGLE_EXPRESSION.match(text)
             if match and "{%" not in text:
-                return self._compile_expr(match.group("expr").strip(), undefined_to_none=False)(**variables)
+                return _defined(self._compile_expr(match.group("expr").strip(), undefined_to_none=False)(**variables))
             return self._compile(text).render(**variables)
         except (UndefinedError, TemplateSyntaxError, FilterArgumentError, TemplateRuntimeError, SecurityError,
                 TypeError, ValueError, KeyError, AttributeError, ZeroDivisionError) as exc:
@@ -91,7 +98,7 @@ class Templar:
         if match:  # `when: "{{ x }}"` is accepted too
             text = match.group("expr").strip()
         try:
-            return self._compile_expr(text, undefined_to_none=False)(**variables)
+            return _defined(self._compile_expr(text, undefined_to_none=False)(**variables))
         except (UndefinedError, TemplateSyntaxError, FilterArgumentError, TemplateRuntimeError, SecurityError,
                 TypeError, ValueError, KeyError, AttributeError, ZeroDivisionError) as exc:
             raise self._fail(exc, expr, pos, field) from None

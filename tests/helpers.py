@@ -1,0 +1,57 @@
+"""Helpers for tests that run the real `glmops` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(path: Path, text: str) -> Path:
+    """Write dedented text to path (parents created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip("\n"))
+    return path
+
+
+def glmops(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run `python -m glmops ARGS` and capture its output."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "glmops", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def inventory(path: Path, hosts: dict[str, dict[str, Any]], groups: dict[str, list[str]] | None = None, vars: dict[str, Any] | None = None) -> Path:
+    """Write an Ansible YAML inventory."""
+    data: dict[str, Any] = {"all": {"hosts": {} if groups else hosts}}
+    if vars:
+        data["all"]["vars"] = vars
+    if groups:
+        data["all"]["children"] = {g: {"hosts": {h: hosts[h] for h in members}} for g, members in groups.items()}
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def events(output: str) -> list[dict[str, Any]]:
+    """Parse --json output: every stdout line must be one JSON object."""
+    return [json.loads(line) for line in output.splitlines() if line.strip()]
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    """The recap stats of a --json run."""
+    for event in events(output):
+        if event["event"] == "recap":
+            return event["stats"]
+    raise AssertionError("no recap event in output:\n" + output)
+
+
+def results(output: str, task: str) -> dict[str, dict[str, Any]]:
+    """host -> host_result event of the task named `task` (last one wins)."""
+    return {e["host"]: e for e in events(output) if e["event"] == "host_result" and e["task"] == task}
