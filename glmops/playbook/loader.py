@@ -506,8 +506,12 @@ class Loader:
         if not isinstance(handlers, list):
             raise reader.error("handlers", "'handlers' must be a list of tasks")
         play.handlers = self._handlers(handlers, role=None, base_dir=self.playbook_dir)
+        seen = {(None, h.name) for h in play.handlers}
         for role in play.roles + self.imported_roles:
-            play.handlers.extend(h for h in role.handlers if h not in play.handlers)
+            for handler in role.handlers:
+                if (role.path, handler.name) not in seen:
+                    seen.add((role.path, handler.name))
+                    play.handlers.append(handler)
         self._check_notify(play)
         return play
 

@@ -19,7 +19,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from glmops.errors import Pos, TemplateError
 from glmops.playbook.filters import FILTERS, TESTS
 
-_SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.S)
+_SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.S)
 
 
 def _environment() -> ImmutableSandboxedEnvironment:
@@ -64,13 +64,23 @@ class Templar:
             return TemplateError(f"template syntax error: {exc.message} in {text!r}", pos=pos, field=field)
         return TemplateError(f"template error: {exc} in {text!r}", pos=pos, field=field)
 
+    def _single_expression(self, text: str) -> Any:
+        """The compiled expression when `text` is exactly one `{{ expression }}`, else None."""
+        match = _SINGLE_EXPRESSION.match(text)
+        if not match or "{%" in text:
+            return None
+        try:
+            return self._compile_expr(match.group("expr").strip(), undefined_to_none=False)
+        except TemplateSyntaxError:
+            return None  # e.g. "{{ a }} and {{ b }}": a text template
+
     def _render_string(self, text: str, variables: Mapping[str, Any], pos: Pos | None, field: str | None) -> Any:
         if not self.is_template(text):
             return text
         try:
-            match = _SINGLE_EXPRESSION.match(text)
-            if match and "{%" not in text:
-                return _defined(self._compile_expr(match.group("expr").strip(), undefined_to_none=False)(**variables))
+            expression = self._single_expression(text)
+            if expression is not None:
+                return _defined(expression(**variables))
             return self._compile(text).render(**variables)
         except (UndefinedError, TemplateSyntaxError, FilterArgumentError, TemplateRuntimeError, SecurityError,
                 TypeError, ValueError, KeyError, AttributeError, ZeroDivisionError) as exc:
