@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pkg in openssh-server openssh-client git git-lfs rsync iproute2; do
+for pkg in openssh-server openssh-client git git-lfs rsync iproute2 sudo curl; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
