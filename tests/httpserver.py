@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
-class TestServer:
+class LoopbackHTTPServer:
     """Serves `files` (path -> bytes); records each request's path and Range header."""
 
     def __init__(self) -> None:
@@ -63,7 +63,7 @@ class TestServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def __enter__(self) -> "TestServer":
+    def __enter__(self) -> "LoopbackHTTPServer":
         self.thread.start()
         return self
 

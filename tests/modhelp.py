@@ -9,9 +9,9 @@ from glmops.modules.base import ModuleContext, ModuleResult, validate_args
 from glmops.playbook.templating import Templar
 
 
-def run_module(conn: Any, name: str, check: bool = False, diff: bool = False, variables: dict[str, Any] | None = None,
+def run_module(conn: Any, module_name: str, /, check: bool = False, diff: bool = False, variables: dict[str, Any] | None = None,
                search_paths: list[str] | None = None, **args: Any) -> ModuleResult:
-    module = get_module(name)
+    module = get_module(module_name)
     validated = validate_args(module, args, final=True)
     module.check_args(validated)
     ctx = ModuleContext(conn=conn, host="target", check=check, diff=diff, variables=variables or {}, templar=Templar(),

@@ -97,7 +97,7 @@ class ConsoleRenderer:
             line = Text(host.ljust(width) + " : ", style="bold")
             for key in RECAP_KEYS:
                 value = stats.get(key, 0)
-                line.append(f"{key}={value}  ", style=COLORS.get(key, "green") if value else "dim")
+                line.append(f"{key}={value} ", style=COLORS.get(key, "green") if value else "dim")
             self.console.print(line)
         self.console.print(f"[dim]finished in {event.get('duration', 0):.2f} s[/]")
 
