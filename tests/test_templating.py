@@ -107,3 +107,13 @@ def test_render_text_keeps_trailing_newline_and_names_template() -> None:
     assert T.render_text("a={{ a }}\n", {"a": 1}, name="t.j2") == "a=1\n"
     with pytest.raises(TemplateError, match="t.j2"):
         T.render_text("{{ nope }}", {}, name="t.j2")
+
+
+def test_variables_holding_templates_are_rendered_when_used() -> None:
+    variables = {"root": "/root/autodl-tmp", "model_dir": "{{ root }}/chatglm3-6b", "dirs": ["{{ model_dir }}", "{{ root }}/bge"]}
+    assert T.render("{{ model_dir }}/config.json", variables) == "/root/autodl-tmp/chatglm3-6b/config.json"
+    assert T.render("{{ dirs }}", variables) == ["/root/autodl-tmp/chatglm3-6b", "/root/autodl-tmp/bge"]
+    assert T.evaluate("model_dir.endswith('6b')", variables) is True
+    assert T.render_text("path={{ model_dir }}\n", variables, name="t.j2") == "path=/root/autodl-tmp/chatglm3-6b\n"
+    with pytest.raises(TemplateError, match="recursive loop"):
+        T.render("{{ a }}", {"a": "{{ b }}", "b": "{{ a }}"})

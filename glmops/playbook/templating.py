@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, meta
 from jinja2.exceptions import FilterArgumentError, SecurityError, TemplateRuntimeError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -29,6 +29,17 @@ def _environment() -> ImmutableSandboxedEnvironment:
     return env
 
 
+def _has_template(value: Any) -> bool:
+    """Does a variable's value hold a template somewhere (strings, lists, dicts)?"""
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, Mapping):
+        return any(_has_template(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_template(v) for v in value)
+    return False
+
+
 def _defined(value: Any) -> Any:
     """An expression's value; an undefined one raises (StrictUndefined only raises when used)."""
     if isinstance(value, Undefined):
@@ -43,6 +54,27 @@ class Templar:
         self.env = _environment()
         self._compile = lru_cache(maxsize=4096)(self.env.from_string)
         self._compile_expr = lru_cache(maxsize=4096)(self.env.compile_expression)
+        self._names = lru_cache(maxsize=4096)(self._referenced_names)
+
+    def _referenced_names(self, source: str) -> frozenset[str]:
+        try:
+            return frozenset(meta.find_undeclared_variables(self.env.parse(source)))
+        except TemplateSyntaxError:
+            return frozenset()
+
+    def _resolve(self, source: str, variables: Mapping[str, Any], depth: int) -> Mapping[str, Any]:
+        """Variables whose values are templates themselves are rendered first, as Ansible does.
+
+        Only the variables `source` refers to are rendered (lazily, recursively).
+        """
+        updates = {}
+        for name in self._names(source):
+            value = variables.get(name)
+            if _has_template(value):
+                if depth > 20:
+                    raise TemplateError(f"recursive loop detected while rendering variable '{name}'")
+                updates[name] = self.render(value, variables, _depth=depth + 1)
+        return {**variables, **updates} if updates else variables
 
     @staticmethod
     def is_template(value: Any) -> bool:
@@ -74,10 +106,11 @@ class Templar:
         except TemplateSyntaxError:
             return None  # e.g. "{{ a }} and {{ b }}": a text template
 
-    def _render_string(self, text: str, variables: Mapping[str, Any], pos: Pos | None, field: str | None) -> Any:
+    def _render_string(self, text: str, variables: Mapping[str, Any], pos: Pos | None, field: str | None, depth: int = 0) -> Any:
         if not self.is_template(text):
             return text
         try:
+            variables = self._resolve(text, variables, depth)
             expression = self._single_expression(text)
             if expression is not None:
                 return _defined(expression(**variables))
@@ -86,17 +119,18 @@ class Templar:
                 TypeError, ValueError, KeyError, AttributeError, ZeroDivisionError) as exc:
             raise self._fail(exc, text, pos, field) from None
 
-    def render(self, value: Any, variables: Mapping[str, Any], *, pos: Pos | None = None, field: str | None = None) -> Any:
+    def render(self, value: Any, variables: Mapping[str, Any], *, pos: Pos | None = None, field: str | None = None, _depth: int = 0) -> Any:
         """Render every template inside `value` (strings, and recursively lists and dicts)."""
         if isinstance(value, str):
-            return self._render_string(value, variables, pos, field)
+            return self._render_string(value, variables, pos, field, _depth)
         if isinstance(value, Mapping):
             return {
-                self.render(k, variables, pos=pos, field=field): self.render(v, variables, pos=pos, field=f"{field}.{k}" if field else str(k))
+                self.render(k, variables, pos=pos, field=field, _depth=_depth): self.render(
+                    v, variables, pos=pos, field=f"{field}.{k}" if field else str(k), _depth=_depth)
                 for k, v in value.items()
             }
         if isinstance(value, (list, tuple)):
-            return [self.render(v, variables, pos=pos, field=field) for v in value]
+            return [self.render(v, variables, pos=pos, field=field, _depth=_depth) for v in value]
         return value
 
     def evaluate(self, expr: Any, variables: Mapping[str, Any], *, pos: Pos | None = None, field: str | None = None) -> Any:
@@ -108,6 +142,7 @@ class Templar:
         if match:  # `when: "{{ x }}"` is accepted too
             text = match.group("expr").strip()
         try:
+            variables = self._resolve("{{ " + text + " }}", variables, 0)
             return _defined(self._compile_expr(text, undefined_to_none=False)(**variables))
         except (UndefinedError, TemplateSyntaxError, FilterArgumentError, TemplateRuntimeError, SecurityError,
                 TypeError, ValueError, KeyError, AttributeError, ZeroDivisionError) as exc:
@@ -128,6 +163,7 @@ class Templar:
     def render_text(self, text: str, variables: Mapping[str, Any], *, name: str) -> str:
         """Render a whole template file (the template module)."""
         try:
+            variables = self._resolve(text, variables, 0)
             return self._compile(text).render(**variables)
         except TemplateSyntaxError as exc:
             raise TemplateError(f"template syntax error: {exc.message}", pos=Pos(name, exc.lineno or 0)) from None
