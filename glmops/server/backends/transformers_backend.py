@@ -1,0 +1,274 @@
+"""The transformers backend: ChatGLM3's own remote code, or any causal LM (the tiny test model)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from glmops.server.backends.base import Backend, BackendError, Delta, GenerationParams
+from glmops.server.config import ServerConfig
+from glmops.server.prompt import STOP_TOKENS, Turn, build_prompt, to_history
+
+
+def pick_device(requested: str, torch: Any) -> str:
+    """auto -> cuda if available, else mps, else cpu; an unavailable device is an error."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise BackendError("device: cuda was asked for, but torch sees no CUDA GPU (check the driver and that torch is a CUDA build)")
+    if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise BackendError("device: mps was asked for, but this torch has no MPS support (needs macOS on Apple silicon)")
+    return requested
+
+
+def pick_dtype(requested: str, device: str, torch: Any) -> Any:
+    """auto -> float16 on GPUs, float32 on the CPU (as the guides' .float() does)."""
+    if device == "cpu":
+        return torch.float32
+    if requested == "auto":
+        return torch.float16
+    return getattr(torch, requested)
+
+
+class TokenStreamer:
+    """transformers' streamer protocol (put/end): hands out text token by token as it is generated.
+
+    Incremental decoding: text is released as soon as it decodes cleanly (a multi-byte character
+    split over tokens waits for its last piece), not at word boundaries.
+    """
+
+    def __init__(self, tokenizer: Any):
+        import queue
+
+        self.tokenizer = tokenizer
+        self.queue: "queue.Queue[str | None]" = queue.Queue()
+        self.tokens: list[int] = []
+        self.prefix = 0  # tokens[prefix:read] is text already handed out, kept as decoding context
+        self.read = 0
+        self.prompt_seen = False
+        self.count = 0
+
+    def put(self, value: Any) -> None:
+        if not self.prompt_seen:  # the first call is the prompt
+            self.prompt_seen = True
+            return
+        ids = value.reshape(-1).tolist()
+        self.count += len(ids)
+        self.tokens.extend(ids)
+        before = self.tokenizer.decode(self.tokens[self.prefix : self.read], skip_special_tokens=True)
+        after = self.tokenizer.decode(self.tokens[self.prefix :], skip_special_tokens=True)
+        if after.endswith("\ufffd") or len(after) <= len(before):
+            return
+        self.queue.put(after[len(before) :])
+        self.prefix, self.read = self.read, len(self.tokens)
+
+    def end(self) -> None:
+        rest = self.tokenizer.decode(self.tokens[self.prefix :], skip_special_tokens=True)
+        done = self.tokenizer.decode(self.tokens[self.prefix : self.read], skip_special_tokens=True)
+        if len(rest) > len(done):
+            self.queue.put(rest[len(done) :])
+        self.queue.put(None)
+
+
+class TransformersBackend(Backend):
+    name = "transformers"
+
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.embedder: Any = None
+        self.device = "unloaded"
+        self.dtype: Any = None
+        self.lock = threading.Lock()  # one generation at a time on the model
+
+    # -- loading ----------------------------------------------------------------------------
+    def load(self) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        import torch
+        import transformers
+        from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+        self.torch = torch
+        transformers.logging.set_verbosity_error()
+        config = self.config
+        for path, what in ((config.model_path, "model_path"), (config.tokenizer, "tokenizer_path")):
+            if not os.path.isdir(path):
+                raise BackendError(f"{what} {path} is not a directory with a model (config.json, weights)")
+        self.device = pick_device(config.device, torch)
+        self.dtype = pick_dtype(config.dtype, self.device, torch)
+        remote = config.trust_remote_code
+        self.tokenizer = AutoTokenizer.from_pretrained(config.tokenizer, trust_remote_code=remote, local_files_only=True)
+        model_config = AutoConfig.from_pretrained(config.model_path, trust_remote_code=remote, local_files_only=True)
+        is_chatglm = getattr(model_config, "model_type", "") == "chatglm"
+        kwargs: dict[str, Any] = {"trust_remote_code": remote, "local_files_only": True, "torch_dtype": self.dtype}
+        if config.device_map:
+            if self.device != "cuda":
+                raise BackendError("device_map: auto spreads a model over GPUs; it needs device cuda")
+            kwargs["device_map"] = config.device_map
+        loader = AutoModel if is_chatglm else AutoModelForCausalLM
+        model = loader.from_pretrained(config.model_path, **kwargs)
+        if config.quantize:
+            model = self._quantize(model, config.quantize)
+        if not config.device_map:
+            model = model.to(self.device)
+        self.model = model.eval()
+        self.is_chatglm = is_chatglm
+        self.stop_ids = self._stop_ids()
+        if config.embedding_model_path:
+            from glmops.server.backends.embeddings import EmbeddingModel
+
+            if not os.path.isdir(config.embedding_model_path):
+                raise BackendError(f"embedding_model_path {config.embedding_model_path} is not a directory with a model")
+            self.embedder = EmbeddingModel(config.embedding_model_path, self.device, config.embedding_batch_size)
+
+    def _quantize(self, model: Any, bits: int) -> Any:
+        if hasattr(model, "quantize"):  # ChatGLM3's own int4/int8 kernels
+            return model.quantize(bits)
+        raise BackendError(
+            f"quantize: {bits} needs a checkpoint with its own .quantize() (ChatGLM3 has one); "
+            "for other models use a pre-quantized checkpoint"
+        )
+
+    def _stop_ids(self) -> list[int]:
+        ids = set()
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        for token in STOP_TOKENS:
+            if hasattr(self.tokenizer, "get_command"):  # ChatGLM3's tokenizer
+                try:
+                    ids.add(self.tokenizer.get_command(token))
+                    continue
+                except (KeyError, ValueError):
+                    pass
+            token_id = self.tokenizer.convert_tokens_to_ids(token)
+            if isinstance(token_id, int) and token_id != self.tokenizer.unk_token_id:
+                ids.add(token_id)
+        return sorted(ids)
+
+    # -- info -------------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "device": self.device,
+            "dtype": str(self.dtype).replace("torch.", "") if self.dtype is not None else None,
+            "quantize": self.config.quantize,
+            "device_map": self.config.device_map,
+        }
+        if self.device == "cuda" and getattr(self, "torch", None) is not None:
+            gpus = []
+            for index in range(self.torch.cuda.device_count()):
+                free, total = self.torch.cuda.mem_get_info(index)
+                gpus.append({"index": index, "name": self.torch.cuda.get_device_name(index),
+                             "memory_used_mb": (total - free) // 2**20, "memory_total_mb": total // 2**20})
+            data["gpus"] = gpus
+        return data
+
+    # -- chat -------------------------------------------------------------------------------
+    def encode(self, turns: list[Turn]) -> Any:
+        if self.is_chatglm and hasattr(self.tokenizer, "build_chat_input"):
+            history, query, role = to_history(turns)
+            return self.tokenizer.build_chat_input(query, history=history, role=role)["input_ids"]
+        return self.tokenizer(build_prompt(turns), return_tensors="pt", add_special_tokens=False)["input_ids"]
+
+    def count_tokens(self, turns: list[Turn]) -> int:
+        return int(self.encode(turns).shape[1])
+
+    def generate(self, turns: list[Turn], params: GenerationParams, cancel: threading.Event) -> Iterator[Delta]:
+        import queue
+
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        torch = self.torch
+        input_ids = self.encode(turns)
+        prompt_tokens = int(input_ids.shape[1])
+        if prompt_tokens >= self.config.max_context:
+            raise BackendError(f"the conversation has {prompt_tokens} tokens; the limit (max_context) is {self.config.max_context}")
+        max_new = min(params.max_tokens, self.config.max_context - prompt_tokens)
+        generated = [0]
+
+        class Cancelled(StoppingCriteria):
+            def __call__(self, ids: Any, scores: Any, **kwargs: Any) -> Any:
+                generated[0] = int(ids.shape[1]) - prompt_tokens
+                return cancel.is_set()
+
+        streamer = TokenStreamer(self.tokenizer)
+        sample = params.temperature > 1e-5
+        kwargs: dict[str, Any] = {
+            "input_ids": input_ids.to(self.model.device),
+            "attention_mask": torch.ones_like(input_ids).to(self.model.device),
+            "max_new_tokens": max_new,
+            "do_sample": sample,
+            "repetition_penalty": params.repetition_penalty,
+            "eos_token_id": self.stop_ids,
+            "pad_token_id": self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0],
+            "streamer": streamer,
+            "stopping_criteria": StoppingCriteriaList([Cancelled()]),
+        }
+        if sample:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        errors: list[BaseException] = []
+        output: list[Any] = []
+
+        def work() -> None:
+            try:
+                with torch.inference_mode():
+                    if params.seed is not None:
+                        torch.manual_seed(params.seed)
+                    output.append(self.model.generate(**kwargs))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                errors.append(exc)
+                streamer.end()
+
+        with self.lock:
+            thread = threading.Thread(target=work, daemon=True)
+            thread.start()
+            text = ""
+            stopped_by_string = False
+            while True:
+                try:
+                    piece = streamer.queue.get(timeout=0.5)
+                except queue.Empty:
+                    if not thread.is_alive() and streamer.queue.empty():
+                        break
+                    continue
+                if piece is None:
+                    break
+                text += piece
+                if params.stop:
+                    cut = min((text.find(s) for s in params.stop if s in text), default=-1)
+                    if cut >= 0:
+                        emitted = len(text) - len(piece)
+                        if cut > emitted:
+                            yield Delta(text[emitted:cut])
+                        stopped_by_string = True
+                        cancel.set()
+                        break
+                yield Delta(piece)
+            thread.join()
+        if errors:
+            raise BackendError(f"generation failed: {errors[0]}")
+        completion = int(output[0].shape[1]) - prompt_tokens if output else generated[0]
+        last = int(output[0][0, -1]) if output and completion > 0 else None
+        if completion > 0 and last in self.stop_ids:
+            completion -= 1  # the stop token itself is not part of the answer
+        finish = "length" if completion >= max_new and not stopped_by_string else "stop"
+        yield Delta("", done=True, prompt_tokens=prompt_tokens, completion_tokens=completion, finish_reason=finish)
+
+    # -- embeddings ---------------------------------------------------------------------------
+    @property
+    def has_embeddings(self) -> bool:
+        return self.embedder is not None
+
+    def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        if self.embedder is None:
+            raise BackendError("no embedding model is configured (set embedding_model_path)")
+        return self.embedder.embed(texts)
