@@ -111,6 +111,9 @@ def parse_chat(body: Any, config: ServerConfig) -> ChatRequest:
         tools = [t for t in tools if t.get("function", t).get("name") == wanted]
         if not tools:
             raise RequestError(f"tool_choice names '{wanted}', which is not in tools", "tool_choice")
+    min_tokens = body.get("min_tokens", 0)
+    if isinstance(min_tokens, bool) or not isinstance(min_tokens, int) or not 0 <= min_tokens <= max_tokens:
+        raise RequestError("'min_tokens' must be an integer between 0 and max_tokens", "min_tokens")
     options = body.get("stream_options") or {}
     params = GenerationParams(
         max_tokens=max_tokens,
@@ -119,6 +122,7 @@ def parse_chat(body: Any, config: ServerConfig) -> ChatRequest:
         repetition_penalty=_number(body, "repetition_penalty", 1.0, 0.1, 10.0),
         seed=seed,
         stop=stop,
+        min_tokens=min_tokens,
     )
     return ChatRequest(messages=messages, params=params, stream=stream, tools=tools, legacy_functions=legacy,
                        include_usage=bool(options.get("include_usage")) if isinstance(options, dict) else False)

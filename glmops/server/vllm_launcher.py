@@ -24,7 +24,8 @@ def vllm_command(config: ServerConfig, gpu_count: int | None = None) -> tuple[li
         "--trust-remote-code",
         "--tensor-parallel-size", str(tensor_parallel),
         "--max-model-len", str(config.max_context),
-        "--override-generation-config", json.dumps({"stop_token_ids": CHATGLM3_STOP_TOKEN_IDS}),
+        # vLLM adds the generation config's eos_token_id to every request's stop token ids.
+        "--override-generation-config", json.dumps({"eos_token_id": CHATGLM3_STOP_TOKEN_IDS}),
     ]
     if config.tokenizer_path:
         argv += ["--tokenizer", config.tokenizer_path]

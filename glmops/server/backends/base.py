@@ -23,6 +23,7 @@ class GenerationParams:
     repetition_penalty: float = 1.0
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    min_tokens: int = 0  # vLLM's extension: do not stop before this many tokens
 
 
 @dataclass

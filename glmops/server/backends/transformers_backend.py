@@ -204,6 +204,7 @@ class TransformersBackend(Backend):
             "input_ids": input_ids.to(self.model.device),
             "attention_mask": torch.ones_like(input_ids).to(self.model.device),
             "max_new_tokens": max_new,
+            "min_new_tokens": min(params.min_tokens, max_new) or None,
             "do_sample": sample,
             "repetition_penalty": params.repetition_penalty,
             "eos_token_id": self.stop_ids,

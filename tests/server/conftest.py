@@ -1,0 +1,93 @@
+"""Fixtures: tiny models made offline, and the real server process on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+API_KEY = "sk-glmops-test-0123456789"
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("models")
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_tiny_models.py"), str(out)], check=True, capture_output=True)
+    return {"chat": out / "tiny-chatglm3", "embed": out / "tiny-bge"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    def __init__(self, config: dict, directory: Path):
+        self.config = {"port": free_port(), "log_file": str(directory / "server.log"), **config}
+        self.path = directory / "api_server.yaml"
+        self.path.write_text(yaml.safe_dump(self.config))
+        self.url = f"http://127.0.0.1:{self.config['port']}"
+        self.log = Path(self.config["log_file"])
+        self.health_codes: list[int] = []
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "glmops.server", "--config", str(self.path)], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=open(directory / "stderr.log", "wb"))
+
+    def wait_healthy(self, timeout: float = 120) -> "ServerProcess":
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("server exited: " + (self.path.parent / "stderr.log").read_text()[-3000:])
+            try:
+                code = httpx.get(self.url + "/health", timeout=2).status_code
+                self.health_codes.append(code)
+                if code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.02)
+        raise RuntimeError("server did not become healthy")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def start_server(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    started: list[ServerProcess] = []
+
+    def start(**config: object) -> ServerProcess:
+        base = {"model_path": str(tiny_models["chat"])}
+        server = ServerProcess({**base, **config}, tmp_path_factory.mktemp("server"))
+        started.append(server)
+        return server.wait_healthy()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def server(start_server, tiny_models: dict[str, Path]) -> ServerProcess:
+    """The main test server: API key required, embeddings on."""
+    return start_server(api_keys=[API_KEY], embedding_model_path=str(tiny_models["embed"]), max_tokens=64)
+
+
+@pytest.fixture(scope="session")
+def open_server(start_server) -> ServerProcess:
+    """No API key, no embedding model, a queue of one: for the zhipuai client, 404s and 503s."""
+    return start_server(concurrency=1, queue_size=1, max_context=8192)
