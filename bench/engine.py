@@ -127,7 +127,7 @@ def main() -> None:
     def tools(inventory: Path, pyinfra_inventory: Path) -> dict[str, tuple[list[str], dict[str, str], Path | None]]:
         playbook = str(BENCH / "playbook.yml")
         return {
-            "glmops": (GLMOPS + ["run", playbook, "-i", str(inventory)], env_glmops, None),
+            "glmops": (GLMOPS + ["run", playbook, "-i", str(inventory), "--forks", "20"], env_glmops, None),
             "ansible (pipelining)": ([str(ansible_bin / "ansible-playbook"), "-i", str(inventory), playbook], {"ANSIBLE_CONFIG": str(cfg_pipe)}, None),
             "ansible (default)": ([str(ansible_bin / "ansible-playbook"), "-i", str(inventory), playbook], {"ANSIBLE_CONFIG": str(cfg_plain)}, None),
             "pyinfra": ([str(pyinfra_bin / "pyinfra"), "-y", str(pyinfra_inventory), "deploy_pyinfra.py"], {}, BENCH),
