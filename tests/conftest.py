@@ -37,3 +37,15 @@ def sshd_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
 @pytest.fixture
 def unreachable_hostvars(sshd: SshServer) -> dict:
     return {**sshd.hostvars(), "ansible_port": free_port()}
+
+
+@pytest.fixture(params=["ssh", "local"])
+def any_conn(request: pytest.FixtureRequest, sshd: SshServer) -> Iterator:
+    """The same contract, over the real SSH transport and on the controller itself."""
+    from glmops.connection.factory import open_connection
+    from glmops.connection.local import LocalConnection
+
+    connection = open_connection("target", sshd.hostvars()) if request.param == "ssh" else LocalConnection()
+    connection.connect()
+    yield connection
+    connection.close()

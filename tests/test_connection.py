@@ -10,71 +10,63 @@ import pytest
 
 from glmops.connection.base import Become
 from glmops.connection.factory import open_connection
-from glmops.connection.local import LocalConnection
 from glmops.connection.ssh import SSHConnection
 from glmops.errors import ConnectionFailure, HostKeyError
 
 
-@pytest.fixture(params=["ssh", "local"])
-def conn(request, sshd):
-    connection = open_connection("target", sshd.hostvars()) if request.param == "ssh" else LocalConnection()
-    connection.connect()
-    yield connection
-    connection.close()
 
-
-def test_output_and_exit_codes_are_exact(conn) -> None:
-    result = conn.run("printf 'out'; printf 'err\\n' >&2; exit 7")
+def test_output_and_exit_codes_are_exact(any_conn) -> None:
+    result = any_conn.run("printf 'out'; printf 'err\\n' >&2; exit 7")
     assert (result.rc, result.stdout, result.stderr) == (7, "out", "err\n")
-    big = conn.run("head -c 3000000 /dev/zero | tr '\\0' x")
+    big = any_conn.run("head -c 3000000 /dev/zero | tr '\\0' x")
     assert big.rc == 0 and len(big.stdout) == 3_000_000
-    assert conn.run("printf '你好'").stdout == "你好"
+    assert any_conn.run("printf '你好'").stdout == "你好"
 
 
-def test_stdin_env_cwd(conn, tmp_path: Path) -> None:
-    assert conn.run("cat", stdin=b"line1\nline2").stdout == "line1\nline2"
-    assert conn.run('printf %s "$A"', env={"A": "x y"}).stdout == "x y"
-    assert conn.run("pwd", cwd=str(tmp_path)).stdout.strip() == str(tmp_path)
+def test_stdin_env_cwd(any_conn, tmp_path: Path) -> None:
+    assert any_conn.run("cat", stdin=b"line1\nline2").stdout == "line1\nline2"
+    assert any_conn.run('printf %s "$A"', env={"A": "x y"}).stdout == "x y"
+    assert any_conn.run("pwd", cwd=str(tmp_path)).stdout.strip() == str(tmp_path)
 
 
-def test_a_broken_command_does_not_break_the_next(conn) -> None:
-    assert conn.run("echo 'unterminated").rc != 0
-    assert conn.run("exit 3").rc == 3
-    assert conn.run("exec true").rc == 0
-    assert conn.run("echo fine").stdout == "fine\n"
+def test_a_broken_command_does_not_break_the_next(any_conn) -> None:
+    assert any_conn.run("echo 'unterminated").rc != 0
+    assert any_conn.run("exit 3").rc == 3
+    assert any_conn.run("exec true").rc == 0
+    assert any_conn.run("echo fine").stdout == "fine\n"
 
 
-def test_hostile_strings_stay_data(conn, tmp_path: Path) -> None:
+def test_hostile_strings_stay_data(any_conn, tmp_path: Path) -> None:
     sentinel = tmp_path / "pwned"
     for value in [f'"; touch {sentinel} #', f"$(touch {sentinel})", f"`touch {sentinel}`", "a'b\"c\nd"]:
-        result = conn.run('printf %s "$V"', env={"V": value})
+        result = any_conn.run('printf %s "$V"', env={"V": value})
         assert result.stdout == value
         weird = tmp_path / value.replace("/", "_")
         weird.mkdir(exist_ok=True)
-        assert conn.run("pwd", cwd=str(weird)).stdout.strip() == str(weird)
+        assert any_conn.run("pwd", cwd=str(weird)).stdout.strip() == str(weird)
     assert not sentinel.exists()
 
 
-def test_timeout_kills_and_recovers(conn, tmp_path: Path) -> None:
+def test_timeout_kills_and_recovers(any_conn, tmp_path: Path) -> None:
     started = time.monotonic()
-    result = conn.run(f"sleep 30; touch {tmp_path}/late", timeout=0.5)
+    result = any_conn.run(f"sleep 30; touch {tmp_path}/late", timeout=0.5)
     assert result.rc == 124 and time.monotonic() - started < 5
-    assert conn.run("echo next").stdout == "next\n"
+    assert any_conn.run("echo next").stdout == "next\n"
     time.sleep(0.3)
     assert not (tmp_path / "late").exists()
 
 
-def test_put_get_atomic_with_mode(conn, tmp_path: Path) -> None:
+def test_put_get_atomic_with_mode(any_conn, tmp_path: Path) -> None:
     dest = tmp_path / "f.txt"
-    conn.put_bytes(b"one", str(dest), mode=0o600)
+    any_conn.put_bytes(b"one", str(dest), mode=0o600)
     assert dest.read_bytes() == b"one" and oct(dest.stat().st_mode & 0o777) == "0o600"
-    conn.put_bytes(b"two", str(dest))
+    any_conn.put_bytes(b"two", str(dest))
     assert dest.read_bytes() == b"two" and oct(dest.stat().st_mode & 0o777) == "0o600"  # mode kept
     source = tmp_path / "big.bin"
     source.write_bytes(os.urandom(2_000_000))
-    conn.put_file(str(source), str(tmp_path / "copy.bin"), mode=0o644)
+    any_conn.put_file(str(source), str(tmp_path / "copy.bin"), mode=0o644)
     assert (tmp_path / "copy.bin").read_bytes() == source.read_bytes()
-    conn.get_file(str(tmp_path / "copy.bin"), str(tmp_path / "back.bin"))
+    any_conn.get_file(str(tmp_path / "copy.bin"), str(tmp_path / "back.bin"))
     assert (tmp_path / "back.bin").read_bytes() == source.read_bytes()
     assert not [p for p in tmp_path.iterdir() if "glmops" in p.name]
 

@@ -7,57 +7,48 @@ from pathlib import Path
 import pytest
 from modhelp import run_module
 
-from glmops.connection.factory import open_connection
-from glmops.connection.local import LocalConnection
 
-
-@pytest.fixture(params=["ssh", "local"])
-def conn(request, sshd):
-    connection = open_connection("target", sshd.hostvars()) if request.param == "ssh" else LocalConnection()
-    connection.connect()
-    yield connection
-    connection.close()
 
 
 def mode(path: Path) -> str:
     return oct(path.stat().st_mode & 0o7777)[2:].zfill(4)
 
 
-def test_file_states(conn, tmp_path: Path) -> None:
+def test_file_states(any_conn, tmp_path: Path) -> None:
     d = tmp_path / "a" / "b"
-    assert run_module(conn, "file", path=str(d), state="directory", mode="0750", check=True).changed and not d.exists()
-    assert run_module(conn, "file", path=str(d), state="directory", mode="0750").changed
+    assert run_module(any_conn, "file", path=str(d), state="directory", mode="0750", check=True).changed and not d.exists()
+    assert run_module(any_conn, "file", path=str(d), state="directory", mode="0750").changed
     assert d.is_dir() and mode(d) == "0750"
-    assert not run_module(conn, "file", path=str(d), state="directory", mode="0750").changed
-    assert run_module(conn, "file", path=str(d), mode=0o700).changed and mode(d) == "0700"
+    assert not run_module(any_conn, "file", path=str(d), state="directory", mode="0750").changed
+    assert run_module(any_conn, "file", path=str(d), mode=0o700).changed and mode(d) == "0700"
     f = tmp_path / "f"
-    assert run_module(conn, "file", path=str(f), state="touch").changed and f.exists()
+    assert run_module(any_conn, "file", path=str(f), state="touch").changed and f.exists()
     link = tmp_path / "l"
-    assert run_module(conn, "file", path=str(link), src=str(f), state="link").changed and link.is_symlink()
-    assert not run_module(conn, "file", path=str(link), src=str(f), state="link").changed
-    assert run_module(conn, "file", path=str(d), state="absent").changed and not d.exists()
-    assert not run_module(conn, "file", path=str(d), state="absent").changed
-    missing = run_module(conn, "file", path=str(tmp_path / "nope"), state="file")
+    assert run_module(any_conn, "file", path=str(link), src=str(f), state="link").changed and link.is_symlink()
+    assert not run_module(any_conn, "file", path=str(link), src=str(f), state="link").changed
+    assert run_module(any_conn, "file", path=str(d), state="absent").changed and not d.exists()
+    assert not run_module(any_conn, "file", path=str(d), state="absent").changed
+    missing = run_module(any_conn, "file", path=str(tmp_path / "nope"), state="file")
     assert missing.failed and "does not exist" in missing.msg
 
 
-def test_file_recurse(conn, tmp_path: Path) -> None:
+def test_file_recurse(any_conn, tmp_path: Path) -> None:
     (tmp_path / "r" / "x").mkdir(parents=True)
     (tmp_path / "r" / "x" / "f").write_text("1")
-    assert run_module(conn, "file", path=str(tmp_path / "r"), state="directory", mode="0755", recurse=True).changed
+    assert run_module(any_conn, "file", path=str(tmp_path / "r"), state="directory", mode="0755", recurse=True).changed
     assert mode(tmp_path / "r" / "x" / "f") == "0755"
-    assert not run_module(conn, "file", path=str(tmp_path / "r"), state="directory", mode="0755", recurse=True).changed
+    assert not run_module(any_conn, "file", path=str(tmp_path / "r"), state="directory", mode="0755", recurse=True).changed
 
 
-def test_copy_content_and_src(conn, tmp_path: Path) -> None:
+def test_copy_content_and_src(any_conn, tmp_path: Path) -> None:
     dest = tmp_path / "out.txt"
-    result = run_module(conn, "copy", content="v1\n", dest=str(dest), mode="0640", diff=True)
+    result = run_module(any_conn, "copy", content="v1\n", dest=str(dest), mode="0640", diff=True)
     assert result.changed and dest.read_text() == "v1\n" and mode(dest) == "0640"
     assert result.diff[0].after == "v1\n"
-    assert not run_module(conn, "copy", content="v1\n", dest=str(dest), mode="0640").changed
-    checked = run_module(conn, "copy", content="v2\n", dest=str(dest), check=True, diff=True)
+    assert not run_module(any_conn, "copy", content="v1\n", dest=str(dest), mode="0640").changed
+    checked = run_module(any_conn, "copy", content="v2\n", dest=str(dest), check=True, diff=True)
     assert checked.changed and checked.diff[0].before == "v1\n" and dest.read_text() == "v1\n"
-    backup = run_module(conn, "copy", content="v2\n", dest=str(dest), backup=True)
+    backup = run_module(any_conn, "copy", content="v2\n", dest=str(dest), backup=True)
     assert dest.read_text() == "v2\n" and Path(backup.data["backup_file"]).read_text() == "v1\n"
     assert mode(dest) == "0640"  # an existing file keeps its mode
     files = tmp_path / "files"
@@ -65,55 +56,55 @@ def test_copy_content_and_src(conn, tmp_path: Path) -> None:
     (files / "model.cfg").write_text("cfg")
     into = tmp_path / "into"
     into.mkdir()
-    assert run_module(conn, "copy", src="model.cfg", dest=str(into) + "/", search_paths=[str(tmp_path)]).changed
+    assert run_module(any_conn, "copy", src="model.cfg", dest=str(into) + "/", search_paths=[str(tmp_path)]).changed
     assert (into / "model.cfg").read_text() == "cfg"
-    assert not run_module(conn, "copy", src="model.cfg", dest=str(into) + "/", search_paths=[str(tmp_path)]).changed
-    invalid = run_module(conn, "copy", content="bad", dest=str(tmp_path / "v"), validate="grep -q good %s")
+    assert not run_module(any_conn, "copy", src="model.cfg", dest=str(into) + "/", search_paths=[str(tmp_path)]).changed
+    invalid = run_module(any_conn, "copy", content="bad", dest=str(tmp_path / "v"), validate="grep -q good %s")
     assert invalid.failed and "validate" in invalid.msg and not (tmp_path / "v").exists()
-    keep = run_module(conn, "copy", content="other", dest=str(dest), force=False)
+    keep = run_module(any_conn, "copy", content="other", dest=str(dest), force=False)
     assert not keep.changed and dest.read_text() == "v2\n"
 
 
-def test_template(conn, tmp_path: Path) -> None:
+def test_template(any_conn, tmp_path: Path) -> None:
     (tmp_path / "templates").mkdir()
     (tmp_path / "templates" / "api.yaml.j2").write_text("port: {{ port }}\n{% for k in keys %}- {{ k }}\n{% endfor %}")
     dest = tmp_path / "api.yaml"
     variables = {"port": 6006, "keys": ["a", "b"]}
-    result = run_module(conn, "template", src="api.yaml.j2", dest=str(dest), variables=variables, search_paths=[str(tmp_path)])
+    result = run_module(any_conn, "template", src="api.yaml.j2", dest=str(dest), variables=variables, search_paths=[str(tmp_path)])
     assert result.changed and dest.read_text() == "port: 6006\n- a\n- b\n"
-    assert not run_module(conn, "template", src="api.yaml.j2", dest=str(dest), variables=variables, search_paths=[str(tmp_path)]).changed
-    missing = pytest.raises(Exception, run_module, conn, "template", src="nope.j2", dest=str(dest), search_paths=[str(tmp_path)])
+    assert not run_module(any_conn, "template", src="api.yaml.j2", dest=str(dest), variables=variables, search_paths=[str(tmp_path)]).changed
+    missing = pytest.raises(Exception, run_module, any_conn, "template", src="nope.j2", dest=str(dest), search_paths=[str(tmp_path)])
     assert "could not find 'nope.j2'" in str(missing.value)
 
 
-def test_lineinfile(conn, tmp_path: Path) -> None:
+def test_lineinfile(any_conn, tmp_path: Path) -> None:
     path = tmp_path / "env"
     path.write_text("A=1\nMODEL_PATH=/old\nB=2")
-    result = run_module(conn, "lineinfile", path=str(path), regexp="^MODEL_PATH=", line="MODEL_PATH=/root/autodl-tmp/chatglm3-6b", diff=True)
+    result = run_module(any_conn, "lineinfile", path=str(path), regexp="^MODEL_PATH=", line="MODEL_PATH=/root/autodl-tmp/chatglm3-6b", diff=True)
     assert result.changed and path.read_text() == "A=1\nMODEL_PATH=/root/autodl-tmp/chatglm3-6b\nB=2"
     assert "-MODEL_PATH=/old" in "".join(result.diff[0].before.splitlines(True)) or result.diff[0].before.count("/old") == 1
-    assert not run_module(conn, "lineinfile", path=str(path), regexp="^MODEL_PATH=", line="MODEL_PATH=/root/autodl-tmp/chatglm3-6b").changed
-    assert run_module(conn, "lineinfile", path=str(path), line="C=3", insertafter="^A=").changed
+    assert not run_module(any_conn, "lineinfile", path=str(path), regexp="^MODEL_PATH=", line="MODEL_PATH=/root/autodl-tmp/chatglm3-6b").changed
+    assert run_module(any_conn, "lineinfile", path=str(path), line="C=3", insertafter="^A=").changed
     assert path.read_text().splitlines() == ["A=1", "C=3", "MODEL_PATH=/root/autodl-tmp/chatglm3-6b", "B=2"]
-    assert run_module(conn, "lineinfile", path=str(path), line="FIRST", insertbefore="BOF").changed
+    assert run_module(any_conn, "lineinfile", path=str(path), line="FIRST", insertbefore="BOF").changed
     assert path.read_text().startswith("FIRST\n")
-    assert run_module(conn, "lineinfile", path=str(path), regexp="^C=", state="absent").changed
+    assert run_module(any_conn, "lineinfile", path=str(path), regexp="^C=", state="absent").changed
     assert "C=3" not in path.read_text()
-    assert run_module(conn, "lineinfile", path=str(tmp_path / "nofile"), line="x").failed
-    assert run_module(conn, "lineinfile", path=str(tmp_path / "new"), line="x", create=True).changed
+    assert run_module(any_conn, "lineinfile", path=str(tmp_path / "nofile"), line="x").failed
+    assert run_module(any_conn, "lineinfile", path=str(tmp_path / "new"), line="x", create=True).changed
     assert (tmp_path / "new").read_text() == "x\n"
 
 
-def test_stat_and_fetch(conn, tmp_path: Path) -> None:
+def test_stat_and_fetch(any_conn, tmp_path: Path) -> None:
     f = tmp_path / "weights.bin"
     f.write_bytes(b"w" * 100)
-    info = run_module(conn, "stat", path=str(f)).data["stat"]
+    info = run_module(any_conn, "stat", path=str(f)).data["stat"]
     assert info["exists"] and info["isreg"] and info["size"] == 100 and info["mode"] == mode(f)
     assert info["checksum"] == __import__("hashlib").sha256(b"w" * 100).hexdigest()
-    assert run_module(conn, "stat", path=str(tmp_path / "none")).data["stat"] == {"exists": False}
+    assert run_module(any_conn, "stat", path=str(tmp_path / "none")).data["stat"] == {"exists": False}
     out = tmp_path / "fetched"
-    result = run_module(conn, "fetch", src=str(f), dest=str(out))
+    result = run_module(any_conn, "fetch", src=str(f), dest=str(out))
     local = out / "target" / str(f).lstrip("/")
     assert result.changed and local.read_bytes() == b"w" * 100
-    assert not run_module(conn, "fetch", src=str(f), dest=str(out)).changed
-    assert run_module(conn, "fetch", src=str(tmp_path / "none"), dest=str(out)).failed
+    assert not run_module(any_conn, "fetch", src=str(f), dest=str(out)).changed
+    assert run_module(any_conn, "fetch", src=str(tmp_path / "none"), dest=str(out)).failed

@@ -19,7 +19,6 @@ import shlex
 import socket
 import time
 from collections.abc import Mapping
-from typing import Any
 
 import paramiko
 

@@ -90,7 +90,7 @@ class GetUrlModule(Module):
             wget.append(f"--header={shlex.quote(f'{key}: {value}')}")
         if args.get("url_username"):
             # The password goes through a netrc-style config on stdin-free env var, not argv (ps would show it).
-            curl.append(f"-u \"$GLMOPS_URL_AUTH\"")
+            curl.append("-u \"$GLMOPS_URL_AUTH\"")
             wget.append(f"--user={shlex.quote(args['url_username'])} --password=\"$GLMOPS_URL_PASSWORD\"")
         auth = ""
         if args.get("url_username"):

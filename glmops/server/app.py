@@ -9,7 +9,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,10 +17,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from glmops.server.backends.base import Backend, BackendError, Delta, GenerationParams
+from glmops.server.backends.base import Backend, BackendError, Delta
 from glmops.server.config import ServerConfig
 from glmops.server.prompt import Turn, to_turns
-from glmops.server.protocol import ChatRequest, EmbeddingRequest, RequestError, parse_chat, parse_embeddings
+from glmops.server.protocol import ChatRequest, RequestError, parse_chat, parse_embeddings
 from glmops.server.toolcall import parse_output
 
 log = logging.getLogger("glmops.server")
@@ -30,6 +30,13 @@ class APIError(Exception):
     def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None, param: str | None = None):
         super().__init__(message)
         self.status, self.message, self.kind, self.code, self.param = status, message, kind, code, param
+
+
+async def read_json(request: Request) -> Any:
+    try:
+        return await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise APIError(400, "the request body is not valid JSON") from None
 
 
 def error_body(message: str, kind: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
@@ -148,10 +155,7 @@ def create_app(config: ServerConfig, backend: Backend, *, load_in_background: bo
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
-        try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise APIError(400, "the request body is not valid JSON") from None
+        body = await read_json(request)
         try:
             chat_request = parse_chat(body, config)
         except RequestError as exc:
@@ -277,10 +281,7 @@ def create_app(config: ServerConfig, backend: Backend, *, load_in_background: bo
 
     @app.post("/v1/embeddings")
     async def embeddings(request: Request) -> JSONResponse:
-        try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise APIError(400, "the request body is not valid JSON") from None
+        body = await read_json(request)
         try:
             embedding_request = parse_embeddings(body)
         except RequestError as exc:

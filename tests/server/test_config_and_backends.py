@@ -92,7 +92,7 @@ def test_chatglm_cpp_checks_the_file_and_the_package(tmp_path: Path) -> None:
     check_ggml_file(str(ggml))
     config = load_config(config_file(tmp_path, f"model_path: {ggml}\nbackend: chatglm_cpp\n"), environ={})
     try:
-        import chatglm_cpp  # noqa: F401
+        import chatglm_cpp  # noqa: F401  (only probing whether it is installed)
     except ImportError:
         with pytest.raises(BackendError, match="pip install chatglm-cpp"):
             ChatglmCppBackend(config).load()
@@ -105,3 +105,19 @@ def test_controller_cli_does_not_import_the_server_stack() -> None:
     code = "import sys, glmops.cli, glmops.server.cli; print(sorted(m for m in ('torch', 'transformers', 'fastapi', 'uvicorn') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(ROOT)})
     assert result.stdout.strip() == "[]"
+
+
+def test_impossible_devices_and_quantization_are_clear_errors(tmp_path: Path, tiny_models) -> None:
+    import torch
+
+    from glmops.server.backends.transformers_backend import TransformersBackend, pick_device
+
+    if not torch.cuda.is_available():
+        with pytest.raises(BackendError, match="no CUDA GPU"):
+            pick_device("cuda", torch)
+    config = load_config(config_file(tmp_path, f"model_path: {tiny_models['chat']}\nquantize: 4\ndevice: cpu\n"), environ={})
+    with pytest.raises(BackendError, match="bitsandbytes|needs device cuda"):
+        TransformersBackend(config).load()
+    config = load_config(config_file(tmp_path, f"model_path: {tmp_path}/missing\n"), environ={})
+    with pytest.raises(BackendError, match="is not a directory"):
+        TransformersBackend(config).load()

@@ -41,6 +41,7 @@ class Backend(ABC):
     """A loaded chat model (and optional embedding model)."""
 
     name: str = ""
+    embedder: Any = None  # an EmbeddingModel when embedding_model_path is configured
 
     @abstractmethod
     def load(self) -> None:
@@ -60,8 +61,18 @@ class Backend(ABC):
 
     def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
         """(normalized vectors, tokens used); BackendError when no embedding model is configured."""
-        raise BackendError("no embedding model is configured")
+        if self.embedder is None:
+            raise BackendError("no embedding model is configured (set embedding_model_path)")
+        return self.embedder.embed(texts)
 
-    @property
-    def has_embeddings(self) -> bool:
-        return False
+    def load_embedder(self, path: str | None, device: Any, batch_size: int) -> None:
+        """Load the embedding model, if one is configured."""
+        if not path:
+            return
+        import os
+
+        from glmops.server.backends.embeddings import EmbeddingModel
+
+        if not os.path.isdir(path):
+            raise BackendError(f"embedding_model_path {path} is not a directory with a model")
+        self.embedder = EmbeddingModel(path, device, batch_size)

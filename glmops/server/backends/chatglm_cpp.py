@@ -32,7 +32,6 @@ class ChatglmCppBackend(Backend):
     def __init__(self, config: ServerConfig):
         self.config = config
         self.pipeline: Any = None
-        self.embedder: Any = None
         self.lock = threading.Lock()
 
     def load(self) -> None:
@@ -43,10 +42,7 @@ class ChatglmCppBackend(Backend):
             raise BackendError(f"the chatglm_cpp backend needs the chatglm-cpp package: {INSTALL}") from None
         self.module = chatglm_cpp
         self.pipeline = chatglm_cpp.Pipeline(self.config.model_path)
-        if self.config.embedding_model_path:
-            from glmops.server.backends.embeddings import EmbeddingModel
-
-            self.embedder = EmbeddingModel(self.config.embedding_model_path, "cpu", self.config.embedding_batch_size)
+        self.load_embedder(self.config.embedding_model_path, "cpu", self.config.embedding_batch_size)
 
     def info(self) -> dict[str, Any]:
         return {"device": "cpu", "dtype": "ggml", "quantize": None}
@@ -82,12 +78,3 @@ class ChatglmCppBackend(Backend):
                 yield Delta(piece)
         finish = "length" if completion >= params.max_tokens else "stop"
         yield Delta("", done=True, prompt_tokens=prompt_tokens, completion_tokens=completion, finish_reason=finish)
-
-    @property
-    def has_embeddings(self) -> bool:
-        return self.embedder is not None
-
-    def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
-        if self.embedder is None:
-            raise BackendError("no embedding model is configured (set embedding_model_path)")
-        return self.embedder.embed(texts)

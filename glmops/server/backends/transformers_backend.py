@@ -83,7 +83,6 @@ class TransformersBackend(Backend):
         self.config = config
         self.model: Any = None
         self.tokenizer: Any = None
-        self.embedder: Any = None
         self.device = "unloaded"
         self.dtype: Any = None
         self.lock = threading.Lock()  # one generation at a time on the model
@@ -114,28 +113,38 @@ class TransformersBackend(Backend):
                 raise BackendError("device_map: auto spreads a model over GPUs; it needs device cuda")
             kwargs["device_map"] = config.device_map
         loader = AutoModel if is_chatglm else AutoModelForCausalLM
+        bnb = bool(config.quantize) and not is_chatglm
+        if bnb:
+            kwargs.update(self._bitsandbytes(config.quantize))
         model = loader.from_pretrained(config.model_path, **kwargs)
-        if config.quantize:
+        if config.quantize and not bnb:
             model = self._quantize(model, config.quantize)
-        if not config.device_map:
+        if not config.device_map and not bnb:
             model = model.to(self.device)
         self.model = model.eval()
         self.is_chatglm = is_chatglm
         self.stop_ids = self._stop_ids()
-        if config.embedding_model_path:
-            from glmops.server.backends.embeddings import EmbeddingModel
+        self.load_embedder(config.embedding_model_path, self.device, config.embedding_batch_size)
 
-            if not os.path.isdir(config.embedding_model_path):
-                raise BackendError(f"embedding_model_path {config.embedding_model_path} is not a directory with a model")
-            self.embedder = EmbeddingModel(config.embedding_model_path, self.device, config.embedding_batch_size)
+    @staticmethod
+    def _quantize(model: Any, bits: int) -> Any:
+        """ChatGLM3's own int4/int8 kernels (its remote code has .quantize(bits))."""
+        if not hasattr(model, "quantize"):
+            raise BackendError(f"quantize: {bits}: this checkpoint has no .quantize(); install bitsandbytes or use a pre-quantized model")
+        return model.quantize(bits)
 
-    def _quantize(self, model: Any, bits: int) -> Any:
-        if hasattr(model, "quantize"):  # ChatGLM3's own int4/int8 kernels
-            return model.quantize(bits)
-        raise BackendError(
-            f"quantize: {bits} needs a checkpoint with its own .quantize() (ChatGLM3 has one); "
-            "for other models use a pre-quantized checkpoint"
-        )
+    def _bitsandbytes(self, bits: int) -> dict[str, Any]:
+        """Quantization at load time for models without their own .quantize() (needs CUDA and bitsandbytes)."""
+        import importlib.util
+
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise BackendError(f"quantize: {bits} for this model needs bitsandbytes (pip install bitsandbytes) on a CUDA host")
+        if self.device != "cuda":
+            raise BackendError(f"quantize: {bits} with bitsandbytes needs device cuda")
+        from transformers import BitsAndBytesConfig
+
+        setting = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=self.dtype) if bits == 4 else BitsAndBytesConfig(load_in_8bit=True)
+        return {"quantization_config": setting, "device_map": self.config.device_map or {"": 0}}
 
     def _stop_ids(self) -> list[int]:
         ids = set()
@@ -263,13 +272,3 @@ class TransformersBackend(Backend):
             completion -= 1  # the stop token itself is not part of the answer
         finish = "length" if completion >= max_new and not stopped_by_string else "stop"
         yield Delta("", done=True, prompt_tokens=prompt_tokens, completion_tokens=completion, finish_reason=finish)
-
-    # -- embeddings ---------------------------------------------------------------------------
-    @property
-    def has_embeddings(self) -> bool:
-        return self.embedder is not None
-
-    def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
-        if self.embedder is None:
-            raise BackendError("no embedding model is configured (set embedding_model_path)")
-        return self.embedder.embed(texts)
