@@ -36,8 +36,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def raw_generate(model_dir: Path, tokens: int, repeat: int) -> tuple[float, float]:
-    """(tokens/s, first-token seconds) of model.generate() with a streamer, greedy, no server."""
+def raw_generator(model_dir: Path, tokens: int):
+    """A function that measures one model.generate() with a streamer, greedy, no server: (tokens/s, first-token s)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -47,8 +47,7 @@ def raw_generate(model_dir: Path, tokens: int, repeat: int) -> tuple[float, floa
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     ids = tokenizer(build_prompt(to_turns(MESSAGES)), return_tensors="pt", add_special_tokens=False)["input_ids"]
-    rates, firsts = [], []
-    for _ in range(repeat):
+    def measure() -> tuple[float, float]:
         streamer = TokenStreamer(tokenizer)
         started = time.perf_counter()
         thread = threading.Thread(target=lambda: model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens,
@@ -59,9 +58,9 @@ def raw_generate(model_dir: Path, tokens: int, repeat: int) -> tuple[float, floa
             first = first or time.perf_counter() - started
         thread.join()
         elapsed = time.perf_counter() - started
-        rates.append(streamer.count / elapsed)
-        firsts.append(first or elapsed)
-    return statistics.median(rates), statistics.median(firsts)
+        return streamer.count / elapsed, first or elapsed
+
+    return measure
 
 
 def main() -> None:
@@ -90,10 +89,13 @@ def main() -> None:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        raw_rate, raw_first = raw_generate(model_dir, args.tokens, args.repeat)
+        raw = raw_generator(model_dir, args.tokens)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
-        rates, firsts = [], []
-        for _ in range(args.repeat):
+        rates, firsts, raw_rates, raw_firsts = [], [], [], []
+        for _ in range(args.repeat):  # raw and API runs alternate, so both see the same machine noise
+            rate, first_token = raw()
+            raw_rates.append(rate)
+            raw_firsts.append(first_token)
             started = time.perf_counter()
             first = None
             stream = client.chat.completions.create(model="chatglm3-6b", messages=MESSAGES, max_tokens=args.tokens, temperature=0,
@@ -107,6 +109,7 @@ def main() -> None:
             rates.append(usage.completion_tokens / elapsed)
             firsts.append(first or elapsed)
         api_rate, api_first = statistics.median(rates), statistics.median(firsts)
+        raw_rate, raw_first = statistics.median(raw_rates), statistics.median(raw_firsts)
 
         def short() -> None:
             client.chat.completions.create(model="chatglm3-6b", messages=MESSAGES, max_tokens=4, temperature=0)

@@ -23,3 +23,4 @@ fi
 # torch first, pinned: a bare `torch` would pull a multi-GB CUDA build.
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q torch==2.13.0
 .venv/bin/pip install -q -e '.[server,dev]'
+.venv/bin/python -m compileall -q glmops >/dev/null || true  # byte-code, as a regular install has

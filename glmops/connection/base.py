@@ -44,10 +44,11 @@ def wrap_command(
     become: Become | None = None,
     login_user: str | None = None,
 ) -> str:
-    """Return a self-contained sh command that runs `cmd` with env, cwd and become applied.
+    """Return one self-contained sh command line that runs `cmd` with env, cwd and become applied.
 
-    `cmd` is passed to a fresh `sh -c` as a single quoted word, so a syntax error or an `exit` in it
-    cannot affect the caller's shell.
+    `cmd` runs in a subshell through `eval` of a single quoted word, so a syntax error, an `exit`,
+    a `cd` or an `export` in it cannot affect the caller's (long-lived) shell, and no extra shell
+    has to be started.
     """
     parts: list[str] = []
     if cwd:
@@ -56,12 +57,12 @@ def wrap_command(
         if not key.replace("_", "a").isalnum() or key[0].isdigit():
             raise ValueError(f"invalid environment variable name: {key!r}")
         parts.append(f"export {key}={shlex.quote(str(value))}")
-    parts.append(f"exec /bin/sh -c {shlex.quote(cmd)}")
-    script = "\n".join(parts)
+    parts.append(f"eval {shlex.quote(cmd)}")
+    script = "; ".join(parts)
     if become and become.user != login_user:
         # -n: never prompt (a password prompt would hang the run); -H: the target user's HOME.
         return f"sudo -n -H -u {shlex.quote(become.user)} -- /bin/sh -c {shlex.quote(script)}"
-    return f"/bin/sh -c {shlex.quote(script)}"
+    return f"( {script}\n)"
 
 
 class Connection(ABC):

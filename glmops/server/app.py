@@ -191,16 +191,29 @@ def create_app(config: ServerConfig, backend: Backend, *, load_in_background: bo
         try:
             while True:
                 try:
-                    item = await asyncio.wait_for(queue.get(), timeout=0.5)
+                    items = [await asyncio.wait_for(queue.get(), timeout=0.5)]
                 except asyncio.TimeoutError:
                     if await request.is_disconnected():
                         cancel.set()
                     continue
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    raise APIError(400 if isinstance(item, BackendError) else 500, str(item), "invalid_request_error" if isinstance(item, BackendError) else "server_error")
-                yield item
+                while not queue.empty():  # text produced meanwhile goes out in one chunk
+                    items.append(queue.get_nowait())
+                text = ""
+                for item in items:
+                    if isinstance(item, Delta) and not item.done:
+                        text += item.text
+                        continue
+                    if text:
+                        yield Delta(text)
+                        text = ""
+                    if item is None:
+                        return
+                    if isinstance(item, BaseException):
+                        raise APIError(400 if isinstance(item, BackendError) else 500, str(item),
+                                       "invalid_request_error" if isinstance(item, BackendError) else "server_error")
+                    yield item
+                if text:
+                    yield Delta(text)
         finally:
             if worker.is_alive():
                 cancel.set()
