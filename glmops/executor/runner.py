@@ -95,10 +95,6 @@ class HostState:
         return not (self.failed or self.unreachable)
 
 
-class Unreachable(Exception):
-    pass
-
-
 class PlaybookRunner:
     """Runs every play of a playbook; `run()` returns the exit code."""
 
@@ -410,7 +406,7 @@ class PlaybookRunner:
             if self.play and self.play.gather_facts and state.facts_gathered:
                 variables = self.task_vars(state, scope, task)
             outcome = self._execute(task, state, scope, variables)
-        except (Unreachable, ConnectionFailure) as exc:
+        except ConnectionFailure as exc:
             state.unreachable = True
             state.stats["unreachable"] += 1
             self.emit("host_result", host=state.name, task=task.display_name, status="unreachable", msg=str(exc),

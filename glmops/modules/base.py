@@ -233,8 +233,6 @@ def validate_args(module: Module, args: Mapping[str, Any], *, final: bool, pos: 
         value = out[arg_name]
         if not final and _looks_templated(value):
             continue
-        if not final and isinstance(value, (list, dict)) and arg.type not in ("list", "dict", "raw"):
-            pass  # falls through to coerce, which reports the wrong type
         if value is None:
             continue
         try:
