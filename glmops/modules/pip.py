@@ -111,19 +111,7 @@ class PipModule(Module):
             dry = ctx.run(f"{command} --dry-run --quiet --report - --disable-pip-version-check {extra} "
                           + " ".join(shlex.quote(s) for s in todo), cwd=args.get("chdir"), timeout=900)
             todo = self._from_report(dry.stdout) if dry.rc == 0 else todo
-        if not todo:
-            return result
-        result.changed = True
-        result.data["packages"] = todo
-        if ctx.check:
-            return result
-        done = ctx.run(f"{command} --disable-pip-version-check {extra} " + " ".join(shlex.quote(s) for s in todo),
-                       cwd=args.get("chdir"), timeout=3600)
-        if done.rc != 0:
-            return ModuleResult(failed=True, msg=f"pip failed (rc={done.rc}): {done.stderr.strip()[-2000:]}",
-                                data={"stdout": done.stdout[-4000:], "stderr": done.stderr[-4000:]})
-        result.data["stdout"] = done.stdout[-4000:]
-        return result
+        return self._apply(ctx, f"{command} --disable-pip-version-check {extra} " + " ".join(shlex.quote(s) for s in todo), todo, args, result)
 
     def _requirements(self, ctx: ModuleContext, pip: str, args: dict[str, Any], extra: str, result: ModuleResult) -> ModuleResult:
         req = shlex.quote(args["requirements"])
@@ -133,15 +121,22 @@ class PipModule(Module):
         if dry.rc != 0:
             return ModuleResult(failed=True, msg=f"pip could not resolve {args['requirements']}: {dry.stderr.strip()[-2000:]}")
         todo = self._from_report(dry.stdout)
+        return self._apply(ctx, f"{pip} install {upgrade}--disable-pip-version-check {extra} -r {req}", todo, args, result)
+
+    @staticmethod
+    def _apply(ctx: ModuleContext, command: str, todo: list[str], args: dict[str, Any], result: ModuleResult) -> ModuleResult:
+        """Run pip when something must change (not in check mode); report what changed."""
         if not todo:
             return result
         result.changed = True
         result.data["packages"] = todo
         if ctx.check:
             return result
-        done = ctx.run(f"{pip} install {upgrade}--disable-pip-version-check {extra} -r {req}", cwd=args.get("chdir"), timeout=3600)
+        done = ctx.run(command, cwd=args.get("chdir"), timeout=3600)
         if done.rc != 0:
-            return ModuleResult(failed=True, msg=f"pip failed (rc={done.rc}): {done.stderr.strip()[-2000:]}")
+            return ModuleResult(failed=True, msg=f"pip failed (rc={done.rc}): {done.stderr.strip()[-2000:]}",
+                                data={"stdout": done.stdout[-4000:], "stderr": done.stderr[-4000:]})
+        result.data["stdout"] = done.stdout[-4000:]
         return result
 
     @staticmethod
