@@ -51,9 +51,13 @@ class Gate:
         self.queue_size = queue_size
         self.waiting = 0
 
-    async def __aenter__(self) -> None:
+    def check(self) -> None:
+        """503 now if a new request could not even wait."""
         if self.semaphore.locked() and self.waiting >= self.queue_size:
             raise APIError(503, "the server is busy: too many requests are waiting; try again shortly", "server_busy", "queue_full")
+
+    async def __aenter__(self) -> None:
+        self.check()
         self.waiting += 1
         try:
             await self.semaphore.acquire()
@@ -164,7 +168,7 @@ def create_app(config: ServerConfig, backend: Backend, *, load_in_background: bo
         turns = to_turns(chat_request.messages, chat_request.tools)
         assert state.gate is not None
         if chat_request.stream:
-            await state.gate.__aenter__()
+            state.gate.check()  # the slot itself is taken inside the stream, released when it ends
             return StreamingResponse(stream_chat(request, chat_request, turns), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         async with state.gate:
@@ -261,7 +265,7 @@ def create_app(config: ServerConfig, backend: Backend, *, load_in_background: bo
                 body["usage"] = usage
             return "data: " + json.dumps(body, ensure_ascii=False) + "\n\n"
 
-        try:
+        async with state.gate:
             yield chunk({"role": "assistant", "content": ""})
             text, final = "", Delta("")
             holding = bool(chat_request.tool_names)  # a tool call is only known at the end
@@ -289,8 +293,6 @@ def create_app(config: ServerConfig, backend: Backend, *, load_in_background: bo
                      "total_tokens": final.prompt_tokens + final.completion_tokens}
             yield chunk({}, finish, usage if chat_request.include_usage else None)
             yield "data: [DONE]\n\n"
-        finally:
-            await state.gate.__aexit__()
 
     @app.post("/v1/embeddings")
     async def embeddings(request: Request) -> JSONResponse:
