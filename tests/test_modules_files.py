@@ -108,3 +108,23 @@ def test_stat_and_fetch(any_conn, tmp_path: Path) -> None:
     assert result.changed and local.read_bytes() == b"w" * 100
     assert not run_module(any_conn, "fetch", src=str(f), dest=str(out)).changed
     assert run_module(any_conn, "fetch", src=str(tmp_path / "none"), dest=str(out)).failed
+
+
+HOSTILE = "x\"; touch {s}/pwned #'$(touch {s}/pwned2)`touch {s}/pwned3`\nnext"
+
+
+def test_hostile_values_land_literally(any_conn, tmp_path: Path) -> None:
+    """Quotes, $(...), backticks and newlines in paths, content and lines run nothing on the target."""
+    hostile = HOSTILE.format(s=tmp_path)
+    odd_dir = tmp_path / "d $(id) `id` ';\""
+    assert run_module(any_conn, "file", path=str(odd_dir), state="directory").changed and odd_dir.is_dir()
+    dest = odd_dir / "f;touch x"
+    assert run_module(any_conn, "copy", content=hostile, dest=str(dest)).changed
+    assert dest.read_text() == hostile
+    assert not run_module(any_conn, "copy", content=hostile, dest=str(dest)).changed
+    line = "K=" + hostile.replace("\n", " ")
+    assert run_module(any_conn, "lineinfile", path=str(dest), line=line).changed
+    assert dest.read_text().splitlines()[-1] == line
+    assert run_module(any_conn, "stat", path=str(dest)).data["stat"]["isreg"]
+    assert run_module(any_conn, "file", path=str(dest), state="absent").changed and not dest.exists()
+    assert not list(tmp_path.glob("pwned*")) and not (tmp_path / "x").exists()
