@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 
@@ -13,19 +14,29 @@ sys.path.insert(0, os.path.dirname(__file__))
 from sshd import SshServer, free_port  # noqa: E402
 
 
+def _started(server: SshServer) -> SshServer:
+    """Start `server`; a missing or broken sshd FAILS the test (never skips) with the fix."""
+    try:
+        return server.start()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        pytest.fail(f"cannot start the test sshd: {exc}\n(run `bash scripts/bootstrap.sh` to install openssh-server)", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
-    server = SshServer(str(tmp_path_factory.mktemp("sshd"))).start()
+    """A running sshd on 127.0.0.1 for the whole session (root login with `client_key`)."""
+    server = _started(SshServer(str(tmp_path_factory.mktemp("sshd"))))
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
 def sshd_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """`sshd_factory(**SshServer kwargs)` starts one more server; all are stopped at session end."""
     started: list[SshServer] = []
 
     def start(**kwargs: object) -> SshServer:
-        server = SshServer(str(tmp_path_factory.mktemp("sshd-extra")), **kwargs).start()  # type: ignore[arg-type]
+        server = _started(SshServer(str(tmp_path_factory.mktemp("sshd-extra")), **kwargs))  # type: ignore[arg-type]
         started.append(server)
         return server
 
@@ -36,6 +47,7 @@ def sshd_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
 
 @pytest.fixture
 def unreachable_hostvars(sshd: SshServer) -> dict:
+    """Valid hostvars of `sshd`, but with a port on which nothing listens."""
     return {**sshd.hostvars(), "ansible_port": free_port()}
 
 

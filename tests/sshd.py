@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -18,13 +19,38 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def _children(pid: int) -> list[int]:
+    """PIDs of every live descendant of `pid` (read from /proc; nothing is looked up by name)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+        parents.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def _keygen(path: str) -> None:
     if not os.path.exists(path):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path], check=True)
 
 
 class SshServer:
-    """sshd with its own host key, client key and known_hosts, in `state_dir`."""
+    """sshd with its own host key, client key and known_hosts, in `state_dir`.
+
+    `fast_shell=True` adds `SetEnv SHLVL=1`, which makes root's .bashrc on this machine skip its
+    pyenv setup (the default keeps the realistic, slower login shell).
+    """
 
     def __init__(self, state_dir: str, port: int | None = None, host: str = "127.0.0.1", fast_shell: bool = False):
         self.state_dir = os.path.abspath(state_dir)
@@ -72,8 +98,9 @@ class SshServer:
         return "\n".join(lines) + "\n"
 
     def start(self) -> "SshServer":
+        """Write keys, known_hosts and sshd_config, start sshd in the foreground, wait for the port."""
         if not os.path.exists(SSHD) or not shutil.which("ssh-keygen"):
-            raise RuntimeError("openssh-server is not installed: run `bash scripts/bootstrap.sh` first")
+            raise RuntimeError(f"{SSHD} or ssh-keygen is missing (openssh-server): run `bash scripts/bootstrap.sh` first")
         os.makedirs(self.state_dir, exist_ok=True)
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         _keygen(self.host_key)
@@ -87,23 +114,49 @@ class SshServer:
         config = os.path.join(self.state_dir, "sshd_config")
         with open(config, "w") as handle:
             handle.write(self._config())
-        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", config], stderr=open(self.log, "ab"))
+        check = subprocess.run([SSHD, "-t", "-f", config], capture_output=True, text=True)
+        if check.returncode != 0:
+            raise RuntimeError(f"sshd rejected {config}: {check.stderr.strip()}")
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", config], stdin=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"sshd exited: {open(self.log).read()[-2000:]}")
+                with open(self.log, errors="replace") as log:
+                    raise RuntimeError(f"sshd exited at start: {log.read()[-2000:]}")
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.5):
                     return self
             except OSError:
                 time.sleep(0.02)
+        self.stop()
         raise RuntimeError(f"sshd did not start listening on {self.host}:{self.port}")
 
+    def sessions(self) -> list[int]:
+        """PIDs of the processes this server started for its clients (sessions and their commands)."""
+        return _children(self.proc.pid) if self.proc and self.proc.poll() is None else []
+
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
+        """Stop the listener and every session it started (by PID). Safe to call twice."""
+        if self.proc is None:
+            return
+        leftovers = self.sessions()
+        if self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait()
+        for pid in leftovers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         self.proc = None
+
+    def __enter__(self) -> "SshServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
