@@ -9,6 +9,7 @@ instead of a new exec channel (and a new login-shell start) per command.
 from __future__ import annotations
 
 import base64
+import getpass
 import hashlib
 import os
 import posixpath
@@ -17,6 +18,8 @@ import secrets
 import select
 import shlex
 import socket
+import tempfile
+import threading
 import time
 from collections.abc import Mapping
 
@@ -28,6 +31,9 @@ from glmops.errors import ConnectionFailure, HostKeyError
 CHUNK = 1 << 20
 SMALL_UPLOAD = 512 * 1024  # below this, files go through the shell (base64) instead of SFTP
 HOST_KEY_POLICIES = ("yes", "accept-new", "no")
+# Host key algorithms in the order we ask for them when known_hosts has none for the host yet.
+PREFERRED_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-512", "rsa-sha2-256")
+_RECORD_LOCK = threading.Lock()  # accept-new: hosts connecting in parallel append to one file
 
 
 def known_hosts_name(hostname: str, port: int) -> str:
@@ -74,6 +80,16 @@ class HostKeyVerifier:
             return 0
         return 0
 
+    def known_types(self, hostname: str, port: int) -> list[str]:
+        """Key types known_hosts holds for the host, to ask the server for those first (as ssh does)."""
+        if self.policy == "no":
+            return []
+        try:
+            known = self._load().lookup(known_hosts_name(hostname, port))
+        except ConnectionFailure:
+            return []
+        return list(known.keys()) if known else []
+
     def verify(self, hostname: str, port: int, key: paramiko.PKey) -> None:
         """Raise HostKeyError unless the key is known (or recorded under accept-new)."""
         if self.policy == "no":
@@ -93,7 +109,10 @@ class HostKeyVerifier:
                 hint=_fix_hint(name, self.path),
             )
         if self.policy == "accept-new":
-            self._record(name, key)
+            with _RECORD_LOCK:
+                again = self._load().lookup(name)
+                if again is None or again.get(keytype) != key:
+                    self._record(name, key)
             return
         raise HostKeyError(
             f"unknown host key for {name} ({keytype} SHA256:{_fingerprint(key)}); it is not in {self.path}",
@@ -122,6 +141,57 @@ def _fingerprint(key: paramiko.PKey) -> str:
     return base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
 
 
+class _Stream:
+    """One output stream of the shell: the bytes between a command's begin and end markers.
+
+    Anything before the begin marker (late output of an earlier command's background job) and after
+    the end marker is dropped, so stray output can neither corrupt a result nor hide a marker.
+    """
+
+    def __init__(self, begin: bytes, end: bytes, with_rc: bool):
+        self.begin, self.end, self.with_rc = begin, end, with_rc
+        self.buf = bytearray()
+        self.started = False
+        self.scan = 0
+        self.data: bytes | None = None
+        self.rc: int | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        if self.data is not None:
+            return
+        self.buf += chunk
+        if not self.started:
+            at = self.buf.find(self.begin)
+            if at < 0:
+                del self.buf[: max(0, len(self.buf) - len(self.begin))]
+                return
+            del self.buf[: at + len(self.begin)]
+            self.started = True
+        at = self.buf.find(self.end, self.scan)
+        if at < 0:
+            self.scan = max(0, len(self.buf) - len(self.end) + 1)
+            return
+        if self.with_rc:
+            newline = self.buf.find(b"\n", at + len(self.end))
+            if newline < 0:
+                self.scan = at
+                return
+            self.rc = int(self.buf[at + len(self.end) : newline])
+        self.data = bytes(self.buf[:at])
+        self.buf = bytearray()
+
+    def partial(self) -> str:
+        return (self.data if self.data is not None else bytes(self.buf)).decode(errors="replace")
+
+
+class CommandTimeout(Exception):
+    """A command ran past its timeout; carries what it had written so far."""
+
+    def __init__(self, stdout: str, stderr: str):
+        super().__init__("timeout")
+        self.stdout, self.stderr = stdout, stderr
+
+
 class RemoteShell:
     """The long-lived `sh` on one channel, fed one command at a time."""
 
@@ -129,51 +199,45 @@ class RemoteShell:
         self.channel = transport.open_session()
         self.channel.exec_command("exec /bin/sh")
         self._fd = self.channel.fileno()  # makes select() wake for stdout and stderr data
-        first = self.execute("echo $$", stdin=None, timeout=30)
+        first = self.execute("echo $$", stdin=None, timeout=60)
         if first.rc != 0 or not first.stdout.strip().isdigit():
             raise ConnectionFailure(f"the remote shell did not start: {first.stderr.strip() or first.stdout.strip()}")
-        self.pid = int(first.stdout.strip())
+        self.pid = int(first.stdout.strip())  # also its process group: sshd starts sessions with setsid()
 
     def alive(self) -> bool:
         return not (self.channel.closed or self.channel.exit_status_ready())
 
     def execute(self, script: str, *, stdin: bytes | None, timeout: float | None) -> CommandResult:
-        """Run one complete sh command line and return its result; raises TimeoutError."""
-        token = secrets.token_hex(8)
-        out_marker = f"\n__glmops_{token}_rc="
-        err_marker = f"\n__glmops_{token}_end\n".encode()
+        """Run one complete sh command line and return its result; raises CommandTimeout, EOFError."""
+        token = f"__glmops_{secrets.token_hex(8)}"
         if stdin:
             feed = f"printf %s {shlex.quote(base64.b64encode(stdin).decode())} | base64 -d | {script}"
         else:
             feed = f"{script} </dev/null"
-        line = f"{feed}; printf '{out_marker.encode('unicode_escape').decode()}%d\\n' $?; printf '\\n__glmops_{token}_end\\n' >&2\n"
+        line = (
+            f"printf '{token}_b\\n'; printf '{token}_b\\n' >&2; {feed}\n"
+            f"printf '\\n{token}_rc=%d\\n' $?; printf '\\n{token}_e\\n' >&2\n"
+        )
+        out = _Stream(f"{token}_b\n".encode(), f"\n{token}_rc=".encode(), with_rc=True)
+        err = _Stream(f"{token}_b\n".encode(), f"\n{token}_e\n".encode(), with_rc=False)
         self.channel.sendall(line.encode())
-        out, err = bytearray(), bytearray()
-        rc_pattern = re.compile(re.escape(out_marker.encode()) + rb"(\d+)\n$")
-        rc: int | None = None
         deadline = time.monotonic() + timeout if timeout else None
         while True:
             while self.channel.recv_ready():
-                out += self.channel.recv(CHUNK)
+                out.feed(self.channel.recv(CHUNK))
             while self.channel.recv_stderr_ready():
-                err += self.channel.recv_stderr(CHUNK)
-            if rc is None:
-                match = rc_pattern.search(out[-64:]) if len(out) >= len(out_marker) else None
-                if match:
-                    rc = int(match.group(1))
-                    del out[len(out) - len(match.group(0)) :]
-            if rc is not None and err.endswith(err_marker):
-                del err[len(err) - len(err_marker) :]
-                return CommandResult(rc, out.decode(errors="replace"), err.decode(errors="replace"))
-            if self.channel.closed or self.channel.exit_status_ready() and not (
-                self.channel.recv_ready() or self.channel.recv_stderr_ready()
+                err.feed(self.channel.recv_stderr(CHUNK))
+            if out.data is not None and err.data is not None:
+                return CommandResult(out.rc or 0, out.data.decode(errors="replace"), err.data.decode(errors="replace"))
+            if self.channel.closed or (
+                self.channel.exit_status_ready() and not (self.channel.recv_ready() or self.channel.recv_stderr_ready())
             ):
                 raise EOFError("the remote shell exited")
             wait = 1.0
             if deadline is not None:
                 wait = min(wait, deadline - time.monotonic())
                 if wait <= 0:
-                    raise TimeoutError
+                    raise CommandTimeout(out.partial(), err.partial())
             select.select([self._fd], [], [], wait)
 
     def close(self) -> None:
@@ -202,7 +266,7 @@ class SSHConnection(Connection):
         self.host = host
         self.hostname = hostname
         self.port = port
-        self.user = user or os.environ.get("USER") or "root"
+        self.user = user or getpass.getuser()
         self.key_filename = os.path.expanduser(key_filename) if key_filename else None
         self.password = password
         self.verifier = HostKeyVerifier(known_hosts, host_key_checking)
@@ -210,14 +274,30 @@ class SSHConnection(Connection):
         self.transport: paramiko.Transport | None = None
         self._shell: RemoteShell | None = None
         self._sftp: paramiko.SFTPClient | None = None
+        self._lock = threading.RLock()  # one command at a time on the shell
 
     # -- connecting -------------------------------------------------------------------------
     def _where(self) -> str:
         return f"{self.user}@{self.hostname}:{self.port}"
 
     def connect(self) -> None:
-        if self.transport is not None and self.transport.is_active():
-            return
+        with self._lock:
+            if self.transport is not None and self.transport.is_active():
+                return
+            if self.transport is not None:  # dropped since: start over on a new transport
+                self.close()
+            self._connect()
+
+    def _key_types(self, offered: tuple[str, ...]) -> tuple[str, ...]:
+        """Host key algorithms: those known_hosts has for this host first, then ed25519, ..."""
+        wanted: list[str] = []
+        for known in self.verifier.known_types(self.hostname, self.port):
+            wanted += ["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"] if known == "ssh-rsa" else [known]
+        wanted += PREFERRED_KEY_TYPES
+        first = [k for k in dict.fromkeys(wanted) if k in offered]
+        return tuple(first + [k for k in offered if k not in first])
+
+    def _connect(self) -> None:
         try:
             sock = socket.create_connection((self.hostname, self.port), timeout=self.connect_timeout)
         except socket.gaierror as exc:
@@ -232,6 +312,7 @@ class SSHConnection(Connection):
         options = transport.get_security_options()
         preferred = [k for k in ("curve25519-sha256", "curve25519-sha256@libssh.org") if k in options.kex]
         options.kex = tuple(preferred + [k for k in options.kex if k not in preferred])
+        options.key_types = self._key_types(tuple(options.key_types))
         try:
             transport.start_client(timeout=self.connect_timeout)
             self.verifier.verify(self.hostname, self.port, transport.get_remote_server_key())
@@ -306,17 +387,20 @@ class SSHConnection(Connection):
         timeout: float | None = None,
     ) -> CommandResult:
         script = wrap_command(cmd, env=env, cwd=cwd, become=become, login_user=self.user)
-        shell = self._ensure_shell()
-        try:
-            return shell.execute(script, stdin=stdin, timeout=timeout)
-        except TimeoutError:
-            self._kill_shell(shell)
-            return CommandResult(124, "", f"command timed out after {timeout} s and was killed")
-        except (EOFError, OSError, paramiko.SSHException) as exc:
-            self._shell = None
-            if self.transport is None or not self.transport.is_active():
-                raise ConnectionFailure(f"lost the connection to {self._where()}: {exc}") from None
-            return CommandResult(255, "", f"the remote shell ended unexpectedly: {exc}")
+        with self._lock:
+            shell = self._ensure_shell()
+            try:
+                return shell.execute(script, stdin=stdin, timeout=timeout)
+            except CommandTimeout as exc:
+                self._kill_shell(shell)
+                stderr = exc.stderr if not exc.stderr or exc.stderr.endswith("\n") else exc.stderr + "\n"
+                return CommandResult(124, exc.stdout, f"{stderr}command timed out after {timeout} s and was killed")
+            except (EOFError, OSError, paramiko.SSHException) as exc:
+                shell.close()
+                self._shell = None
+                if self.transport is None or not self.transport.is_active():
+                    raise ConnectionFailure(f"lost the connection to {self._where()}: {exc}") from None
+                return CommandResult(255, "", f"the remote shell ended unexpectedly (the command ended it): {exc}")
 
     def _kill_shell(self, shell: RemoteShell) -> None:
         """Kill the timed-out command with its whole process group; the next run opens a new shell."""
@@ -356,9 +440,6 @@ class SSHConnection(Connection):
 
     def put_bytes(self, data: bytes, remote_path: str, *, mode: int | None = None, become: Become | None = None) -> None:
         if len(data) > SMALL_UPLOAD:
-            tmp_local = None
-            import tempfile
-
             with tempfile.NamedTemporaryFile(delete=False) as handle:
                 handle.write(data)
                 tmp_local = handle.name
@@ -382,38 +463,60 @@ class SSHConnection(Connection):
         become: Become | None = None,
         progress: ProgressCallback | None = None,
     ) -> None:
+        """Upload over SFTP into a deterministic part file (resumed if an earlier upload broke off),
+        check its size and sha256 on the host, then give it its mode and rename it into place.
+
+        With become, the part file lives in the login user's home and is piped into a `sudo` that
+        writes the destination, so the file is created by (and owned by) the become user.
+        """
+        with self._lock:
+            self._put_file(local_path, remote_path, mode=mode, become=become, progress=progress)
+
+    def _put_file(
+        self, local_path: str, remote_path: str, *, mode: int | None, become: Become | None, progress: ProgressCallback | None
+    ) -> None:
         size = os.path.getsize(local_path)
         needs_sudo = become is not None and become.user != self.user
         directory, name = posixpath.split(remote_path)
         if needs_sudo:
-            home = self.run("printf %s \"$HOME\"").stdout or "/tmp"
+            home = self.run('printf %s "$HOME"').stdout or "/tmp"
             part = posixpath.join(home, f".glmops-upload-{hashlib.sha256(remote_path.encode()).hexdigest()[:16]}.part")
         else:
             part = posixpath.join(directory, f".{name}.glmops-part")
         sftp = self._sftp_client()
         offset = self._resumable_offset(sftp, local_path, part, size)
-        with open(local_path, "rb") as source, sftp.open(part, "ab" if offset else "wb") as target:
-            target.set_pipelined(True)
-            source.seek(offset)
-            done = offset
-            while True:
-                chunk = source.read(CHUNK)
-                if not chunk:
-                    break
-                target.write(chunk)
-                done += len(chunk)
-                if progress:
-                    progress(done, size)
-        digest = _sha256_file(local_path)
+        try:
+            with open(local_path, "rb") as source, sftp.open(part, "ab" if offset else "wb") as target:
+                target.set_pipelined(True)
+                source.seek(offset)
+                done = offset
+                while chunk := source.read(CHUNK):
+                    target.write(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(done, size)
+            if progress and done == offset:  # nothing left to send (empty file, or resumed at the end)
+                progress(done, size)
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError) and not os.path.exists(local_path):
+                raise
+            raise OSError(f"cannot upload to {self.host}:{part}: {exc.strerror or exc}") from None
         q = shlex.quote(part)
-        verify = self.run(f"sha256sum {q} 2>/dev/null || shasum -a 256 {q}")
-        if verify.rc != 0 or verify.stdout.split()[:1] != [digest]:
+        verify = self.run(f"wc -c < {q} && {{ sha256sum {q} 2>/dev/null || shasum -a 256 {q}; }}")
+        fields = verify.stdout.split()
+        if verify.rc != 0 or fields[:1] != [str(size)] or fields[1:2] != [_sha256_file(local_path)]:
             self.run(f"rm -f {q}")
-            raise OSError(f"upload of {local_path} to {self.host}:{remote_path} failed verification (sha256 mismatch)")
+            got = f"{fields[0]} bytes" if fields else verify.stderr.strip()
+            raise OSError(
+                f"upload of {local_path} to {self.host}:{remote_path} failed verification "
+                f"(expected {size} bytes with the same sha256, got {got}); run again to retry"
+            )
         if needs_sudo:
             tmp = posixpath.join(directory, f".{name}.glmops-tmp-{secrets.token_hex(4)}")
-            script = f"cp {q} {shlex.quote(tmp)} && {self._install_script(tmp, remote_path, mode)}"
-            self._check(self.run(script, become=become), f"installing {remote_path}")
+            t = shlex.quote(tmp)
+            inner = f"cat > {t} && {self._install_script(tmp, remote_path, mode)} || {{ rc=$?; rm -f {t}; exit $rc; }}"
+            install = wrap_command(inner, become=become, login_user=self.user)
+            self._check(self.run(f"{install} < {q}"), f"installing {remote_path}")
             self.run(f"rm -f {q}")
         else:
             self._check(self.run(self._install_script(part, remote_path, mode)), f"installing {remote_path}")
@@ -440,6 +543,10 @@ class SSHConnection(Connection):
         return 0
 
     def get_file(self, remote_path: str, local_path: str, *, become: Become | None = None) -> None:
+        with self._lock:
+            self._get_file(remote_path, local_path, become=become)
+
+    def _get_file(self, remote_path: str, local_path: str, *, become: Become | None) -> None:
         tmp = f"{local_path}.glmops-tmp-{secrets.token_hex(4)}"
         try:
             if become is not None and become.user != self.user:
