@@ -79,6 +79,41 @@ def test_filter_error_is_a_template_error() -> None:
         ("{{ 13958643712 | human_readable }}", {}, "13.00 GB"),
         ("{{ users | selectattr('admin') | map(attribute='name') | list }}", {"users": [{"name": "a", "admin": True}, {"name": "b", "admin": False}]}, ["a"]),
         ("{{ 1 | ternary('y', 'n') }}", {}, "y"),
+        ("{{ none_value | ternary('y', 'n', 'null') }}", {"none_value": None}, "null"),
+        ("{{ x | default('d') }}", {"x": ""}, ""),
+        ("{{ x | d('d') }}", {}, "d"),
+        ("{{ r.stdout | default('none') }}", {"r": {"rc": 0}}, "none"),
+        ("{{ nothere.deeper.key | default('chained') }}", {}, "chained"),
+        ("{{ '1' | bool }}{{ 'no' | bool }}{{ 'maybe' | bool }}", {}, "TrueFalseFalse"),
+        ("{{ ' 7 ' | int }}", {}, 7),
+        ("{{ '0x1A' | int(base=16) }}", {}, 26),
+        ("{{ 'abc' | int(default=5) }}", {}, 5),
+        ("{{ '2.5' | float * 2 }}", {}, 5.0),
+        ("{{ 'x' | float(1.5) }}", {}, 1.5),
+        ("{{ 'a1b22c333' | regex_findall('[0-9]+') }}", {}, ["1", "22", "333"]),
+        ("{{ 'ABC' | regex_replace('b', 'x', ignorecase=true) }}", {}, "AxC"),
+        ("{{ 'no digits' | regex_search('[0-9]+') }}", {}, None),
+        ("{{ {'a': {'b': [1, 2]}} | to_nice_yaml }}", {}, "a:\n  b:\n  - 1\n  - 2\n"),
+        ("{{ 'a: [1, 2]' | from_yaml }}", {}, {"a": [1, 2]}),
+        ("{{ 'present' | mandatory }}", {}, "present"),
+        ("{{ [3, 1, 2] | sort | reverse | list }}", {}, [3, 2, 1]),
+        ("{{ [1, 2, 3, 4] | select('even') | list }}", {}, [2, 4]),
+        ("{{ [1, 2, 3, 4] | reject('even') | map('string') | join(',') }}", {}, "1,3"),
+        ("{{ {'a': [1], 'b': 2} | combine({'a': [3]}, list_merge='append') }}", {}, {"a": [1, 3], "b": 2}),
+        ("{{ [{'a': 1}, {'b': 2}] | combine }}", {}, {"a": 1, "b": 2}),
+        ("{{ [{'n': 'a', 'v': 1}] | items2dict(key_name='n', value_name='v') }}", {}, {"a": 1}),
+        ("{{ 512 | human_readable }}", {}, "512.00 Bytes"),
+        ("{{ 1048576 | human_readable }}", {}, "1.00 MB"),
+        ("{{ 2048 | human_readable(unit='K') }}", {}, "2.00 KB"),
+        ("{{ 'C:\\\\x\\\\y.txt' | win_basename }}", {}, "y.txt"),
+        ("{{ 'a b;rm -rf /' | quote }}", {}, "'a b;rm -rf /'"),
+        ("{{ '' | quote }}", {}, "''"),
+        ("{{ [] | first }}", {}, None),
+        ("{{ ('a', 'b') | last }}", {}, "b"),
+        ("{{ {'b': 1, 'a': 2} | length }}", {}, 2),
+        ("{{ '你好' | b64encode | b64decode }}", {}, "你好"),
+        ("{{ 'aGVs\\nbG8=' | b64decode }}", {}, "hello"),
+        ("{{ {'k': '你'} | to_json }}", {}, '{"k": "你"}'),
     ],
 )
 def test_filters(expression: str, variables: dict, expected: object) -> None:
@@ -96,6 +131,113 @@ def test_tests_on_registered_results_and_versions() -> None:
     assert T.evaluate("'abc' is match('a')", {}) and T.evaluate("'xabc' is search('b')", {})
     assert T.all_true([True, "1 == 1", "{{ x }}"], {"x": True})
     assert not T.all_true(["x"], {"x": "false"})
+
+
+@pytest.mark.parametrize(
+    "expression, message",
+    [
+        ("{{ 'abc' | int }}", "cannot convert 'abc' to an integer"),
+        ("{{ 'abc' | float }}", "cannot convert 'abc' to a number"),
+        ("{{ x | mandatory }}", "mandatory variable 'x' is not defined"),
+        ("{{ x | mandatory('set x in group_vars') }}", "set x in group_vars"),
+        ("{{ 'not json' | from_json }}", "from_json: not valid JSON"),
+        ("{{ 'a: [' | from_yaml }}", "from_yaml: not valid YAML"),
+        ("{{ '%%%' | b64decode }}", "b64decode"),
+        ("{{ 'x' | human_readable }}", "'x' is not a number"),
+        ("{{ 3 | dict2items }}", "dict2items: expected a mapping"),
+        ("{{ [1] | items2dict }}", "items2dict: each item needs 'key' and 'value'"),
+        ("{{ [1] | combine({}) }}", "combine: expected mappings"),
+        ("{{ 'k=v' | regex_search('(k)', 'bad') }}", "bad group reference"),
+        ("{{ 'x' | nosuchfilter }}", "No filter named 'nosuchfilter'"),
+        ("{{ 1 / 0 }}", "division by zero"),
+        ("{{ '1.0' is version('2.0', 'bigger') }}", "unknown operator 'bigger'"),
+        ("{{ 'x' is succeeded }}", "needs a registered task result"),
+    ],
+)
+def test_filter_errors_are_template_errors_with_position(expression: str, message: str) -> None:
+    with pytest.raises(TemplateError) as info:
+        T.render(expression, {}, pos=Pos("site.yml", 4, 7), field="msg")
+    text = str(info.value)
+    assert message in text and "site.yml:4:7" in text and "field 'msg'" in text
+
+
+def test_builtin_tests_defined_undefined_none() -> None:
+    v = {"a": 1, "n": None, "d": {"k": 1}}
+    assert T.evaluate("a is defined and b is undefined and n is none and a is not none", v) is True
+    assert T.evaluate("d.k is defined and d.x is undefined", v) is True
+    assert T.evaluate("nothere.deeper is defined", v) is False  # chained undefined, as Ansible
+    with pytest.raises(TemplateError, match="undefined variable 'nothere'"):
+        T.evaluate("nothere.deeper == 1", v)
+    with pytest.raises(TemplateError, match="undefined variable 'nothere'"):
+        T.render("{{ nothere.deeper }}", v)
+
+
+@pytest.mark.parametrize(
+    "left, op, right, expected",
+    [
+        ("4.40.2", ">=", "4.40", True),
+        ("4.9", "lt", "4.40", True),
+        ("1.0", "==", "1.0.0", True),
+        ("v2.13.0", "eq", "2.13.0", True),
+        ("1.0rc1", "<", "1.0", True),
+        ("1.0", "<", "1.0.1", True),
+        ("2.1.2+cu121", ">", "2.1.1", True),
+        ("12.2", "!=", "12.2", False),
+        ("10.0", "gt", "9.9", True),
+    ],
+)
+def test_version_test(left: str, op: str, right: str, expected: bool) -> None:
+    assert T.evaluate(f"'{left}' is version('{right}', '{op}')", {}) is expected
+
+
+def test_conditions_truthiness() -> None:
+    assert T.all_true([], {})
+    assert T.all_true(["flag"], {"flag": "yes"}) and not T.all_true(["flag"], {"flag": "False"})
+    assert not T.all_true(["flag"], {"flag": "0"}) and not T.all_true(["flag"], {"flag": ""})
+    assert T.all_true(["s"], {"s": "some text"}) and not T.all_true(["xs"], {"xs": []})
+    assert not T.all_true([True, False], {})
+    assert not T.all_true(["1 == 1", "2 == 3"], {})
+    with pytest.raises(TemplateError) as info:
+        T.all_true(["nope"], {}, pos=Pos("site.yml", 9, 7), field="failed_when")
+    assert "site.yml:9:7" in str(info.value) and "failed_when" in str(info.value)
+
+
+def test_lookup_env_and_file(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("GLMOPS_TEST_TOKEN", "s3cret")
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "key.pub").write_text("ssh-ed25519 AAAA\n")
+    v = {"playbook_dir": str(tmp_path)}
+    assert T.render("{{ lookup('env', 'GLMOPS_TEST_TOKEN') }}", v) == "s3cret"
+    assert T.render("{{ lookup('env', 'GLMOPS_NOT_SET_X', default='d') }}", v) == "d"
+    assert T.render("{{ lookup('file', 'key.pub') }}", v) == "ssh-ed25519 AAAA"
+    assert T.render("{{ query('env', 'GLMOPS_TEST_TOKEN') }}", v) == ["s3cret"]
+    with pytest.raises(TemplateError, match="lookup plugin 'pipe' is not supported"):
+        T.render("{{ lookup('pipe', 'id') }}", v)
+    with pytest.raises(TemplateError, match="cannot read 'nope.txt'"):
+        T.render("{{ lookup('file', 'nope.txt') }}", v)
+
+
+def test_error_inside_a_variable_value_is_reported_where_it_is_used() -> None:
+    with pytest.raises(TemplateError) as info:
+        T.render("{{ url }}", {"url": "http://{{ host }}:80"}, pos=Pos("site.yml", 3, 7), field="uri.url")
+    text = str(info.value)
+    assert "site.yml:3:7" in text and "undefined variable 'host'" in text and "variable 'url'" in text
+
+
+def test_template_file_errors_name_the_line() -> None:
+    with pytest.raises(TemplateError) as info:
+        T.render_text("a\nb\nport={{ port }}\n", {}, name="api.yaml.j2")
+    assert "api.yaml.j2:3" in str(info.value) and "undefined variable 'port'" in str(info.value)
+    with pytest.raises(TemplateError) as info:
+        T.render_text("a\n{% if x %}\n", {"x": 1}, name="api.yaml.j2")
+    assert "api.yaml.j2:" in str(info.value) and "syntax error" in str(info.value)
+
+
+def test_compiled_templates_are_cached() -> None:
+    templar = Templar()
+    templar.render("{{ a }}-{{ b }}", {"a": 1, "b": 2})
+    templar.render("{{ a }}-{{ b }}", {"a": 3, "b": 4})
+    assert templar._compile.cache_info().hits >= 1
 
 
 def test_sandbox_blocks_attribute_escapes() -> None:

@@ -32,7 +32,11 @@ def to_bool(value: Any) -> bool:
     return False
 
 
-def to_int(value: Any, default: int = 0, base: int = 10) -> int:
+_NO_DEFAULT: Any = object()
+
+
+def to_int(value: Any, default: Any = _NO_DEFAULT, base: int = 10) -> int:
+    """Jinja's `int`, except that a value that is not a number is an error unless a default is given."""
     try:
         if isinstance(value, str):
             return int(value.strip(), base)
@@ -41,7 +45,19 @@ def to_int(value: Any, default: int = 0, base: int = 10) -> int:
         try:
             return int(float(value))
         except (TypeError, ValueError):
+            if default is not _NO_DEFAULT:
+                return default
             raise FilterArgumentError(f"int: cannot convert {value!r} to an integer") from None
+
+
+def to_float(value: Any, default: Any = _NO_DEFAULT) -> float:
+    """Jinja's `float`, except that a value that is not a number is an error unless a default is given."""
+    try:
+        return float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        if default is not _NO_DEFAULT:
+            return default
+        raise FilterArgumentError(f"float: cannot convert {value!r} to a number") from None
 
 
 def default(value: Any, fallback: Any = "", boolean: bool = False) -> Any:
@@ -51,8 +67,10 @@ def default(value: Any, fallback: Any = "", boolean: bool = False) -> Any:
 
 
 def mandatory(value: Any, msg: str | None = None) -> Any:
+    """Fail with `msg` (or one naming the variable) when `value` is undefined."""
     if isinstance(value, Undefined):
-        raise FilterArgumentError(msg or "a mandatory variable is not defined")
+        name = getattr(value, "_undefined_name", None)
+        raise FilterArgumentError(msg or (f"mandatory variable '{name}' is not defined" if name else "a mandatory variable is not defined"))
     return value
 
 
@@ -139,7 +157,7 @@ def b64encode(value: Any, encoding: str = "utf-8") -> str:
 
 def b64decode(value: Any, encoding: str = "utf-8") -> str:
     try:
-        return base64.b64decode(str(value)).decode(encoding)
+        return base64.b64decode("".join(str(value).split()), validate=True).decode(encoding)
     except (ValueError, UnicodeDecodeError) as exc:
         raise FilterArgumentError(f"b64decode: {exc}") from None
 
@@ -231,6 +249,7 @@ FILTERS = {
     "d": default,
     "bool": to_bool,
     "int": to_int,
+    "float": to_float,
     "mandatory": mandatory,
     "ternary": ternary,
     "regex_replace": regex_replace,
@@ -282,11 +301,22 @@ def skipped(value: Any) -> bool:
     return bool(_result(value).get("skipped", False))
 
 
-def version_test(value: Any, other: Any, operator: str = "eq") -> bool:
-    def key(text: Any) -> list[Any]:
-        return [int(p) if p.isdigit() else p for p in re.split(r"[.\-+]", str(text)) if p]
+def _version_key(text: Any) -> list[tuple[float, Any]]:
+    """'v4.40.2' -> [(0, 4), (0, 40), (0, 2)]; words sort before numbers."""
+    text = str(text).strip()
+    if text[:1] in ("v", "V") and text[1:2].isdigit():
+        text = text[1:]
+    return [(0, int(p)) if p.isdigit() else (-1, p.lower()) for p in re.findall(r"\d+|[A-Za-z]+", text)]
 
-    a, b = key(value), key(other)
+
+def version_test(value: Any, other: Any, operator: str = "eq", strict: Any = None, version_type: Any = None) -> bool:
+    """Ansible's `version` test: compare dotted versions numerically (`'4.9' is version('4.40', '<')`)."""
+    a, b = _version_key(value), _version_key(other)
+    # Pad the shorter one: a missing number is 0 ('1.0' == '1.0.0'); a missing word sorts after
+    # the word, so a release is newer than its pre-releases ('1.0rc1' < '1.0').
+    for short, long_ in ((a, b), (b, a)):
+        for part in long_[len(short):]:
+            short.append((0, 0) if part[0] == 0 else (-0.5, ""))
     ops = {
         "eq": a == b, "==": a == b, "ne": a != b, "!=": a != b,
         "lt": a < b, "<": a < b, "le": a <= b, "<=": a <= b,

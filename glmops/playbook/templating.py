@@ -12,21 +12,78 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, meta
+from jinja2 import ChainableUndefined, StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, meta, pass_context
 from jinja2.exceptions import FilterArgumentError, SecurityError, TemplateRuntimeError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from glmops.errors import Pos, TemplateError
+from glmops.modules.base import FALSE_WORDS, TRUE_WORDS
 from glmops.playbook.filters import FILTERS, TESTS
 
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.S)
+_LOOKUPS = ("env", "file")
+
+
+class _Undefined(ChainableUndefined, StrictUndefined):
+    """Strict when used (printed, iterated, compared, tested for truth), but chainable as Ansible's:
+    `foo.bar | default('x')` and `foo.bar is defined` work when `foo` is undefined."""
+
+    __slots__ = ()
+
+
+@pass_context
+def _lookup(context: Any, plugin: str, *terms: Any, **options: Any) -> Any:
+    """The `lookup()` plugins this subset has: env (controller environment) and file (controller file)."""
+    import os
+
+    if plugin == "env":
+        values = [os.environ.get(str(term), options.get("default", "")) for term in terms]
+    elif plugin == "file":
+        values = []
+        for term in terms:
+            path = str(term)
+            if not os.path.isabs(path):
+                bases = [context.get("role_path"), context.get("playbook_dir")]
+                found = [os.path.join(b, sub, path) for b in bases if isinstance(b, str) for sub in ("files", "")]
+                path = next((c for c in found if os.path.isfile(c)), path)
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    values.append(handle.read().rstrip("\n") if options.get("rstrip", True) else handle.read())
+            except OSError as exc:
+                raise ValueError(f"lookup('file'): cannot read {term!r}: {exc.strerror}") from None
+    else:
+        raise ValueError(f"lookup plugin '{plugin}' is not supported (supported: {', '.join(_LOOKUPS)})")
+    if options.get("wantlist"):
+        return values
+    return ",".join(str(v) for v in values) if len(values) != 1 else values[0]
+
+
+@pass_context
+def _query(context: Any, plugin: str, *terms: Any, **options: Any) -> list[Any]:
+    """`query(...)`: `lookup(..., wantlist=True)`."""
+    return _lookup(context, plugin, *terms, **{**options, "wantlist": True})
 
 
 def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
+    env = ImmutableSandboxedEnvironment(undefined=_Undefined, keep_trailing_newline=True, autoescape=False)
     env.filters.update(FILTERS)
     env.tests.update(TESTS)
+    env.globals["lookup"] = _lookup
+    env.globals["query"] = env.globals["q"] = _query
     return env
+
+
+def truthy(value: Any) -> bool:
+    """How a condition's value decides: booleans as they are; the strings yes/no, true/false,
+    on/off, 1/0 as those words say (a variable set with `-e flag=false` is false); anything else
+    by Python truthiness (a non-empty string or list is true)."""
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+    return bool(value)
 
 
 def _has_template(value: Any) -> bool:
@@ -62,18 +119,27 @@ class Templar:
         except TemplateSyntaxError:
             return frozenset()
 
-    def _resolve(self, source: str, variables: Mapping[str, Any], depth: int) -> Mapping[str, Any]:
+    def _resolve(self, source: str, variables: Mapping[str, Any], depth: int, pos: Pos | None = None,
+                 field: str | None = None) -> Mapping[str, Any]:
         """Variables whose values are templates themselves are rendered first, as Ansible does.
 
-        Only the variables `source` refers to are rendered (lazily, recursively).
+        Only the variables `source` refers to are rendered (lazily, recursively). An error inside
+        such a value is reported at the place that uses the variable, naming the variable.
         """
         updates = {}
         for name in self._names(source):
             value = variables.get(name)
             if _has_template(value):
                 if depth > 20:
-                    raise TemplateError(f"recursive loop detected while rendering variable '{name}'")
-                updates[name] = self.render(value, variables, _depth=depth + 1)
+                    raise TemplateError(f"recursive loop detected while rendering variable '{name}'", pos=pos, field=field,
+                                        hint="a variable's value refers back to itself")
+                try:
+                    updates[name] = self.render(value, variables, _depth=depth + 1)
+                except TemplateError as exc:
+                    if exc.pos is not None or "recursive loop" in exc.message:
+                        raise
+                    raise TemplateError(f"{exc.message} (in the value of variable '{name}')", pos=pos, field=field,
+                                        hint=exc.hint) from None
         return {**variables, **updates} if updates else variables
 
     @staticmethod
@@ -91,9 +157,17 @@ class Templar:
                     field=field,
                     hint="define it (vars, inventory, -e) or give a fallback: {{ %s | default('...') }}" % match.group(1),
                 )
-            return TemplateError(f"{message} in {text!r}", pos=pos, field=field)
+            attr = re.search(r"has no attribute '([^']+)'", message)
+            hint = (f"the value has no key '{attr.group(1)}': check the name, or guard it with "
+                    f"'is defined' or '| default(...)'") if attr else None
+            return TemplateError(f"{message} in {text!r}", pos=pos, field=field, hint=hint)
         if isinstance(exc, TemplateSyntaxError):
-            return TemplateError(f"template syntax error: {exc.message} in {text!r}", pos=pos, field=field)
+            hint = None
+            if "No filter named" in str(exc.message) or "No test named" in str(exc.message):
+                hint = "see docs/playbooks.md for the filters and tests glmops has"
+            elif "unexpected '}'" in str(exc.message) or "expected token" in str(exc.message):
+                hint = "check the brackets and quotes of the expression"
+            return TemplateError(f"template syntax error: {exc.message} in {text!r}", pos=pos, field=field, hint=hint)
         return TemplateError(f"template error: {exc} in {text!r}", pos=pos, field=field)
 
     def _single_expression(self, text: str) -> Any:
@@ -110,7 +184,7 @@ class Templar:
         if not self.is_template(text):
             return text
         try:
-            variables = self._resolve(text, variables, depth)
+            variables = self._resolve(text, variables, depth, pos, field)
             expression = self._single_expression(text)
             if expression is not None:
                 return _defined(expression(**variables))
@@ -142,7 +216,7 @@ class Templar:
         if match:  # `when: "{{ x }}"` is accepted too
             text = match.group("expr").strip()
         try:
-            variables = self._resolve("{{ " + text + " }}", variables, 0)
+            variables = self._resolve("{{ " + text + " }}", variables, 0, pos, field)
             return _defined(self._compile_expr(text, undefined_to_none=False)(**variables))
         except (UndefinedError, TemplateSyntaxError, FilterArgumentError, TemplateRuntimeError, SecurityError,
                 TypeError, ValueError, KeyError, AttributeError, ZeroDivisionError) as exc:
@@ -151,25 +225,35 @@ class Templar:
     def all_true(self, conditions: list[Any], variables: Mapping[str, Any], *, pos: Pos | None = None, field: str = "when") -> bool:
         """True when every condition holds (an empty list holds)."""
         for condition in conditions:
-            value = self.evaluate(condition, variables, pos=pos, field=field)
-            if isinstance(value, str):
-                from glmops.playbook.filters import to_bool
-
-                value = to_bool(value)
-            if not value:
+            if not truthy(self.evaluate(condition, variables, pos=pos, field=field)):
                 return False
         return True
 
     def render_text(self, text: str, variables: Mapping[str, Any], *, name: str) -> str:
-        """Render a whole template file (the template module)."""
+        """Render a whole template file (the template module); errors name the file and line."""
         try:
-            variables = self._resolve(text, variables, 0)
+            variables = self._resolve(text, variables, 0, Pos(name))
             return self._compile(text).render(**variables)
         except TemplateSyntaxError as exc:
-            raise TemplateError(f"template syntax error: {exc.message}", pos=Pos(name, exc.lineno or 0)) from None
-        except (UndefinedError, FilterArgumentError, TemplateRuntimeError, SecurityError, TypeError, ValueError) as exc:
+            raise TemplateError(f"template syntax error: {exc.message}", pos=Pos(name, exc.lineno or 0),
+                                hint="check the {{ }} / {% %} pairs around this line") from None
+        except (UndefinedError, FilterArgumentError, TemplateRuntimeError, SecurityError, TypeError, ValueError,
+                KeyError, AttributeError, ZeroDivisionError) as exc:
+            pos = Pos(name, _template_line(exc))
             message = str(getattr(exc, "message", None) or exc)
             match = re.search(r"'([^']+)' is undefined", message)
             if match:
-                raise TemplateError(f"undefined variable '{match.group(1)}' in template", pos=Pos(name)) from None
-            raise TemplateError(f"template error: {message}", pos=Pos(name)) from None
+                raise TemplateError(f"undefined variable '{match.group(1)}' in template", pos=pos,
+                                    hint="define it (vars, inventory, -e) or give a fallback: {{ %s | default('...') }}" % match.group(1)) from None
+            raise TemplateError(f"template error: {message}", pos=pos) from None
+
+
+def _template_line(exc: BaseException) -> int:
+    """The template line an error was raised at (Jinja marks template frames as '<template>'); 0 if unknown."""
+    line = 0
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
