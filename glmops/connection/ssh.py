@@ -516,10 +516,10 @@ class SSHConnection(Connection):
             t = shlex.quote(tmp)
             inner = f"cat > {t} && {self._install_script(tmp, remote_path, mode)} || {{ rc=$?; rm -f {t}; exit $rc; }}"
             install = wrap_command(inner, become=become, login_user=self.user)
-            self._check(self.run(f"{install} < {q}"), f"installing {remote_path}")
-            self.run(f"rm -f {q}")
+            result = self.run(f"{install} < {q}; rc=$?; rm -f {q}; exit $rc")
         else:
-            self._check(self.run(self._install_script(part, remote_path, mode)), f"installing {remote_path}")
+            result = self.run(f"{self._install_script(part, remote_path, mode)} || {{ rc=$?; rm -f {q}; exit $rc; }}")
+        self._check(result, f"installing {remote_path}")
 
     def _resumable_offset(self, sftp: paramiko.SFTPClient, local_path: str, part: str, size: int) -> int:
         """Bytes of an earlier, interrupted upload of the same file that can be kept (0 if none)."""
