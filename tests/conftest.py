@@ -51,6 +51,20 @@ def unreachable_hostvars(sshd: SshServer) -> dict:
     return {**sshd.hostvars(), "ansible_port": free_port()}
 
 
+@pytest.fixture
+def world_dir() -> Iterator:
+    """A fresh directory under /tmp that any user (e.g. `nobody` for become tests) can write;
+    pytest's tmp_path is private to root."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp(prefix="glmops-world-", dir="/tmp"))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(params=["ssh", "local"])
 def any_conn(request: pytest.FixtureRequest, sshd: SshServer) -> Iterator:
     """The same contract, over the real SSH transport and on the controller itself."""

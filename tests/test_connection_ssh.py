@@ -9,7 +9,6 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -191,15 +190,6 @@ def test_become_runs_through_sudo_only_for_another_user(conn) -> None:
     assert conn.run("id -un", become=Become("nobody")).stdout == "nobody\n"
     as_root = conn.run("id -un; cat /proc/$PPID/comm", become=Become("root"))
     assert as_root.stdout.split("\n")[0] == "root" and "sudo" not in as_root.stdout
-
-
-@pytest.fixture
-def world_dir():
-    """A directory that `nobody` can reach and write (pytest's tmp_path is private to root)."""
-    path = Path(tempfile.mkdtemp(prefix="glmops-become-", dir="/tmp"))
-    path.chmod(0o777)
-    yield path
-    shutil.rmtree(path)
 
 
 def test_become_files_are_written_by_the_become_user(conn, world_dir: Path, tmp_path: Path) -> None:
