@@ -109,3 +109,96 @@ def test_traceback_only_with_vvv(tmp_path: Path) -> None:
     quiet = glmops("run", str(book), "-i", str(tmp_path / "inv.yml"))
     loud = glmops("run", str(book), "-i", str(tmp_path / "inv.yml"), "-vvv")
     assert "Traceback" not in quiet.stderr and "Traceback" in loud.stderr
+
+
+def api_error(tmp_path: Path, playbook: str, files: dict[str, str] | None = None, **kwargs) -> str:
+    """Load a playbook with the loader API and return the LoadError's text (exit code 3)."""
+    from glmops.errors import EXIT_LOAD_ERROR, LoadError
+    from glmops.playbook.loader import load_playbook
+
+    for name, text in (files or {}).items():
+        write(tmp_path / name, text)
+    book = write(tmp_path / "site.yml", playbook)
+    with pytest.raises(LoadError) as info:
+        load_playbook(str(book), **kwargs)
+    assert info.value.exit_code == EXIT_LOAD_ERROR
+    return str(info.value)
+
+
+TASKS = "- hosts: all\n  tasks:\n"
+HANDLER = "  handlers:\n    - name: restart\n      debug: msg=r\n"
+
+
+@pytest.mark.parametrize(
+    "playbook, files, expected",
+    [
+        # YAML mistakes
+        (TASKS + "    - debug:\n        msg: {{ greeting }}\n", {}, ["site.yml:4:14", "unquoted '{{ ... }}'", 'must be quoted: key: "{{ var }}"']),
+        (TASKS + "    - debug:\n        msg: {{ a }}/b\n", {}, ["site.yml:4:", "YAML syntax error", "must be quoted"]),
+        (TASKS + "    - debug: msg=a: b\n", {}, ["site.yml:3:19", "mapping values are not allowed", "must be quoted"]),
+        (TASKS + "    - debug:\n        msg: 'open\n", {}, ["site.yml:", "YAML syntax error", "closing quote"]),
+        (TASKS + "    - debug: msg=a\n    - debug: msg=b\n      debug: msg=c\n", {}, ["site.yml:5:7", "duplicate key 'debug'", "remove or rename"]),
+        # playbook and play shape
+        ("[]\n", {}, ["site.yml", "non-empty list of plays", "- hosts: all"]),
+        ("- just a string\n", {}, ["site.yml:1:3", "a play must be a mapping", "hosts: PATTERN"]),
+        ("- hosts: {a: 1}\n", {}, ["site.yml:1:3", "field 'hosts'", "host pattern"]),
+        ("- hosts: all\n  tasks: {a: 1}\n", {}, ["site.yml:2:3", "field 'tasks'", "must be a list of tasks"]),
+        ("- hosts: all\n  serial: 2\n", {}, ["site.yml:2:3", "field 'serial'", "unknown play keyword 'serial'", "valid keywords:"]),
+        ("- hosts: all\n  connection: winrm\n", {}, ["site.yml:2:3", "field 'connection'", "unsupported connection 'winrm'", "ssh or local"]),
+        ("- hosts: all\n  host_key_checking: maybe\n", {}, ["site.yml:2:3", "host_key_checking", "yes, no or accept-new"]),
+        ("- hosts: all\n  gather_facts: '{{ x }}'\n", {}, ["site.yml:2:3", "gather_facts", "write true or false"]),
+        ("- hosts: all\n  become: perhaps\n", {}, ["site.yml:2:3", "field 'become'", "expected a boolean"]),
+        ("- hosts: all\n  vars:\n    my-var: 1\n", {}, ["site.yml:3:5", "vars.my-var", "invalid variable name", "letters, digits and underscores"]),
+        ("- hosts: all\n  vars: [a, b]\n", {}, ["site.yml:2:3", "field 'vars'", "expected a mapping"]),
+        ("- hosts: all\n  vars_files: ['{{ env }}.yml']\n", {}, ["site.yml:2:16", "vars_files", "templated vars_files", "literally"]),
+        ("- hosts: all\n  vars_files: [v.yml]\n", {"v.yml": "- a\n- b\n"}, ["v.yml:1:1", "must be a mapping of variable names"]),
+        ("- import_playbook: other.yml\n  when: x\n", {"other.yml": "- hosts: all\n"}, ["site.yml:2:3", "unknown import_playbook keyword 'when'", "imported plays"]),
+        ("- import_playbook: nope.yml\n", {}, ["site.yml:1:3", "imported playbook not found", "nope.yml"]),
+        # tasks
+        (TASKS + "    - just text\n", {}, ["site.yml:3:7", "a task must be a mapping", "name: ..."]),
+        (TASKS + "    - ansible.builtin.comand: ls\n", {}, ["site.yml:3:7", "unknown module 'ansible.builtin.comand'", "did you mean: command"]),
+        (TASKS + "    - command: ls\n      when: [{x: 1}]\n", {}, ["site.yml:4:7", "field 'when'", "expected a condition", "bare expressions"]),
+        (TASKS + "    - command: ls\n      notify: {a: 1}\n" + HANDLER, {}, ["site.yml:4:7", "field 'notify'", "a string or a list of strings"]),
+        (TASKS + "    - command: ls\n      notify: restrat\n" + HANDLER, {}, ["site.yml:3:7", "notify names no handler: 'restrat'", "did you mean: restart"]),
+        (TASKS + "    - command: ls\n      loop: abc\n", {}, ["site.yml:4:7", "field 'loop'", "needs a list", 'loop: "{{ packages }}"']),
+        (TASKS + "    - command: ls\n      loop: [1]\n      loop_control: {loopvar: x}\n", {}, ["site.yml:5:22", "loop_control", "unknown loop_control key 'loopvar'", "loop_var"]),
+        (TASKS + "    - command: ls\n      register: my-result\n", {}, ["site.yml:4:7", "field 'register'", "not a valid variable name"]),
+        (TASKS + "    - command: ls\n      listen: x\n", {}, ["site.yml:4:7", "field 'listen'", "handlers only"]),
+        (TASKS + "    - command: ls\n      retries: often\n", {}, ["site.yml:4:7", "field 'retries'", "expected a number"]),
+        (TASKS + "    - command: ls\n      environment: PATH=/bin\n", {}, ["site.yml:4:7", "field 'environment'", "expected a mapping"]),
+        (TASKS + "    - debug: hello\n", {}, ["site.yml:3:7", "expected key=value, got 'hello'", "module 'debug' takes: msg, var, verbosity"]),
+        (TASKS + "    - copy: 42\n", {}, ["site.yml:3:7", "field 'copy'", "must be a mapping or 'key=value' text"]),
+        (TASKS + "    - copy: {dest: /x}\n      args: {mode: '0644', sorce: a}\n", {}, ["site.yml:4:28", "field 'args.sorce'", "unknown argument 'sorce'", "allowed:"]),
+        (TASKS + "    - file: path=/x state=folder\n", {}, ["site.yml:3:7", "field 'file.state'", "not one of the allowed choices", "directory"]),
+        (TASKS + "    - block:\n        - debug: msg=a\n      rescue: {debug: msg=b}\n", {}, ["site.yml:5:7", "field 'rescue'", "must be a list of tasks"]),
+        (TASKS + "    - block: []\n      register: r\n", {}, ["site.yml:4:7", "unknown block keyword 'register'"]),
+        # includes, imports, roles
+        (TASKS + "    - import_tasks: more.yml\n      loop: [1, 2]\n", {"more.yml": "- debug: msg=x\n"}, ["site.yml:4:7", "cannot loop", "use include_tasks"]),
+        (TASKS + "    - import_tasks: '{{ f }}.yml'\n", {}, ["site.yml:3:7", "needs a literal file name", "use include_tasks"]),
+        (TASKS + "    - include_tasks: {file: more.yml, apply: {tags: x}}\n", {"more.yml": "- debug: msg=x\n"}, ["site.yml:3:39", "include_tasks.apply", "not supported", "block"]),
+        (TASKS + "    - include_tasks: more.yml\n", {"more.yml": "debug: msg=x\n"}, ["more.yml:1:1", "a task file must be a list of tasks"]),
+        (TASKS + "    - include_tasks: more.yml\n", {"more.yml": "- debug: msg=x\n  notify: nohandler\n"}, ["more.yml:1:3", "notify names no handler: 'nohandler'"]),
+        (TASKS + "    - include_tasks: more.yml\n", {"more.yml": "- include_tasks: more.yml\n"}, ["more.yml:1:3", "includes itself"]),
+        (TASKS + "    - include_role: {name: r, vars_from: prod}\n", {"roles/r/tasks/main.yml": "- debug: msg=x\n"}, ["site.yml:3:31", "include_role.vars_from", "supported by import_role", "vars:"]),
+        (TASKS + "    - include_role: {name: r, tasks_from: nope}\n", {"roles/r/tasks/main.yml": "- debug: msg=x\n"}, ["site.yml:3:7", "role 'r' has no tasks file 'nope'", "tasks/nope.yml"]),
+        (TASKS + "    - import_role: {name: r, vars_from: nope}\n", {"roles/r/tasks/main.yml": "- debug: msg=x\n"}, ["site.yml:3:7", "role 'r' has no vars file 'nope'", "vars/nope.yml"]),
+        (TASKS + "    - include_role: {name: r}\n", {"roles/r/tasks/main.yml": "- debug: {msgg: x}\n"}, ["roles/r/tasks/main.yml:1:11", "unknown argument 'msgg'", "did you mean: msg"]),
+        ("- hosts: all\n  roles: [{role: '{{ r }}'}]\n", {}, ["site.yml:2:11", "field 'roles'", "cannot be a template", "include_role"]),
+        ("- hosts: all\n  roles: [{port: 1}]\n", {}, ["site.yml:2:11", "field 'roles'", "needs 'role: NAME'"]),
+        ("- hosts: all\n  roles: [a]\n", {"roles/a/meta/main.yml": "dependencies: [b]\n", "roles/b/meta/main.yml": "dependencies: [a]\n"},
+         ["roles/b/meta/main.yml:1:16", "role dependency loop: a -> b -> a", "meta/main.yml"]),
+        ("- hosts: all\n  roles: [a]\n", {"roles/a/meta/main.yml": "dependencies: [nothere]\n"}, ["roles/a/meta/main.yml:1:16", "role 'nothere' not found", "searched:"]),
+        ("- hosts: all\n  roles: [a]\n", {"roles/a/handlers/main.yml": "- block: [{debug: msg=x}]\n"}, ["roles/a/handlers/main.yml:1:3", "handlers must be plain tasks"]),
+    ],
+)
+def test_load_errors_name_place_field_and_hint(tmp_path: Path, playbook: str, files: dict[str, str], expected: list[str]) -> None:
+    message = api_error(tmp_path, playbook, files)
+    for text in expected:
+        assert text in message, f"{text!r} not in:\n{message}"
+
+
+def test_missing_role_lists_every_directory_searched(tmp_path: Path) -> None:
+    message = api_error(tmp_path, "- hosts: all\n  roles: [ghost]\n", extra_roles_paths=[str(tmp_path / "more_roles")])
+    assert "site.yml:2:11" in message and "role 'ghost' not found" in message
+    for searched in (tmp_path / "roles/ghost", tmp_path / "more_roles/ghost"):
+        assert str(searched) in message

@@ -175,6 +175,21 @@ def last(value: Any) -> Any:
     return items[-1] if items else None
 
 
+def flatten(value: Any, levels: int | None = None, skip_nulls: bool = True) -> list[Any]:
+    """Ansible's `flatten`: nested lists into one list (`levels` deep; None and '' dropped)."""
+    if not isinstance(value, (list, tuple)):
+        return [value]
+    out: list[Any] = []
+    for item in value:
+        if skip_nulls and item in (None, "None", "null"):
+            continue
+        if isinstance(item, (list, tuple)) and (levels is None or levels > 0):
+            out.extend(flatten(item, None if levels is None else levels - 1, skip_nulls))
+        else:
+            out.append(item)
+    return out
+
+
 def unique(value: Any) -> list[Any]:
     out: list[Any] = []
     for item in value:
@@ -268,6 +283,7 @@ FILTERS = {
     "first": first,
     "last": last,
     "unique": unique,
+    "flatten": flatten,
     "combine": combine,
     "dict2items": dict2items,
     "items2dict": items2dict,

@@ -122,6 +122,15 @@ class _Reader:
             raise self.error(key, f"expected a mapping (key: value), got {type(value).__name__}")
         return value
 
+    def variables(self, key: str) -> dict[str, Any]:
+        """A `vars:` mapping: its keys must be valid variable names."""
+        value = self.mapping(key)
+        for name in value:
+            if not isinstance(name, str) or not _IDENTIFIER.match(name):
+                raise LoadError(f"invalid variable name {name!r}", pos=_key_pos(value, name, self.pos(key)), field=f"{key}.{name}",
+                                hint="variable names are letters, digits and underscores, not starting with a digit")
+        return value
+
     def int_or_template(self, key: str) -> Any:
         value = self.node.get(key)
         if value is None or _is_templated(value) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
@@ -163,7 +172,9 @@ class Loader:
         self.playbook_dir = playbook_dir
         self.extra_roles_paths = list(extra_roles_paths)
         self._stack: list[str] = []
-        self._role_cache: dict[tuple[str, str], list[Item]] = {}
+        self._role_stack: list[str] = []
+        self.imported_roles: list[Role] = []  # roles of import_role/include_role (their handlers join the play's)
+        self.included_items: list[Item] = []  # tasks of literal include_tasks files, loaded to validate them
 
     # -- roles ----------------------------------------------------------------------------
     def role_dirs(self) -> list[str]:
@@ -195,23 +206,71 @@ class Loader:
                 return path
         return None
 
-    def load_role(self, name: str, pos: Pos, params: dict[str, Any] | None = None, tasks_from: str = "main") -> Role:
+    def load_role(self, name: str, pos: Pos, params: dict[str, Any] | None = None, tasks_from: str = "main",
+                  vars_from: str = "main", defaults_from: str = "main", *, inline_dependencies: bool = True) -> Role:
+        """Load roles/NAME: defaults, vars, tasks (`tasks_from`), handlers and meta dependencies.
+
+        With `inline_dependencies` the tasks of the roles it depends on (meta/main.yml) come first
+        in `role.tasks`, each as a Block of that role; otherwise they are only in `role.dependencies`
+        (the play's `roles:` runs them as roles of their own).
+        """
         path = self.find_role(name, pos)
+        if path in self._role_stack:
+            chain = " -> ".join(os.path.basename(p) for p in self._role_stack + [path])
+            raise LoadError(f"role dependency loop: {chain}", pos=pos, field="dependencies", hint="remove one of the dependencies in meta/main.yml")
         role = Role(name=os.path.basename(path.rstrip("/")), path=path, pos=pos, params=dict(params or {}))
-        for sub, attr in (("defaults", "defaults"), ("vars", "vars")):
-            file = self._role_file(path, sub)
+        for sub, attr, file_name in (("defaults", "defaults", defaults_from), ("vars", "vars", vars_from)):
+            file = self._role_file(path, sub, file_name)
             if file:
                 setattr(role, attr, load_vars_file(file))
-        tasks_file = self._role_file(path, "tasks", tasks_from)
-        if tasks_file:
-            role.tasks = self.load_tasks_file(tasks_file, role=role, pos=pos)
-        elif tasks_from != "main":
-            raise LoadError(f"role '{name}' has no tasks file '{tasks_from}'", pos=pos, field="tasks_from",
-                            hint=f"expected {os.path.join(path, 'tasks', tasks_from + '.yml')}")
-        handlers_file = self._role_file(path, "handlers")
-        if handlers_file:
-            role.handlers = self.load_handlers(handlers_file, role=role)
+            elif file_name != "main":
+                raise LoadError(f"role '{name}' has no {sub} file '{file_name}'", pos=pos, field=f"{sub}_from",
+                                hint=f"expected {os.path.join(path, sub, file_name + '.yml')}")
+        self._role_stack.append(path)
+        try:
+            role.dependencies = self._role_dependencies(path)
+            tasks_file = self._role_file(path, "tasks", tasks_from)
+            if tasks_file:
+                role.tasks = self.load_tasks_file(tasks_file, role=role, pos=pos)
+            elif tasks_from != "main":
+                raise LoadError(f"role '{name}' has no tasks file '{tasks_from}'", pos=pos, field="tasks_from",
+                                hint=f"expected {os.path.join(path, 'tasks', tasks_from + '.yml')}")
+            handlers_file = self._role_file(path, "handlers")
+            if handlers_file:
+                role.handlers = self.load_handlers(handlers_file, role=role)
+        finally:
+            self._role_stack.pop()
+        if inline_dependencies and role.dependencies:
+            role.tasks = [*self._dependency_blocks(role.dependencies), *role.tasks]
+            for dep in role.dependencies:  # each one's handlers already include its own dependencies'
+                role.handlers.extend(h for h in dep.handlers if all(h is not mine for mine in role.handlers))
         return role
+
+    def _role_dependencies(self, role_path: str) -> list[Role]:
+        """The roles listed under `dependencies:` in meta/main.yml (names or {role: NAME, PARAM: V})."""
+        meta_file = self._role_file(role_path, "meta")
+        if not meta_file:
+            return []
+        meta = load_yaml(meta_file)
+        if meta is None:
+            return []
+        if not isinstance(meta, dict):
+            raise LoadError("meta/main.yml must be a mapping", pos=_pos(meta, Pos(meta_file)), hint="e.g. dependencies: [common]")
+        deps = meta.get("dependencies") or []
+        if not isinstance(deps, list):
+            raise LoadError("'dependencies' must be a list of roles", pos=_key_pos(meta, "dependencies", Pos(meta_file)), field="dependencies")
+        out = []
+        for index, entry in enumerate(deps):
+            entry_pos = deps.pos_of(index) if isinstance(deps, PosList) else Pos(meta_file)
+            out.append(self._play_role(entry, entry_pos, field="dependencies"))
+        return out
+
+    @staticmethod
+    def _dependency_blocks(deps: list[Role]) -> list[Item]:
+        blocks: list[Item] = []
+        for dep in deps:
+            blocks.append(Block(pos=dep.pos, block=list(dep.tasks), role=dep, when=list(dep.when), tags=list(dep.tags)))
+        return blocks
 
     # -- task files -------------------------------------------------------------------------
     def load_tasks_file(self, path: str, *, role: Role | None, pos: Pos) -> list[Item]:
@@ -263,7 +322,7 @@ class Loader:
         target.become = reader.bool("become")
         target.become_user = reader.str("become_user")
         target.environment = reader.mapping("environment")
-        target.vars = reader.mapping("vars")
+        target.vars = reader.variables("vars")
         target.ignore_errors = reader.bool_or_template("ignore_errors")
         target.no_log = reader.bool_or_template("no_log")
         target.check_mode = reader.bool("check_mode")
@@ -320,11 +379,7 @@ class Loader:
             raise reader.error("register", f"'{task.register}' is not a valid variable name")
         loop_key = "loop" if "loop" in node else ("with_items" if "with_items" in node else None)
         if loop_key:
-            loop = node[loop_key]
-            if not isinstance(loop, list) and not _is_templated(loop):
-                raise reader.error(loop_key, f"'{loop_key}' needs a list or a template that gives one, got {loop!r}",
-                                   hint='e.g. loop: [a, b] or loop: "{{ packages }}"')
-            task.loop = loop
+            task.loop = _loop_value(reader, node, loop_key)
         control = reader.mapping("loop_control")
         if control:
             bad = set(control) - LOOP_CONTROL_KEYS
@@ -363,11 +418,14 @@ class Loader:
                 raise LoadError("'args' must be a mapping", pos=node.pos_of("args"), field="args")
             args = {**extra, **args}
         try:
-            validate_args(module, args, final=False, pos=pos)
+            return validate_args(module, args, final=False, pos=pos)
         except ArgumentError as exc:
-            field_pos = _key_pos(args, exc.field, pos) if exc.field in args else pos
+            field_pos = pos
+            for source, source_key in ((raw, key), (extra, "args")):
+                if isinstance(source, PosDict) and exc.field in source:
+                    field_pos, key = source.pos_of(exc.field), source_key
+                    break
             raise LoadError(exc.message, pos=field_pos, field=f"{key}.{exc.field}" if exc.field else key, hint=exc.hint) from None
-        return args
 
     @staticmethod
     def _parse_short_form(text: str, module: Any, pos: Pos) -> dict[str, Any]:
@@ -391,64 +449,107 @@ class Loader:
 
     def _include(self, node: PosDict, action: str, key: str, *, role: Role | None, base_dir: str) -> Item:
         reader = _Reader(node, action)
-        allowed = COMMON_KEYWORDS | {key, "loop", "with_items", "loop_control", "args"}
-        reader.unknown(allowed - {key}, extra_allowed=[key])
+        static = action.startswith("import_")
+        allowed = COMMON_KEYWORDS | ({"args"} if static else {"loop", "with_items", "loop_control", "args"})
+        for loop_key in ("loop", "with_items", "loop_control"):
+            if static and loop_key in node:
+                raise reader.error(loop_key, f"{action} cannot loop: it is expanded when the playbook loads",
+                                   hint=f"use {action.replace('import_', 'include_')} to run a file or role once per item")
+        reader.unknown(allowed, extra_allowed=[key])
         raw = node[key]
-        args = dict(raw) if isinstance(raw, dict) else ({"file": raw} if action.endswith("_tasks") else {"name": raw})
         pos = node.pos_of(key)
+        if isinstance(raw, dict):
+            args = dict(raw)
+        elif isinstance(raw, str):
+            args = {"file": raw} if action.endswith("_tasks") else {"name": raw}
+        else:
+            raise LoadError(f"{action} needs a {'file' if action.endswith('_tasks') else 'role'} name, got {raw!r}", pos=pos, field=key,
+                            hint=f"{key}: FILE.yml" if action.endswith("_tasks") else f"{key}: {{name: ROLE}}")
+        extra = node.get("args")
+        if extra is not None:
+            if not isinstance(extra, dict):
+                raise reader.error("args", "'args' must be a mapping")
+            args = {**extra, **args}
         if action in ("include_tasks", "import_tasks"):
-            file = args.get("file") or args.get("_raw_params")
-            if not isinstance(file, str) or not file:
-                raise LoadError(f"{action} needs a file name", pos=pos, field=key)
-            unknown = set(args) - {"file", "apply"}
-            if unknown:
-                raise LoadError(f"unknown {action} argument '{sorted(unknown)[0]}'", pos=pos, field=key, hint="allowed: file")
-            tasks_dir = os.path.join(role.path, "tasks") if role else base_dir
-            path = file if os.path.isabs(file) else os.path.join(tasks_dir, file)
-            if action == "import_tasks":
-                if _is_templated(file):
-                    raise LoadError("import_tasks needs a literal file name", pos=pos, field=key, hint="use include_tasks for a templated name")
-                block = Block(pos=node.pos, role=role)
-                self._options(reader, block)
-                block.block = self.load_tasks_file(path, role=role, pos=pos)
-                return block
-            include = IncludeTasks(pos=node.pos, file=file, base_dir=tasks_dir, role=role)
-            self._options(reader, include)
-            self._include_loop(reader, node, include)
-            if not _is_templated(file):
-                self.load_tasks_file(path, role=role, pos=pos)  # validate now; loaded again when reached
-            return include
+            return self._include_tasks(reader, node, action, key, args, pos, role=role, base_dir=base_dir)
+        allowed_args = {"name", "role", "tasks_from"} | ({"vars_from", "defaults_from"} if static else set())
+        for arg in args:
+            if arg not in allowed_args:
+                hint = "allowed: " + ", ".join(sorted(allowed_args - {"role"}))
+                if arg in ("vars_from", "defaults_from"):
+                    hint = f"{arg} is supported by import_role; with include_role, set the variables with 'vars:'"
+                elif arg in ("apply", "public", "handlers_from", "allow_duplicates", "rolespec_validate"):
+                    hint = f"'{arg}' is not supported by glmops; " + hint
+                raise LoadError(f"unknown {action} argument '{arg}'", pos=_key_pos(raw, arg, pos), field=f"{key}.{arg}", hint=hint)
         name = args.get("name") or args.get("role")
         if not isinstance(name, str) or not name:
-            raise LoadError(f"{action} needs a role name", pos=pos, field=key, hint=f"{action}: {{name: ROLE}}")
-        unknown = set(args) - {"name", "role", "tasks_from", "vars_from", "defaults_from", "public", "apply"}
-        if unknown:
-            raise LoadError(f"unknown {action} argument '{sorted(unknown)[0]}'", pos=pos, field=key, hint="allowed: name, tasks_from")
-        tasks_from = str(args.get("tasks_from", "main"))
-        if action == "import_role":
-            loaded = self.load_role(name, pos, tasks_from=tasks_from)
+            raise LoadError(f"{action} needs a role name", pos=pos, field=key, hint=f"{key}: {{name: ROLE}}")
+        from_args = {}
+        for arg in ("tasks_from", "vars_from", "defaults_from"):
+            value = args.get(arg, "main")
+            if not isinstance(value, str) or _is_templated(value):
+                raise LoadError(f"'{arg}' must be a literal file name, got {value!r}", pos=_key_pos(raw, arg, pos), field=f"{key}.{arg}")
+            from_args[arg] = os.path.splitext(value)[0] if value.endswith((".yml", ".yaml")) else value
+        if static:
+            if _is_templated(name):
+                raise LoadError("import_role needs a literal role name", pos=pos, field=key, hint="use include_role for a templated name")
+            loaded = self.load_role(name, pos, **from_args)
             block = Block(pos=node.pos, role=loaded)
             self._options(reader, block)
             block.block = loaded.tasks
             self.imported_roles.append(loaded)
             return block
-        include_role = IncludeRole(pos=node.pos, role_name=name, tasks_from=tasks_from, role=role)
+        include_role = IncludeRole(pos=node.pos, role_name=name, tasks_from=from_args["tasks_from"], role=role)
         self._options(reader, include_role)
         self._include_loop(reader, node, include_role)
         if not _is_templated(name):
-            self.imported_roles.append(self.load_role(name, pos, tasks_from=tasks_from))
+            self.imported_roles.append(self.load_role(name, pos, tasks_from=from_args["tasks_from"]))
         return include_role
+
+    def _include_tasks(self, reader: _Reader, node: PosDict, action: str, key: str, args: dict[str, Any], pos: Pos, *,
+                       role: Role | None, base_dir: str) -> Item:
+        raw = node[key]
+        for arg in args:
+            if arg not in ("file", "_raw_params"):
+                hint = "allowed: file"
+                if arg == "apply":
+                    hint = "'apply' is not supported by glmops: put the keywords on the include itself, or use a block"
+                raise LoadError(f"unknown {action} argument '{arg}'", pos=_key_pos(raw, arg, pos), field=f"{key}.{arg}", hint=hint)
+        file = args.get("file") or args.get("_raw_params")
+        if not isinstance(file, str) or not file:
+            raise LoadError(f"{action} needs a file name", pos=pos, field=key, hint=f"{key}: FILE.yml")
+        # In a role, task files are relative to the role's tasks/; elsewhere to the including file.
+        tasks_dir = os.path.join(role.path, "tasks") if role else base_dir
+        path = file if os.path.isabs(file) else os.path.join(tasks_dir, file)
+        if action == "import_tasks":
+            if _is_templated(file):
+                raise LoadError("import_tasks needs a literal file name", pos=pos, field=key, hint="use include_tasks for a templated name")
+            block = Block(pos=node.pos, role=role)
+            self._options(reader, block)
+            block.block = self.load_tasks_file(path, role=role, pos=pos)
+            return block
+        include = IncludeTasks(pos=node.pos, file=file, base_dir=tasks_dir, role=role)
+        self._options(reader, include)
+        self._include_loop(reader, node, include)
+        if not _is_templated(file):
+            # validate now (a mistake is reported before anything runs); loaded again when reached
+            self.included_items.extend(self.load_tasks_file(path, role=role, pos=pos))
+        return include
 
     @staticmethod
     def _include_loop(reader: _Reader, node: PosDict, target: Any) -> None:
+        if "loop" in node and "with_items" in node:
+            raise reader.error("with_items", "use either 'loop' or 'with_items', not both")
         loop_key = "loop" if "loop" in node else ("with_items" if "with_items" in node else None)
         if loop_key:
-            target.loop = node[loop_key]
+            target.loop = _loop_value(reader, node, loop_key)
         control = reader.mapping("loop_control")
+        for bad in control:
+            if bad != "loop_var":
+                raise LoadError(f"loop_control '{bad}' is not supported on includes", pos=_key_pos(control, bad, node.pos),
+                                field=f"loop_control.{bad}", hint="includes take loop_control: {loop_var: NAME}")
         if control.get("loop_var"):
             target.loop_var = str(control["loop_var"])
-
-    imported_roles: list[Role]
 
     # -- plays ------------------------------------------------------------------------------
     def load_play(self, node: Any, pos: Pos) -> Play:
@@ -465,7 +566,7 @@ class Loader:
             raise reader.error("hosts", "'hosts' must be a host pattern (a string or a list)")
         play = Play(pos=node.pos, hosts=hosts.strip(), base_dir=self.playbook_dir)
         play.name = reader.str("name")
-        play.vars = reader.mapping("vars")
+        play.vars = reader.variables("vars")
         play.gather_facts = bool(reader.bool("gather_facts", True))
         play.become = bool(reader.bool("become", False))
         play.become_user = reader.str("become_user", "root") or "root"
@@ -489,12 +590,25 @@ class Loader:
             play.vars_files.append(path)
             play.vars_from_files.update(load_vars_file(path, entry_pos))
         self.imported_roles = []
+        self.included_items = []
         roles = node.get("roles") or []
         if not isinstance(roles, list):
             raise reader.error("roles", "'roles' must be a list")
+        seen_roles: set[tuple[str, str]] = set()
         for index, entry in enumerate(roles):
             entry_pos = roles.pos_of(index) if isinstance(roles, PosList) else reader.pos("roles")
-            play.roles.append(self._play_role(entry, entry_pos))
+            role = self._play_role(entry, entry_pos, inline=False)
+            # A role's dependencies run first, once per play for the same parameters (as in Ansible);
+            # they inherit the tags and conditions of the role that needs them.
+            for dep in role.dependencies:
+                key = (dep.path, repr(sorted(dep.params.items(), key=str)))
+                if key not in seen_roles:
+                    seen_roles.add(key)
+                    dep.tags = [*role.tags, *dep.tags]
+                    dep.when = [*role.when, *dep.when]
+                    play.roles.append(dep)
+            seen_roles.add((role.path, repr(sorted(role.params.items(), key=str))))
+            play.roles.append(role)
         for section in ("pre_tasks", "tasks", "post_tasks"):
             value = node.get(section)
             if value is None:
@@ -509,28 +623,41 @@ class Loader:
         seen = {(None, h.name) for h in play.handlers}
         for role in play.roles + self.imported_roles:
             for handler in role.handlers:
-                if (role.path, handler.name) not in seen:
-                    seen.add((role.path, handler.name))
+                key = (handler.role.path if handler.role else None, handler.name)
+                if key not in seen:
+                    seen.add(key)
                     play.handlers.append(handler)
         self._check_notify(play)
         return play
 
-    def _play_role(self, entry: Any, pos: Pos) -> Role:
+    def _play_role(self, entry: Any, pos: Pos, *, field: str = "roles", inline: bool = True) -> Role:
+        """One entry of `roles:` (or of meta `dependencies:`): NAME, or {role: NAME, tags, when, vars, PARAM: V}."""
         if isinstance(entry, str):
-            return self.load_role(entry, pos)
-        if not isinstance(entry, dict):
-            raise LoadError(f"a role entry must be a name or a mapping, got {entry!r}", pos=pos, field="roles")
+            self._literal_role_name(entry, pos, field)
+            return self.load_role(entry, pos, inline_dependencies=inline)
+        if not isinstance(entry, PosDict):
+            raise LoadError(f"a role entry must be a name or a mapping, got {entry!r}", pos=pos, field=field,
+                            hint="e.g. - common  or  - {role: api, port: 6006}")
         name = entry.get("role") or entry.get("name")
-        if not isinstance(name, str):
-            raise LoadError("a role entry needs 'role: NAME'", pos=pos, field="roles")
-        reader = _Reader(entry, "role") if isinstance(entry, PosDict) else None
+        if not isinstance(name, str) or not name:
+            raise LoadError("a role entry needs 'role: NAME'", pos=pos, field=field, hint="e.g. - {role: api, port: 6006}")
+        self._literal_role_name(name, pos, field)
+        reader = _Reader(entry, "role")
         params = {k: v for k, v in entry.items() if k not in ("role", "name", "tags", "when", "vars")}
-        params.update(entry.get("vars") or {})
-        role = self.load_role(name, pos, params=params)
-        if reader:
-            role.tags = reader.str_list("tags", comma=True)
-            role.when = reader.conditions("when") or []
+        bad = [k for k in params if not isinstance(k, str) or not _IDENTIFIER.match(k)]
+        if bad:
+            raise reader.error(str(bad[0]), f"invalid role parameter name {bad[0]!r}", hint="parameters are variable names: letters, digits, _")
+        params.update(reader.variables("vars"))
+        role = self.load_role(name, pos, params=params, inline_dependencies=inline)
+        role.tags = reader.str_list("tags", comma=True)
+        role.when = reader.conditions("when") or []
         return role
+
+    @staticmethod
+    def _literal_role_name(name: str, pos: Pos, field: str) -> None:
+        if _is_templated(name):
+            raise LoadError(f"a role name here cannot be a template: {name!r}", pos=pos, field=field,
+                            hint="roles are loaded before anything runs; use include_role in tasks for a templated name")
 
     def _check_notify(self, play: Play) -> None:
         names = {h.name for h in play.handlers if h.name} | {topic for h in play.handlers for topic in h.listen}
@@ -542,7 +669,7 @@ class Loader:
                 elif isinstance(item, Block):
                     yield from walk(item.block + item.rescue + item.always)
 
-        tasks = list(walk(play.pre_tasks + play.tasks + play.post_tasks))
+        tasks = list(walk(play.pre_tasks + play.tasks + play.post_tasks + self.included_items))
         for role in play.roles + self.imported_roles:
             tasks.extend(walk(role.tasks))
         tasks.extend(play.handlers)
@@ -551,6 +678,25 @@ class Loader:
                 if name not in names and not _is_templated(name):
                     raise LoadError(f"notify names no handler: '{name}'", pos=task.pos, field="notify",
                                     hint=_nearest_hint(name, names, "handlers") if names else "this play has no handlers")
+
+
+def _loop_value(reader: _Reader, node: PosDict, key: str) -> Any:
+    """`loop` as written; `with_items` flattened one level, as Ansible does (a template gets `| flatten(1)`)."""
+    loop = node[key]
+    if not isinstance(loop, list) and not _is_templated(loop):
+        raise reader.error(key, f"'{key}' needs a list or a template that gives one, got {loop!r}",
+                           hint=f'e.g. {key}: [a, b] or {key}: "{{{{ packages }}}}"')
+    if key != "with_items":
+        return loop
+    if isinstance(loop, list):
+        flat: list[Any] = []
+        for item in loop:
+            flat.extend(item) if isinstance(item, list) else flat.append(item)
+        return flat
+    match = re.match(r"^\s*\{\{(.*)\}\}\s*$", loop, re.S)
+    if match and "}}" not in match.group(1) and "{{" not in match.group(1):
+        return "{{ (%s) | flatten(levels=1) }}" % match.group(1).strip()
+    return loop
 
 
 def _unquote(value: str) -> str:
@@ -596,6 +742,12 @@ def _load_plays(loader: Loader, path: str, stack: list[str]) -> list[Play]:
         pos = data.pos_of(index) if isinstance(data, PosList) else Pos(path)
         if isinstance(node, dict) and any(canonical_name(str(k)) == "import_playbook" for k in node):
             key = next(k for k in node if canonical_name(str(k)) == "import_playbook")
+            for other in node:
+                if other not in (key, "name"):
+                    raise LoadError(f"unknown import_playbook keyword '{other}'", pos=node.pos_of(other), field=str(other),
+                                    hint="import_playbook takes only a file name (and 'name'); put vars and when in the imported plays")
+            if not isinstance(node[key], str) or not node[key] or _is_templated(node[key]):
+                raise LoadError(f"import_playbook needs a literal file name, got {node[key]!r}", pos=node.pos_of(key), field=str(key))
             target = os.path.join(os.path.dirname(path), str(node[key]))
             if not os.path.isfile(target):
                 raise LoadError(f"imported playbook not found: {target}", pos=node.pos_of(key), field=str(key))
@@ -605,15 +757,14 @@ def _load_plays(loader: Loader, path: str, stack: list[str]) -> list[Play]:
     return plays
 
 
-def load_role(name: str, *, base_dir: str, pos: Pos, params: dict[str, Any] | None = None, tasks_from: str = "main") -> Role:
-    """Load a role by name, as include_role does at run time."""
-    loader = Loader(base_dir)
-    loader.imported_roles = []
+def load_role(name: str, *, base_dir: str, pos: Pos, params: dict[str, Any] | None = None, tasks_from: str = "main",
+              extra_roles_paths: Iterable[str] = ()) -> Role:
+    """Load a role by name, as include_role does at run time (its dependencies' tasks lead its tasks)."""
+    loader = Loader(base_dir, extra_roles_paths)
     return loader.load_role(name, pos, params=params, tasks_from=tasks_from)
 
 
 def load_tasks_file(path: str, *, role: Role | None, pos: Pos, base_dir: str | None = None) -> list[Item]:
     """Load a task file, as include_tasks does at run time."""
     loader = Loader(base_dir or os.path.dirname(os.path.abspath(path)))
-    loader.imported_roles = []
     return loader.load_tasks_file(path, role=role, pos=pos)

@@ -102,6 +102,9 @@ class Role:
     handlers: list[Task] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     when: list[Any] = field(default_factory=list)
+    # roles from meta/main.yml `dependencies:`. In a play's `roles:` the loader also lists them in
+    # Play.roles (before this role); for import_role/include_role their tasks lead `tasks` as Blocks.
+    dependencies: list["Role"] = field(default_factory=list)
 
     @property
     def search_paths(self) -> list[str]:

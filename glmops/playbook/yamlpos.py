@@ -8,6 +8,7 @@ names file, line and column.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -35,6 +36,10 @@ class PosList(list):
         return self.item_pos[index] if 0 <= index < len(self.item_pos) else self.pos
 
 
+_QUOTE_HINT = 'a value that starts with "{{" must be quoted: key: "{{ var }}"'
+_UNQUOTED_TEMPLATE = re.compile(r"(^|[:\-\[,]\s*)\{\{")
+
+
 def _mark_pos(filename: str, mark: Any) -> Pos:
     return Pos(filename, mark.line + 1, mark.column + 1)
 
@@ -53,7 +58,12 @@ def _make_loader(filename: str) -> type:
             try:
                 hash(key)
             except TypeError:
-                raise LoadError("a mapping key must be a plain value", pos=_mark_pos(filename, key_node.start_mark)) from None
+                if isinstance(key_node, yaml.MappingNode) and key_node.flow_style:
+                    # `msg: {{ x }}` reads as a mapping inside a mapping: the template needs quotes
+                    raise LoadError("YAML read an unquoted '{{ ... }}' as a mapping", pos=_mark_pos(filename, node.start_mark),
+                                    hint=_QUOTE_HINT) from None
+                raise LoadError("a mapping key must be a plain value", pos=_mark_pos(filename, key_node.start_mark),
+                                hint="keys are names such as 'name' or 'msg'; quote the key if it must hold special characters") from None
             if key in result:
                 raise LoadError(
                     f"duplicate key '{key}'",
@@ -83,12 +93,23 @@ def loads_yaml(text: str, filename: str = "<string>") -> Any:
         mark = exc.problem_mark or exc.context_mark
         pos = _mark_pos(filename, mark) if mark else Pos(filename)
         problem = exc.problem or str(exc)
+        lines = text.splitlines()
+        first = exc.context_mark.line if exc.context_mark else (mark.line if mark else 0)
+        last = mark.line if mark else first
+        nearby = [lines[i] for i in range(max(0, min(first, last) - 1), min(len(lines), max(first, last) + 1))]
+        line = lines[mark.line] if mark and mark.line < len(lines) else ""
         hint = "check the indentation and quoting around this place"
         if "\t" in problem or "'\\t'" in problem:
             problem = "a tab character is used for indentation"
             hint = "YAML allows spaces only: replace the tabs with spaces"
-        elif "{{" in text.splitlines()[mark.line] if mark and mark.line < len(text.splitlines()) else False:
-            hint = 'a value that starts with "{{" must be quoted: key: "{{ var }}"'
+        elif any(_UNQUOTED_TEMPLATE.search(item.split("#")[0].strip()) for item in nearby):
+            hint = _QUOTE_HINT
+        elif "mapping values are not allowed" in problem:
+            hint = "a value that contains ': ' must be quoted: key: \"a: b\""
+        elif re.search(r"""^\s*(-\s+)?[^:]+:\s+["'].*["']\s*\S""", line):
+            hint = "text after a closing quote: quote the whole value, e.g. msg: '\"a\" b'"
+        elif "found unexpected end of stream" in problem or "while scanning a quoted scalar" in str(exc.context or ""):
+            hint = "a quoted value is not closed: add the closing quote"
         raise LoadError(f"YAML syntax error: {problem}", pos=pos, hint=hint) from None
 
 
