@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers import write
+from helpers import events, glmops, write
 
-import glmops
+import glmops as glmops_package
 from glmops.errors import Pos
 from glmops.modules.base import ModuleContext
 from glmops.playbook.loader import Loader, load_playbook, load_role, load_tasks_file, load_vars_file
@@ -207,7 +207,7 @@ def test_role_search_order_and_shipped_roles(tmp_path: Path, monkeypatch) -> Non
     loader = Loader(str(tmp_path / "book"), [str(tmp_path / "extra")])
     dirs = loader.role_dirs()
     assert dirs[:3] == [str(tmp_path / "book/roles"), str(tmp_path / "cwd/roles"), str(tmp_path / "extra")]
-    assert dirs[-1] == str(Path(glmops.__file__).resolve().parent.parent / "roles")
+    assert dirs[-1] == str(Path(glmops_package.__file__).resolve().parent.parent / "roles")
 
 
 def test_role_files_templates_and_handlers(tmp_path: Path) -> None:
@@ -348,3 +348,23 @@ def test_vars_file_api(tmp_path: Path) -> None:
     assert load_vars_file(str(path)) == {"a": 1, "nested": {"b": [1, 2]}}
     assert load_vars_file(str(write(tmp_path / "empty.yml", "# nothing\n"))) == {}
     assert load_vars_file(str(write(tmp_path / "j.json", '{"x": "y"}'))) == {"x": "y"}
+
+
+def test_role_dependencies_run_in_order_with_their_variables(tmp_path: Path) -> None:
+    """End to end (local connection): what the loader builds for dependencies is what runs."""
+    write(tmp_path / "roles/common/defaults/main.yml", "base: /srv\n")
+    write(tmp_path / "roles/common/tasks/main.yml", "- debug: msg=\"common {{ base }} {{ who }}\"\n  changed_when: true\n  notify: common handler\n")
+    write(tmp_path / "roles/common/handlers/main.yml", "- name: common handler\n  debug: msg=handled\n")
+    write(tmp_path / "roles/api/meta/main.yml", "dependencies:\n  - {role: common, who: api}\n")
+    write(tmp_path / "roles/api/tasks/main.yml", "- debug: msg=\"api sees {{ base }}\"\n")
+    book = write(tmp_path / "site.yml", """
+        - hosts: localhost
+          gather_facts: no
+          roles: [api]
+          tasks:
+            - include_role: {name: api}
+        """)
+    result = glmops("run", str(book), "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    messages = [e["msg"] for e in events(result.stdout) if e["event"] == "host_result"]
+    assert messages == ["common /srv api", "api sees /srv", "common /srv api", "api sees /srv", "handled"]

@@ -90,7 +90,7 @@ class IncludeRole(TaskOptions):
 Item = Union[Task, Block, IncludeTasks, IncludeRole]
 
 
-@dataclass
+@dataclass(eq=False)  # a role is itself: compared by identity (its tasks refer back to it)
 class Role:
     name: str
     path: str  # the role's directory
