@@ -309,6 +309,7 @@ class SSHConnection(Connection):
             raise ConnectionFailure(f"cannot connect to {self.hostname}:{self.port}: {reason}") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport = paramiko.Transport(sock)
+        transport.banner_timeout = self.connect_timeout  # a port that accepts but never speaks SSH
         options = transport.get_security_options()
         preferred = [k for k in ("curve25519-sha256", "curve25519-sha256@libssh.org") if k in options.kex]
         options.kex = tuple(preferred + [k for k in options.kex if k not in preferred])
@@ -345,7 +346,14 @@ class SSHConnection(Connection):
             transport.auth_publickey(self.user, key)
             return
         if self.password is not None:
-            transport.auth_password(self.user, self.password)
+            password = str(self.password)
+            try:
+                transport.auth_password(self.user, password)
+            except paramiko.BadAuthenticationType as exc:
+                if "keyboard-interactive" not in exc.allowed_types:
+                    raise
+                # Servers with PasswordAuthentication off often still ask for the password this way.
+                transport.auth_interactive(self.user, lambda _title, _text, prompts: [password for _ in prompts])
             return
         # No key or password given: try the agent, then the user's default keys, as ssh does.
         for key in paramiko.Agent().get_keys():
