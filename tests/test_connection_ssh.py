@@ -314,3 +314,19 @@ def test_failures_are_short_connection_failures(sshd, tmp_path: Path) -> None:
         open_connection("t", {**sshd.hostvars(), "ansible_port": "ssh"})
     with pytest.raises(ConnectionFailure, match="authentication failed for nobody@"):
         open_connection("t", {**sshd.hostvars(), "ansible_user": "nobody"}).connect()
+
+
+def test_stopping_the_test_server_ends_its_open_sessions(sshd_factory) -> None:
+    server = sshd_factory()
+    connection = open_connection("t", server.hostvars())
+    shell = int(connection.run("echo $$").stdout)
+    sessions = server.sessions()
+    assert shell in sessions
+    server.stop()
+    server.stop()
+    time.sleep(0.2)
+    assert not [pid for pid in sessions if os.path.exists(f"/proc/{pid}") and "zombie" not in Path(f"/proc/{pid}/status").read_text()]
+    with pytest.raises(ConnectionFailure, match="connection refused"):
+        for _ in range(2):  # the first call may still see only the shell's end
+            connection.run("echo gone")
+    connection.close()
