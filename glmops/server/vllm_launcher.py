@@ -2,19 +2,54 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import sys
+import tempfile
 
+from glmops.errors import GlmopsError
 from glmops.server.config import ServerConfig
 
 # ChatGLM3's eos, <|user|> and <|observation|>: without them vLLM runs past the end of the answer.
 CHATGLM3_STOP_TOKEN_IDS = [2, 64795, 64797]
 
 
-def vllm_command(config: ServerConfig, gpu_count: int | None = None) -> tuple[list[str], dict[str, str]]:
+def write_generation_config(model_path: str, directory: str) -> str:
+    """A generation_config.json for vLLM: the model's own (when it has one) with ChatGLM3's stop ids as eos.
+
+    vLLM adds the generation config's eos_token_id to every request's stop token ids, and only
+    `--generation-config DIR` replaces where that comes from (`--override-generation-config`
+    changes sampling defaults only). Written atomically; returns the directory.
+    """
+    config: dict = {}
+    own = os.path.join(model_path, "generation_config.json")
+    if os.path.isfile(own):
+        with open(own, encoding="utf-8") as handle:
+            config = json.load(handle)
+    eos = config.get("eos_token_id")
+    eos = [eos] if isinstance(eos, int) else list(eos or [])
+    config["eos_token_id"] = eos + [i for i in CHATGLM3_STOP_TOKEN_IDS if i not in eos]
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".generation_config-")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(config, handle, indent=2)
+    os.replace(tmp, os.path.join(directory, "generation_config.json"))
+    return directory
+
+
+def generation_dir(config: ServerConfig) -> str:
+    """Where the launcher keeps the generation config for this model (stable across restarts)."""
+    digest = hashlib.sha256(os.path.abspath(config.model_path).encode()).hexdigest()[:12]
+    return os.path.join(tempfile.gettempdir(), f"glmops-vllm-{digest}")
+
+
+def vllm_command(config: ServerConfig, gpu_count: int | None, generation_config_dir: str) -> tuple[list[str], dict[str, str]]:
     """The argv and extra environment of `vllm serve` for this config (the API key goes in the environment, not argv)."""
+    if len(config.api_keys) > 1:
+        raise GlmopsError("backend vllm accepts one API key; api_keys lists several", field="api_keys",
+                          hint="keep one key, or use backend transformers, which accepts several")
     tensor_parallel = config.tensor_parallel_size or gpu_count or 1
     argv = [
         "vllm", "serve", config.model_path,
@@ -24,8 +59,7 @@ def vllm_command(config: ServerConfig, gpu_count: int | None = None) -> tuple[li
         "--trust-remote-code",
         "--tensor-parallel-size", str(tensor_parallel),
         "--max-model-len", str(config.max_context),
-        # vLLM adds the generation config's eos_token_id to every request's stop token ids.
-        "--override-generation-config", json.dumps({"eos_token_id": CHATGLM3_STOP_TOKEN_IDS}),
+        "--generation-config", generation_config_dir,
     ]
     if config.tokenizer_path:
         argv += ["--tokenizer", config.tokenizer_path]
@@ -55,5 +89,9 @@ def exec_vllm(config: ServerConfig) -> None:
     if executable is None:
         print("ERROR: backend vllm needs vLLM on this host: pip install vllm (a CUDA machine)", file=sys.stderr)
         sys.exit(1)
-    argv, env = vllm_command(config, visible_gpus())
+    try:
+        argv, env = vllm_command(config, visible_gpus(), write_generation_config(config.model_path, generation_dir(config)))
+    except GlmopsError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
     os.execve(executable, argv, {**os.environ, **env})

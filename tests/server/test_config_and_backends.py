@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from glmops.errors import LoadError
+from glmops.errors import GlmopsError, LoadError
 from glmops.server.backends.base import BackendError
 from glmops.server.backends.chatglm_cpp import ChatglmCppBackend, check_ggml_file
 from glmops.server.config import load_config
-from glmops.server.vllm_launcher import CHATGLM3_STOP_TOKEN_IDS, vllm_command
+from glmops.server.vllm_launcher import CHATGLM3_STOP_TOKEN_IDS, vllm_command, write_generation_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,15 +62,27 @@ def test_bad_config_fails_before_any_model_loads(tmp_path: Path) -> None:
 
 def test_vllm_command(tmp_path: Path) -> None:
     config = load_config(config_file(tmp_path, "model_path: /models/chatglm3-6b\nbackend: vllm\nport: 6006\ndtype: float16\napi_keys: [sk-1]\n"), environ={})
-    argv, env = vllm_command(config, gpu_count=4)
+    argv, env = vllm_command(config, 4, str(tmp_path / "gen"))
     assert argv[:3] == ["vllm", "serve", "/models/chatglm3-6b"] and "--trust-remote-code" in argv
     assert argv[argv.index("--tensor-parallel-size") + 1] == "4" and argv[argv.index("--port") + 1] == "6006"
     assert argv[argv.index("--host") + 1] == "127.0.0.1" and argv[argv.index("--served-model-name") + 1] == "chatglm3-6b"
-    assert argv[argv.index("--dtype") + 1] == "float16"
-    assert json.loads(argv[argv.index("--override-generation-config") + 1]) == {"eos_token_id": CHATGLM3_STOP_TOKEN_IDS}
+    assert argv[argv.index("--dtype") + 1] == "float16" and argv[argv.index("--generation-config") + 1] == str(tmp_path / "gen")
     assert "sk-1" not in " ".join(argv) and env == {"VLLM_API_KEY": "sk-1"}
     config.tensor_parallel_size = 2
-    assert vllm_command(config, gpu_count=4)[0][argv.index("--tensor-parallel-size") + 1] == "2"
+    assert vllm_command(config, 4, "g")[0][argv.index("--tensor-parallel-size") + 1] == "2"
+    config.api_keys = ["a", "b"]
+    with pytest.raises(GlmopsError, match="accepts one API key"):
+        vllm_command(config, 4, "g")
+
+
+def test_vllm_generation_config_keeps_the_models_and_adds_stop_ids(tmp_path: Path) -> None:
+    model = tmp_path / "chatglm3-6b"
+    model.mkdir()
+    (model / "generation_config.json").write_text(json.dumps({"eos_token_id": 2, "pad_token_id": 0, "temperature": 0.8}))
+    written = json.loads((Path(write_generation_config(str(model), str(tmp_path / "gen"))) / "generation_config.json").read_text())
+    assert written == {"eos_token_id": CHATGLM3_STOP_TOKEN_IDS, "pad_token_id": 0, "temperature": 0.8}
+    bare = json.loads((Path(write_generation_config(str(tmp_path / "none"), str(tmp_path / "gen2"))) / "generation_config.json").read_text())
+    assert bare == {"eos_token_id": CHATGLM3_STOP_TOKEN_IDS}
 
 
 def test_vllm_missing_is_a_clear_error(tmp_path: Path) -> None:

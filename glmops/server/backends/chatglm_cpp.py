@@ -56,7 +56,6 @@ class ChatglmCppBackend(Backend):
 
     def generate(self, turns: list[Turn], params: GenerationParams, cancel: threading.Event) -> Iterator[Delta]:
         prompt_tokens = self.count_tokens(turns)
-        completion = 0
         text = ""
         with self.lock:
             for delta in self.pipeline.chat(
@@ -66,7 +65,6 @@ class ChatglmCppBackend(Backend):
             ):
                 if cancel.is_set():
                     break
-                completion += 1
                 piece = delta.content
                 text += piece
                 if params.stop and any(s in text for s in params.stop):
@@ -76,5 +74,6 @@ class ChatglmCppBackend(Backend):
                         yield Delta(piece[:keep])
                     break
                 yield Delta(piece)
+        completion = len(self.pipeline.tokenizer.encode(text)) if text else 0  # pieces are not tokens
         finish = "length" if completion >= params.max_tokens else "stop"
         yield Delta("", done=True, prompt_tokens=prompt_tokens, completion_tokens=completion, finish_reason=finish)
