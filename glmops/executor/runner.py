@@ -565,6 +565,7 @@ class PlaybookRunner:
             search_paths=self._search_paths(scope),
             pos=task.pos,
             facts=state.facts,
+            report=lambda data: self.emit("progress", host=state.name, task=task.display_name, **data),
         )
         try:
             result = module.run(ctx, args)

@@ -10,12 +10,28 @@ Contract:
   when something must change and `ctx.check` is false. It returns a ModuleResult with `changed`,
   a diff where that makes sense, and data that `register` stores.
 - Everything interpolated into a remote command is quoted with `shlex.quote`.
+- Long work reports progress with `ctx.progress(done, total, msg)`: the console draws a live bar per
+  host, `--json` gets `progress` events (redacted like every event). Call it as often as convenient;
+  it is throttled here.
+
+Example of a module that reports progress::
+
+    class Countdown(Module):
+        name = "countdown"
+        args = {"seconds": Arg("int", required=True)}
+
+        def run(self, ctx, args):
+            for second in range(args["seconds"]):
+                ctx.run("sleep 1")
+                ctx.progress(second + 1, args["seconds"], "waiting", unit="s")
+            return ModuleResult(changed=True)
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -91,6 +107,24 @@ class ModuleContext:
     search_paths: list[str] = field(default_factory=list)  # dirs searched for `src` (role dirs, playbook dir)
     pos: Pos | None = None  # where the task is written, for error messages
     facts: Mapping[str, Any] = field(default_factory=dict)  # gathered facts, when gather_facts ran
+    report: Callable[[dict[str, Any]], None] | None = None  # where progress goes (the runner's events)
+    _last_report: float = field(default=0.0, repr=False)
+
+    PROGRESS_INTERVAL: ClassVar[float] = 0.2  # seconds between two progress events of one task
+
+    def progress(self, done: float, total: float | None = None, msg: str = "", *, unit: str = "B") -> None:
+        """Report how far long work is: `done` of `total` (None when unknown) in `unit` ("B" for bytes).
+
+        Throttled to one event per PROGRESS_INTERVAL; the final one (done == total) always goes out.
+        """
+        if self.report is None:
+            return
+        now = time.monotonic()
+        final = total is not None and done >= total
+        if not final and now - self._last_report < self.PROGRESS_INTERVAL:
+            return
+        self._last_report = now
+        self.report({"done": done, "total": total, "msg": msg, "unit": unit})
 
     def run(self, cmd: str, *, stdin: bytes | None = None, cwd: str | None = None, timeout: float | None = None) -> CommandResult:
         """Run a sh command on the host with the task's become and environment."""

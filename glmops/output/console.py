@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from rich.console import Console
@@ -22,6 +23,9 @@ class ConsoleRenderer:
         self.verbosity = verbosity
         self.diff = diff
         self._status: Any = None
+        self._bars: Any = None  # rich Progress while a task reports progress (terminal only)
+        self._bar_ids: dict[str, Any] = {}  # host -> task id in self._bars
+        self._last_line: dict[str, float] = {}  # host -> when a plain progress line was printed
 
     def __call__(self, event: dict[str, Any]) -> None:
         handler = getattr(self, "on_" + event["event"], None)
@@ -50,6 +54,40 @@ class ConsoleRenderer:
 
     def on_task_end(self, event: dict[str, Any]) -> None:
         self._stop_spinner()
+        self._stop_bars()
+
+    PLAIN_PROGRESS_INTERVAL = 10.0  # seconds between two progress lines of one host when not on a terminal
+
+    def on_progress(self, event: dict[str, Any]) -> None:
+        """A live bar per host on a terminal; elsewhere (CI logs) a line now and then."""
+        host, done, total = event["host"], event["done"], event.get("total")
+        label = f"[{host}] {event.get('msg') or event.get('task', '')}"
+        if not self.console.is_terminal:
+            now = time.monotonic()
+            final = total is not None and done >= total
+            if final or now - self._last_line.get(host, 0.0) >= self.PLAIN_PROGRESS_INTERVAL:
+                self._last_line[host] = now
+                self.console.print(Text(f"  progress: {label} {_amount(done, total, event.get('unit', 'B'))}", style="dim"))
+            return
+        self._stop_spinner()
+        if self._bars is None:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bars = Progress(TextColumn("  {task.description}"), BarColumn(), TextColumn("{task.fields[amount]}"),
+                                  TimeRemainingColumn(), console=self.console, transient=False)
+            self._bars.start()
+        amount = _amount(done, total, event.get("unit", "B"))
+        if host not in self._bar_ids:
+            self._bar_ids[host] = self._bars.add_task(escape(label), total=total, completed=done, amount=amount)
+        else:
+            self._bars.update(self._bar_ids[host], description=escape(label), total=total, completed=done, amount=amount)
+
+    def _stop_bars(self) -> None:
+        if self._bars is not None:
+            self._bars.stop()
+            self._bars = None
+        self._bar_ids.clear()
+        self._last_line.clear()
 
     def on_item_result(self, event: dict[str, Any]) -> None:
         color = COLORS.get(event["status"], "white")
@@ -90,6 +128,7 @@ class ConsoleRenderer:
 
     def on_recap(self, event: dict[str, Any]) -> None:
         self._stop_spinner()
+        self._stop_bars()
         self.console.print()
         self.console.rule("[bold]PLAY RECAP[/]", align="left")
         width = max((len(h) for h in event["stats"]), default=0)
@@ -100,6 +139,23 @@ class ConsoleRenderer:
                 line.append(f"{key}={value} ", style=COLORS.get(key, "green") if value else "dim")
             self.console.print(line)
         self.console.print(f"[dim]finished in {event.get('duration', 0):.2f} s[/]")
+
+
+def _amount(done: float, total: float | None, unit: str) -> str:
+    """'1.2 GB / 12.5 GB (9%)', or '3 / 10 s' for other units."""
+
+    def size(value: float) -> str:
+        if unit != "B":
+            return f"{value:g}"
+        for suffix in ("B", "kB", "MB", "GB", "TB"):
+            if abs(value) < 1000 or suffix == "TB":
+                return f"{value:.0f} {suffix}" if suffix == "B" else f"{value:.1f} {suffix}"
+            value /= 1000
+        return str(value)  # pragma: no cover
+
+    if total:
+        return f"{size(done)} / {size(total)}{'' if unit == 'B' else ' ' + unit} ({100 * done / total:.0f}%)"
+    return size(done) + ("" if unit == "B" else " " + unit)
 
 
 def _is_debug(event: dict[str, Any]) -> bool:
