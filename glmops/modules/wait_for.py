@@ -12,7 +12,7 @@ from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult
 PORT_OPEN = (
     "port_open() {{ "
     "if command -v nc >/dev/null 2>&1; then nc -z -w {ct} {host} {port} >/dev/null 2>&1; "
-    "elif command -v bash >/dev/null 2>&1; then timeout {ct} bash -c 'exec 3<>/dev/tcp/'{host}'/'{port} >/dev/null 2>&1; "
+    "elif command -v bash >/dev/null 2>&1; then timeout {ct} bash -c 'exec 3<>\"/dev/tcp/$1/$2\"' _ {host} {port} >/dev/null 2>&1; "
     "else python3 -c 'import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), {ct}).close()' {host} {port} >/dev/null 2>&1; fi; }}"
 )
 
