@@ -417,7 +417,17 @@ class PlaybookRunner:
         except Exception as exc:  # noqa: BLE001 - a bug must fail the host, not the run
             detail = traceback.format_exc() if self.options.verbosity >= 3 else f"{type(exc).__name__}: {exc}"
             outcome = {"failed": True, "changed": False, "msg": f"internal error in module '{task.module}': {detail}"}
-        self._finish(task, state, scope, outcome, no_log, time.monotonic() - started)
+        try:
+            self._finish(task, state, scope, outcome, no_log, time.monotonic() - started)
+        except Exception as exc:  # noqa: BLE001 - ignore_errors, notify or a renderer failed: still this host's task failure
+            message = str(exc) if isinstance(exc, GlmopsError) else f"internal error: {type(exc).__name__}: {exc}"
+            if not isinstance(exc, GlmopsError) or exc.pos is None:
+                message = f"{task.pos}: {message}"
+            state.failed = True
+            state.stats["failed"] += 1
+            self.emit("host_result", host=state.name, task=task.display_name, status="failed", ignored=False,
+                      duration=round(time.monotonic() - started, 3), msg=message, result={"failed": True, "msg": message},
+                      diff=[], no_log=no_log)
 
     def _gather_if_needed(self, task: Task, state: HostState, scope: Scope, variables: dict[str, Any]) -> None:
         """Lazy facts: gather once per host, on the first task whose templates mention a fact."""

@@ -65,7 +65,8 @@ def _query(context: Any, plugin: str, *terms: Any, **options: Any) -> list[Any]:
 
 
 def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(undefined=_Undefined, keep_trailing_newline=True, autoescape=False)
+    env = ImmutableSandboxedEnvironment(undefined=_Undefined, keep_trailing_newline=True, autoescape=False,
+                                        finalize=_defined)
     env.filters.update(FILTERS)
     env.tests.update(TESTS)
     env.globals["lookup"] = _lookup
@@ -98,9 +99,20 @@ def _has_template(value: Any) -> bool:
 
 
 def _defined(value: Any) -> Any:
-    """An expression's value; an undefined one raises (StrictUndefined only raises when used)."""
+    """An expression's value; an undefined one raises (StrictUndefined only raises when used).
+
+    Containers are checked all the way down: `{{ [x] }}` or `{{ {'k': x} }}` with `x` undefined
+    would otherwise hold Undefined objects that fail later, far from the task (printing, JSON).
+    """
     if isinstance(value, Undefined):
         value._fail_with_undefined_error()
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _defined(key)
+            _defined(item)
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for item in value:
+            _defined(item)
     return value
 
 
