@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from glmops.connection.base import Become, Connection
-from glmops.errors import EXIT_HOST_FAILED, EXIT_HOST_UNREACHABLE, EXIT_OK, ArgumentError, ConnectionFailure, GlmopsError, LoadError, Pos, TemplateError
+from glmops.errors import EXIT_HOST_FAILED, EXIT_HOST_UNREACHABLE, EXIT_INTERRUPTED, EXIT_OK, ArgumentError, ConnectionFailure, GlmopsError, LoadError, Pos, TemplateError
 from glmops.executor.tags import TagFilter
 from glmops.inventory import Inventory
 from glmops.modules import get_module
@@ -113,12 +113,41 @@ class PlaybookRunner:
         self._inventory_vars: dict[str, dict[str, Any]] = {}
         self._groups = {name: inventory.group_hosts(name) for name in inventory.groups}
         self.play: Play | None = None
+        self._stop = threading.Event()  # set by interrupt(): no new task starts
+        self._current: tuple[str, list[str]] | None = None  # the running task and its hosts
 
     # -- events -----------------------------------------------------------------------------
     def emit(self, kind: str, **data: Any) -> None:
         event = self.redactor.scrub({"event": kind, **data})
         with self._emit_lock:
             self._emit(event)
+
+    # -- interruption (Ctrl-C) ----------------------------------------------------------------
+    @property
+    def interrupted(self) -> bool:
+        return self._stop.is_set()
+
+    def stopping(self) -> str:
+        """What an interruption stops now, in words: the running task and its hosts."""
+        current = self._current
+        if current is None:
+            return "nothing is running"
+        task, hosts = current
+        return f"task '{task}' on {', '.join(hosts)}"
+
+    def interrupt(self) -> None:
+        """Stop the run: no new task starts, and the commands running on every host are stopped
+        (their process groups). Safe to call from any thread; returns when every host was told."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self.emit("interrupted", stopping=self.stopping())
+        for state in list(self.hosts.values()):
+            if state.conn is not None:
+                try:
+                    state.conn.interrupt()
+                except Exception:  # noqa: BLE001 - stopping one host must not keep the others running
+                    pass
 
     # -- planning ---------------------------------------------------------------------------
     def plan(self) -> list[tuple[Play, list[str]]]:
@@ -157,6 +186,8 @@ class PlaybookRunner:
             with ThreadPoolExecutor(max_workers=max(1, self.options.forks)) as pool:
                 self.pool = pool
                 for play, names in plan:
+                    if self.interrupted:
+                        break
                     self.run_play(play, names)
         finally:
             for state in self.hosts.values():
@@ -166,7 +197,10 @@ class PlaybookRunner:
                     except Exception:  # noqa: BLE001 - closing must not mask the result
                         pass
         stats = {name: {key: state.stats.get(key, 0) for key in STATS} for name, state in self.hosts.items()}
-        self.emit("recap", stats=stats, duration=round(time.monotonic() - started, 3))
+        self.emit("recap", stats=stats, duration=round(time.monotonic() - started, 3),
+                  **({"interrupted": True} if self.interrupted else {}))
+        if self.interrupted:
+            return EXIT_INTERRUPTED
         if any(s.unreachable for s in self.hosts.values()):
             return EXIT_HOST_UNREACHABLE
         if any(s.failed for s in self.hosts.values()):
@@ -213,7 +247,7 @@ class PlaybookRunner:
     def run_items(self, items: list[Item], states: list[HostState], scope: Scope) -> None:
         for item in items:
             active = [s for s in states if s.active]
-            if not active:
+            if not active or self.interrupted:
                 return
             if isinstance(item, Task):
                 self.run_task(item, active, scope)
@@ -365,6 +399,8 @@ class PlaybookRunner:
         return self.tag_filter.selected(set(tags))
 
     def run_task(self, task: Task, states: list[HostState], scope: Scope, handler: bool = False) -> None:
+        if self.interrupted:
+            return
         if not handler:
             if not self._selected(scope.tags + task.tags):
                 return
@@ -374,9 +410,11 @@ class PlaybookRunner:
                 self._started = True
         self.emit("task_start", task=task.display_name, module=task.module, pos=str(task.pos), handler=handler,
                   role=scope.role.name if scope.role else None)
+        self._current = (task.display_name, [s.name for s in states])
         futures = [self.pool.submit(self._run_on_host, task, state, scope) for state in states]
         for future in futures:
             future.result()
+        self._current = None
         self.emit("task_end", task=task.display_name)
 
     def _connection(self, state: HostState) -> Connection:
@@ -394,6 +432,8 @@ class PlaybookRunner:
         conn = open_connection(state.name, rendered, host_key_checking=policy)
         conn.connect()
         state.conn = conn
+        if self.interrupted:  # opened while interrupt() was telling the others
+            conn.interrupt()
         return conn
 
     def _run_on_host(self, task: Task, state: HostState, scope: Scope) -> None:
@@ -530,7 +570,7 @@ class PlaybookRunner:
                 return result
             if attempt <= retries:
                 self.emit("retry", host=state.name, task=task.display_name, attempt=attempt, retries=retries)
-                time.sleep(delay)
+                self._stop.wait(delay)
         result["failed"] = True
         result["msg"] = result.get("msg") or f"gave up after {retries + 1} attempts"
         return result
