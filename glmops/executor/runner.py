@@ -104,8 +104,8 @@ class PlaybookRunner:
         self.options = options
         self._emit = emit
         self._emit_lock = threading.Lock()
-        self.templar = Templar()
         self.redactor = Redactor()
+        self.templar = Templar(on_secret=self.redactor.add)
         self.tag_filter = TagFilter(options.tags, options.skip_tags)
         self.hosts: dict[str, HostState] = {}
         self._connect_lock = threading.Lock()

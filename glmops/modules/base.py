@@ -10,6 +10,8 @@ Contract:
   when something must change and `ctx.check` is false. It returns a ModuleResult with `changed`,
   a diff where that makes sense, and data that `register` stores.
 - Everything interpolated into a remote command is quoted with `shlex.quote`.
+- An argument whose value a remote program gets as a word of its own is a `path` or is marked
+  `word=True`: a value starting with '-' is then refused before the module runs (`refuse_option`).
 """
 
 from __future__ import annotations
