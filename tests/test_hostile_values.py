@@ -47,6 +47,8 @@ TABLE: list[tuple[str, dict[str, Any], str, bool, dict[str, Any]]] = [
     ("wait_for", {"path": "{tpl}", "search_regex": "V", "timeout": 0}, "search_regex", False, {}),
     ("command", {"cmd": "true", "chdir": "V"}, "chdir", True, {}),
     ("command", {"cmd": "true", "creates": "V"}, "creates", True, {}),
+    ("command", {"argv": ["V", "x"]}, "argv", False, {}),
+    ("shell", {"cmd": "true", "executable": "V"}, "executable", True, {}),
 ]
 
 

@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, inventory, write
+from helpers import ROOT, events, inventory, write
 
 
 def _marked(mark: str) -> list[int]:
@@ -33,8 +33,8 @@ def _marked(mark: str) -> list[int]:
     return found
 
 
-@pytest.mark.parametrize("connection", ["ssh", "local"])
-def test_first_sigint_stops_remote_commands_prints_recap_exits_99(tmp_path: Path, sshd, connection: str) -> None:
+@pytest.mark.parametrize(("connection", "as_json"), [("ssh", False), ("local", False), ("ssh", True)])
+def test_first_sigint_stops_remote_commands_prints_recap_exits_99(tmp_path: Path, sshd, connection: str, as_json: bool) -> None:
     mark = f"glmops-test-{uuid.uuid4().hex}"
     hostvars = sshd.hostvars() if connection == "ssh" else {"ansible_connection": "local"}
     inv = inventory(tmp_path / "hosts.yml", {"target": hostvars})
@@ -49,7 +49,8 @@ def test_first_sigint_stops_remote_commands_prints_recap_exits_99(tmp_path: Path
               command: touch {tmp_path}/ran
         """)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
-    proc = subprocess.Popen([sys.executable, "-m", "glmops", "run", str(book), "-i", str(inv)], cwd=tmp_path, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "glmops", "run", str(book), "-i", str(inv), *(["--json"] if as_json else [])],
+                            cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -63,8 +64,18 @@ def test_first_sigint_stops_remote_commands_prints_recap_exits_99(tmp_path: Path
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+        survivors = _marked(mark)
+        for pid in survivors:  # never leave a failing run's sleep behind
+            os.kill(pid, signal.SIGKILL)
+    assert survivors == [], "the remote command survived the interruption"
     assert proc.returncode == 99, out + err
+    assert not (tmp_path / "ran").exists()
+    if as_json:
+        kinds = [e["event"] for e in events(out)]
+        assert "interrupted" in kinds and kinds[-1] == "recap" and events(out)[-1]["interrupted"] is True, kinds
+        assert "never runs" not in out
+        assert "interrupted: stopping task 'long sleep' on target" in err
+        return
     assert "interrupted" in out and "task 'long sleep' on target" in out, out
     assert "PLAY RECAP" in out and "target" in out.split("PLAY RECAP")[1]
-    assert "never runs" not in out and not (tmp_path / "ran").exists()
-    assert _marked(mark) == [], "the remote command survived the interruption"
+    assert "never runs" not in out
