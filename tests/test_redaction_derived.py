@@ -41,6 +41,7 @@ PLAYBOOK = """
         api_key: "{api_key}"
         odd_secret: "{api_key} x'y"
         url_secret: "{api_key}/&"
+        secret_dir: /etc/appdir9
         db_password: "{{{{ lookup('env', 'GLMOPS_PLAIN_VALUE') }}}}"
       tasks:
         - debug: {{msg: "{{{{ api_key | upper }}}} {{{{ api_key | lower }}}} {{{{ api_key | b64encode }}}}"}}
@@ -48,7 +49,7 @@ PLAYBOOK = """
         - debug: {{msg: "{{{{ lookup('env', 'GLMOPS_TEST_TOKEN') }}}} {{{{ lookup('env', 'GLMOPS_TEST_TOKEN') | lower }}}}"}}
         - debug: {{msg: "{{{{ {{'t': lookup('env', 'GLMOPS_TEST_TOKEN')}} | to_json }}}} {{{{ db_password }}}}"}}
         - command: echo {{{{ lookup('env', 'GLMOPS_TEST_TOKEN') | b64encode }}}} {{{{ odd_secret | quote }}}}
-        - debug: {{msg: "still shown: changed CHANGELOG 123456 Change"}}
+        - debug: {{msg: "still shown: changed CHANGELOG 123456 Change /etc/apps"}}
     """
 
 
@@ -63,4 +64,4 @@ def test_derived_secret_values_never_print(tmp_path: Path, sshd, mode: list[str]
     for name, form in derived_forms().items():
         assert form not in output, f"{name} ({form!r}) printed"
     assert "********" in output
-    assert "still shown: changed CHANGELOG 123456 Change" in output
+    assert "still shown: changed CHANGELOG 123456 Change /etc/apps" in output

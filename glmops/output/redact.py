@@ -51,7 +51,12 @@ def _token_like(text: str) -> bool:
 
 
 def fragments(secret: str) -> set[str]:
-    """The FRAGMENT_LEN-long slices of a secret that cannot be ordinary words or numbers."""
+    """The FRAGMENT_LEN-long slices of a token-like secret that cannot be ordinary words or numbers.
+
+    Values with spaces and paths (a `secret_dir: /etc/app`) give none: their slices are ordinary text.
+    """
+    if len(secret) < 8 or any(c.isspace() for c in secret) or secret[0] in "/~." or "://" in secret:
+        return set()
     return {secret[i : i + FRAGMENT_LEN] for i in range(len(secret) - FRAGMENT_LEN + 1)
             if _token_like(secret[i : i + FRAGMENT_LEN])}
 
@@ -82,7 +87,7 @@ class Redactor:
         elif value is not None and not isinstance(value, bool):
             text = str(value)
             if len(text) >= MIN_SECRET_LEN and text not in self._secrets:
-                forms = {text} | encodings(text)
+                forms = {text} | (encodings(text) if len(text) >= FRAGMENT_LEN else set())
                 with self._lock:
                     self._secrets.add(text)
                     self._forms |= forms
