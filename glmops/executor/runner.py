@@ -453,10 +453,10 @@ class PlaybookRunner:
                       duration=round(time.monotonic() - started, 3))
             return
         except GlmopsError as exc:
-            outcome = {"failed": True, "changed": False, "msg": str(exc)}
+            outcome = {"failed": True, "changed": False, "msg": str(exc) if exc.pos else f"{task.pos}: {exc}"}
         except Exception as exc:  # noqa: BLE001 - a bug must fail the host, not the run
             detail = traceback.format_exc() if self.options.verbosity >= 3 else f"{type(exc).__name__}: {exc}"
-            outcome = {"failed": True, "changed": False, "msg": f"internal error in module '{task.module}': {detail}"}
+            outcome = {"failed": True, "changed": False, "msg": f"{task.pos}: internal error in module '{task.module}': {detail}"}
         try:
             self._finish(task, state, scope, outcome, no_log, time.monotonic() - started)
         except Exception as exc:  # noqa: BLE001 - ignore_errors, notify or a renderer failed: still this host's task failure
