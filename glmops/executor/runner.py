@@ -31,6 +31,7 @@ from glmops.playbook.variables import HostVars, merge_layers
 Event = dict[str, Any]
 STATS = ("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored")
 FACT_MARKERS = ("ansible_", "glmops_gpus")
+INTERRUPT_WAIT = 15.0  # seconds Ctrl-C waits for the hosts to confirm their commands were stopped
 
 
 @dataclass
@@ -142,12 +143,21 @@ class PlaybookRunner:
             return
         self._stop.set()
         self.emit("interrupted", stopping=self.stopping())
-        for state in list(self.hosts.values()):
-            if state.conn is not None:
-                try:
-                    state.conn.interrupt()
-                except Exception:  # noqa: BLE001 - stopping one host must not keep the others running
-                    pass
+
+        def stop(conn: Connection) -> None:
+            try:
+                conn.interrupt()
+            except Exception:  # noqa: BLE001 - stopping one host must not keep the others running
+                pass
+
+        # All hosts at once: a host that does not answer must not delay stopping the others.
+        workers = [threading.Thread(target=stop, args=(s.conn,), daemon=True, name=f"glmops-stop-{s.name}")
+                   for s in list(self.hosts.values()) if s.conn is not None]
+        for worker in workers:
+            worker.start()
+        deadline = time.monotonic() + INTERRUPT_WAIT
+        for worker in workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
 
     # -- planning ---------------------------------------------------------------------------
     def plan(self) -> list[tuple[Play, list[str]]]:
