@@ -6,6 +6,8 @@ import json
 import os
 import sys
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -128,4 +130,36 @@ def _run(playbook_path: str, inventories: tuple[str, ...], limit: str | None, ch
         from glmops.output.console import ConsoleRenderer
 
         renderer = ConsoleRenderer(verbosity=verbose, diff=diff)
-    return PlaybookRunner(book, inventory, options, renderer).run()
+    runner = PlaybookRunner(book, inventory, options, renderer)
+    with _interrupt_handler(runner, as_json):
+        return runner.run()
+
+
+@contextmanager
+def _interrupt_handler(runner: Any, as_json: bool) -> Iterator[None]:
+    """Ctrl-C: the first stops the run (the remote commands it started, then the recap, exit 99);
+    a second one exits at once."""
+    import signal
+    import threading
+
+    def stop() -> None:
+        if as_json:
+            sys.stderr.write(f"interrupted: stopping {runner.stopping()} (killing the commands it started)\n")
+            sys.stderr.flush()
+        runner.interrupt()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if runner.interrupted:
+            os.write(2, b"interrupted again: exiting now\n")
+            os._exit(EXIT_INTERRUPTED)
+        # The handler runs on the main thread, which may hold the output lock: work elsewhere.
+        threading.Thread(target=stop, name="glmops-interrupt", daemon=True).start()
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

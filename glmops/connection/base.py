@@ -14,7 +14,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Callable
 
+from glmops.errors import GlmopsError
+
 ProgressCallback = Callable[[int, int], None]  # (bytes done, bytes total)
+
+
+class RunInterrupted(GlmopsError):
+    """The run was interrupted (Ctrl-C): the command was stopped, or refused because it came after."""
+
+    def __init__(self, host: str):
+        super().__init__(f"interrupted (Ctrl-C): the commands running on {host} were stopped")
 
 
 @dataclass(frozen=True)
@@ -107,6 +116,13 @@ class Connection(ABC):
     @abstractmethod
     def get_file(self, remote_path: str, local_path: str, *, become: Become | None = None) -> None:
         """Download `remote_path` to `local_path` (written atomically on the controller)."""
+
+    def interrupt(self) -> None:
+        """Stop the commands running now (their whole process groups) and refuse any later one.
+
+        Called from another thread than the one running the command (on Ctrl-C); never blocks
+        on the command. The default does nothing.
+        """
 
     @abstractmethod
     def close(self) -> None:

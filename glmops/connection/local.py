@@ -11,9 +11,11 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Mapping
 
-from glmops.connection.base import Become, CommandResult, Connection, ProgressCallback, wrap_command
+from glmops.connection.base import Become, CommandResult, Connection, ProgressCallback, RunInterrupted, wrap_command
 
 
 def _write_atomic(path: str, data: bytes, mode: int | None) -> None:
@@ -43,6 +45,9 @@ class LocalConnection(Connection):
     def __init__(self, host: str = "localhost"):
         self.host = host
         self.user = getpass.getuser()
+        self._running: set[subprocess.Popen[bytes]] = set()
+        self._running_lock = threading.Lock()
+        self._interrupted = False
 
     def connect(self) -> None:
         return None
@@ -58,13 +63,40 @@ class LocalConnection(Connection):
         timeout: float | None = None,
     ) -> CommandResult:
         script = wrap_command(cmd, env=env, cwd=cwd, become=become, login_user=self.user)
-        proc = subprocess.Popen(
-            ["/bin/sh", "-c", script],
-            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,  # its own process group, so a timeout kills all of it
-        )
+        with self._running_lock:
+            if self._interrupted:
+                raise RunInterrupted(self.host)
+            proc = subprocess.Popen(
+                ["/bin/sh", "-c", script],
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,  # its own process group, so a timeout or Ctrl-C kills all of it
+            )
+            self._running.add(proc)
+        try:
+            return self._wait(proc, stdin, timeout)
+        finally:
+            with self._running_lock:
+                self._running.discard(proc)
+            if self._interrupted:
+                raise RunInterrupted(self.host)
+
+    def interrupt(self) -> None:
+        """Ctrl-C: TERM, then KILL, the process group of every command running now."""
+        with self._running_lock:
+            self._interrupted = True
+            running = list(self._running)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for proc in running:
+                try:
+                    os.killpg(proc.pid, sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            if sig == signal.SIGTERM and running:
+                time.sleep(0.2)
+
+    def _wait(self, proc: subprocess.Popen[bytes], stdin: bytes | None, timeout: float | None) -> CommandResult:
         try:
             out, err = proc.communicate(stdin or None, timeout=timeout)
         except subprocess.TimeoutExpired:

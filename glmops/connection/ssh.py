@@ -25,7 +25,7 @@ from collections.abc import Mapping
 
 import paramiko
 
-from glmops.connection.base import Become, CommandResult, Connection, ProgressCallback, wrap_command
+from glmops.connection.base import Become, CommandResult, Connection, ProgressCallback, RunInterrupted, wrap_command
 from glmops.errors import ConnectionFailure, HostKeyError
 
 CHUNK = 1 << 20
@@ -275,6 +275,7 @@ class SSHConnection(Connection):
         self._shell: RemoteShell | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._lock = threading.RLock()  # one command at a time on the shell
+        self._interrupted = False  # Ctrl-C: the running command was stopped, later ones are refused
 
     # -- connecting -------------------------------------------------------------------------
     def _where(self) -> str:
@@ -396,9 +397,14 @@ class SSHConnection(Connection):
     ) -> CommandResult:
         script = wrap_command(cmd, env=env, cwd=cwd, become=become, login_user=self.user)
         with self._lock:
+            if self._interrupted:
+                raise RunInterrupted(self.host)
             shell = self._ensure_shell()
             try:
-                return shell.execute(script, stdin=stdin, timeout=timeout)
+                result = shell.execute(script, stdin=stdin, timeout=timeout)
+                if self._interrupted:
+                    raise RunInterrupted(self.host)
+                return result
             except CommandTimeout as exc:
                 self._kill_shell(shell)
                 stderr = exc.stderr if not exc.stderr or exc.stderr.endswith("\n") else exc.stderr + "\n"
@@ -406,9 +412,25 @@ class SSHConnection(Connection):
             except (EOFError, OSError, paramiko.SSHException) as exc:
                 shell.close()
                 self._shell = None
+                if self._interrupted:
+                    raise RunInterrupted(self.host) from None
                 if self.transport is None or not self.transport.is_active():
                     raise ConnectionFailure(f"lost the connection to {self._where()}: {exc}") from None
                 return CommandResult(255, "", f"the remote shell ended unexpectedly (the command ended it): {exc}")
+
+    def interrupt(self) -> None:
+        """Ctrl-C: kill the remote shell's process group (the running command with it), from another thread."""
+        self._interrupted = True
+        shell, transport = self._shell, self.transport
+        if shell is None or transport is None or not transport.is_active():
+            return
+        try:
+            channel = transport.open_session(timeout=5)
+            channel.exec_command(f"kill -TERM -- -{shell.pid} 2>/dev/null; sleep 0.2; kill -KILL -- -{shell.pid} 2>/dev/null")
+            channel.recv_exit_status()
+            channel.close()
+        except (paramiko.SSHException, OSError, EOFError):
+            pass
 
     def _kill_shell(self, shell: RemoteShell) -> None:
         """Kill the timed-out command with its whole process group; the next run opens a new shell."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from glmops.connection.base import Become, Connection
-from glmops.errors import EXIT_HOST_FAILED, EXIT_HOST_UNREACHABLE, EXIT_OK, ArgumentError, ConnectionFailure, GlmopsError, LoadError, Pos, TemplateError
+from glmops.errors import EXIT_HOST_FAILED, EXIT_HOST_UNREACHABLE, EXIT_INTERRUPTED, EXIT_OK, ArgumentError, ConnectionFailure, GlmopsError, LoadError, Pos, TemplateError
 from glmops.executor.tags import TagFilter
 from glmops.inventory import Inventory
 from glmops.modules import get_module
@@ -31,6 +31,7 @@ from glmops.playbook.variables import HostVars, merge_layers
 Event = dict[str, Any]
 STATS = ("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored")
 FACT_MARKERS = ("ansible_", "glmops_gpus")
+INTERRUPT_WAIT = 15.0  # seconds Ctrl-C waits for the hosts to confirm their commands were stopped
 
 
 @dataclass
@@ -104,8 +105,8 @@ class PlaybookRunner:
         self.options = options
         self._emit = emit
         self._emit_lock = threading.Lock()
-        self.templar = Templar()
         self.redactor = Redactor()
+        self.templar = Templar(on_secret=self.redactor.add)
         self.tag_filter = TagFilter(options.tags, options.skip_tags)
         self.hosts: dict[str, HostState] = {}
         self._connect_lock = threading.Lock()
@@ -113,12 +114,50 @@ class PlaybookRunner:
         self._inventory_vars: dict[str, dict[str, Any]] = {}
         self._groups = {name: inventory.group_hosts(name) for name in inventory.groups}
         self.play: Play | None = None
+        self._stop = threading.Event()  # set by interrupt(): no new task starts
+        self._current: tuple[str, list[str]] | None = None  # the running task and its hosts
 
     # -- events -----------------------------------------------------------------------------
     def emit(self, kind: str, **data: Any) -> None:
         event = self.redactor.scrub({"event": kind, **data})
         with self._emit_lock:
             self._emit(event)
+
+    # -- interruption (Ctrl-C) ----------------------------------------------------------------
+    @property
+    def interrupted(self) -> bool:
+        return self._stop.is_set()
+
+    def stopping(self) -> str:
+        """What an interruption stops now, in words: the running task and its hosts."""
+        current = self._current
+        if current is None:
+            return "nothing is running"
+        task, hosts = current
+        return f"task '{task}' on {', '.join(hosts)}"
+
+    def interrupt(self) -> None:
+        """Stop the run: no new task starts, and the commands running on every host are stopped
+        (their process groups). Safe to call from any thread; returns when every host was told."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self.emit("interrupted", stopping=self.stopping())
+
+        def stop(conn: Connection) -> None:
+            try:
+                conn.interrupt()
+            except Exception:  # noqa: BLE001 - stopping one host must not keep the others running
+                pass
+
+        # All hosts at once: a host that does not answer must not delay stopping the others.
+        workers = [threading.Thread(target=stop, args=(s.conn,), daemon=True, name=f"glmops-stop-{s.name}")
+                   for s in list(self.hosts.values()) if s.conn is not None]
+        for worker in workers:
+            worker.start()
+        deadline = time.monotonic() + INTERRUPT_WAIT
+        for worker in workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
 
     # -- planning ---------------------------------------------------------------------------
     def plan(self) -> list[tuple[Play, list[str]]]:
@@ -157,6 +196,8 @@ class PlaybookRunner:
             with ThreadPoolExecutor(max_workers=max(1, self.options.forks)) as pool:
                 self.pool = pool
                 for play, names in plan:
+                    if self.interrupted:
+                        break
                     self.run_play(play, names)
         finally:
             for state in self.hosts.values():
@@ -166,7 +207,10 @@ class PlaybookRunner:
                     except Exception:  # noqa: BLE001 - closing must not mask the result
                         pass
         stats = {name: {key: state.stats.get(key, 0) for key in STATS} for name, state in self.hosts.items()}
-        self.emit("recap", stats=stats, duration=round(time.monotonic() - started, 3))
+        self.emit("recap", stats=stats, duration=round(time.monotonic() - started, 3),
+                  **({"interrupted": True} if self.interrupted else {}))
+        if self.interrupted:
+            return EXIT_INTERRUPTED
         if any(s.unreachable for s in self.hosts.values()):
             return EXIT_HOST_UNREACHABLE
         if any(s.failed for s in self.hosts.values()):
@@ -213,7 +257,7 @@ class PlaybookRunner:
     def run_items(self, items: list[Item], states: list[HostState], scope: Scope) -> None:
         for item in items:
             active = [s for s in states if s.active]
-            if not active:
+            if not active or self.interrupted:
                 return
             if isinstance(item, Task):
                 self.run_task(item, active, scope)
@@ -365,6 +409,8 @@ class PlaybookRunner:
         return self.tag_filter.selected(set(tags))
 
     def run_task(self, task: Task, states: list[HostState], scope: Scope, handler: bool = False) -> None:
+        if self.interrupted:
+            return
         if not handler:
             if not self._selected(scope.tags + task.tags):
                 return
@@ -374,9 +420,11 @@ class PlaybookRunner:
                 self._started = True
         self.emit("task_start", task=task.display_name, module=task.module, pos=str(task.pos), handler=handler,
                   role=scope.role.name if scope.role else None)
+        self._current = (task.display_name, [s.name for s in states])
         futures = [self.pool.submit(self._run_on_host, task, state, scope) for state in states]
         for future in futures:
             future.result()
+        self._current = None
         self.emit("task_end", task=task.display_name)
 
     def _connection(self, state: HostState) -> Connection:
@@ -394,6 +442,8 @@ class PlaybookRunner:
         conn = open_connection(state.name, rendered, host_key_checking=policy)
         conn.connect()
         state.conn = conn
+        if self.interrupted:  # opened while interrupt() was telling the others
+            conn.interrupt()
         return conn
 
     def _run_on_host(self, task: Task, state: HostState, scope: Scope) -> None:
@@ -413,11 +463,21 @@ class PlaybookRunner:
                       duration=round(time.monotonic() - started, 3))
             return
         except GlmopsError as exc:
-            outcome = {"failed": True, "changed": False, "msg": str(exc)}
+            outcome = {"failed": True, "changed": False, "msg": str(exc) if exc.pos else f"{task.pos}: {exc}"}
         except Exception as exc:  # noqa: BLE001 - a bug must fail the host, not the run
             detail = traceback.format_exc() if self.options.verbosity >= 3 else f"{type(exc).__name__}: {exc}"
-            outcome = {"failed": True, "changed": False, "msg": f"internal error in module '{task.module}': {detail}"}
-        self._finish(task, state, scope, outcome, no_log, time.monotonic() - started)
+            outcome = {"failed": True, "changed": False, "msg": f"{task.pos}: internal error in module '{task.module}': {detail}"}
+        try:
+            self._finish(task, state, scope, outcome, no_log, time.monotonic() - started)
+        except Exception as exc:  # noqa: BLE001 - ignore_errors, notify or a renderer failed: still this host's task failure
+            message = str(exc) if isinstance(exc, GlmopsError) else f"internal error: {type(exc).__name__}: {exc}"
+            if not isinstance(exc, GlmopsError) or exc.pos is None:
+                message = f"{task.pos}: {message}"
+            state.failed = True
+            state.stats["failed"] += 1
+            self.emit("host_result", host=state.name, task=task.display_name, status="failed", ignored=False,
+                      duration=round(time.monotonic() - started, 3), msg=message, result={"failed": True, "msg": message},
+                      diff=[], no_log=no_log)
 
     def _gather_if_needed(self, task: Task, state: HostState, scope: Scope, variables: dict[str, Any]) -> None:
         """Lazy facts: gather once per host, on the first task whose templates mention a fact."""
@@ -520,7 +580,7 @@ class PlaybookRunner:
                 return result
             if attempt <= retries:
                 self.emit("retry", host=state.name, task=task.display_name, attempt=attempt, retries=retries)
-                time.sleep(delay)
+                self._stop.wait(delay)
         result["failed"] = True
         result["msg"] = result.get("msg") or f"gave up after {retries + 1} attempts"
         return result

@@ -12,8 +12,8 @@ from glmops.modules.base import Arg, Diff, ModuleContext, ModuleResult
 
 ATTR_ARGS = {
     "mode": Arg("raw", help="Permissions: a quoted octal string like '0644' (or symbolic, u+rw)."),
-    "owner": Arg("str", help="User that should own the file."),
-    "group": Arg("str", help="Group that should own the file."),
+    "owner": Arg("str", word=True, help="User that should own the file."),
+    "group": Arg("str", word=True, help="Group that should own the file."),
 }
 
 
@@ -37,9 +37,9 @@ def apply_attrs_script(path: str, wanted: dict[str, str], recurse: bool = False)
     parts = []
     if "owner" in wanted or "group" in wanted:
         spec = wanted.get("owner", "") + (":" + wanted["group"] if "group" in wanted else "")
-        parts.append(f"chown {r}{shlex.quote(spec)} {q}")
+        parts.append(f"chown {r}-- {shlex.quote(spec)} {q}")
     if "mode" in wanted:
-        parts.append(f"chmod {r}{shlex.quote(wanted['mode'])} {q}")
+        parts.append(f"chmod {r}-- {shlex.quote(wanted['mode'])} {q}")
     return " && ".join(parts)
 
 
@@ -47,7 +47,7 @@ def symbolic_mode_changed(ctx: ModuleContext, path: str, before: PathState, want
     """Symbolic modes cannot be compared up front: drop them if chmod would leave the mode as it is."""
     mode = wanted.get("mode")
     if mode and not mode.isdigit():
-        result = ctx.run(f"t=$(mktemp) && chmod {before.mode} \"$t\" && chmod {shlex.quote(mode)} \"$t\" && "
+        result = ctx.run(f"t=$(mktemp) && chmod {before.mode} \"$t\" && chmod -- {shlex.quote(mode)} \"$t\" && "
                          f"(stat -c %a \"$t\" 2>/dev/null || stat -f %Lp \"$t\"); rm -f \"$t\"")
         if result.rc == 0 and result.stdout.strip().zfill(4) == before.mode:
             wanted = {k: v for k, v in wanted.items() if k != "mode"}
@@ -75,7 +75,7 @@ def install_content(ctx: ModuleContext, dest: str, content: bytes, args: dict[st
     if content_changes:
         if args.get("backup") and state.exists:
             backup = f"{dest}.{int(time.time())}.{time.strftime('%Y-%m-%d@%H:%M:%S')}~"
-            copy = ctx.run(f"cp -p {shlex.quote(dest)} {shlex.quote(backup)}")
+            copy = ctx.run(f"cp -p -- {shlex.quote(dest)} {shlex.quote(backup)}")
             if copy.rc != 0:
                 return ModuleResult(failed=True, msg=f"backup failed: {copy.stderr.strip()}")
             result.data["backup_file"] = backup

@@ -37,7 +37,7 @@ class PathState:
 
 
 def sha256_cmd(quoted_path: str) -> str:
-    return f"{{ sha256sum {quoted_path} 2>/dev/null || shasum -a 256 {quoted_path}; }} | cut -d' ' -f1"
+    return f"{{ sha256sum -- {quoted_path} 2>/dev/null || shasum -a 256 -- {quoted_path}; }} | cut -d' ' -f1"
 
 
 def probe_script(path: str, *, checksum: bool = False, content: bool = False) -> str:
@@ -49,8 +49,8 @@ def probe_script(path: str, *, checksum: bool = False, content: bool = False) ->
         'elif [ -e "$p" ]; then t=other; else t=absent; fi',
         'echo "type=$t"',
         'if [ "$t" != absent ]; then '
-        "echo \"stat=$(stat -c '%a %u %g %U %G %s %Y' \"$p\" 2>/dev/null || stat -f '%Lp %u %g %Su %Sg %z %m' \"$p\")\"; fi",
-        'if [ "$t" = link ]; then echo "target=$(readlink "$p")"; fi',
+        "echo \"stat=$(stat -c '%a %u %g %U %G %s %Y' -- \"$p\" 2>/dev/null || stat -f '%Lp %u %g %Su %Sg %z %m' -- \"$p\")\"; fi",
+        'if [ "$t" = link ]; then echo "target=$(readlink -- "$p")"; fi',
     ]
     if checksum:
         parts.append(f'if [ "$t" = file ]; then echo "sha256=$({sha256_cmd(chr(34) + "$p" + chr(34))})"; fi')

@@ -30,7 +30,7 @@ class AptModule(Module):
         "than `cache_valid_time`. Waits for the dpkg lock (another apt run, unattended-upgrades)."
     )
     args = {
-        "name": Arg("list", elements="str", aliases=("pkg", "package"), help="Package names; 'name=version' pins a version."),
+        "name": Arg("list", elements="str", word=True, aliases=("pkg", "package"), help="Package names; 'name=version' pins a version."),
         "state": Arg("str", default="present", choices=("present", "latest", "absent"), help="What to do with the packages."),
         "update_cache": Arg("bool", default=False, aliases=("update-cache",), help="Run apt-get update first (only when older than cache_valid_time)."),
         "cache_valid_time": Arg("int", default=0, help="Seconds the package lists stay fresh; 0 = always update when update_cache is set."),
@@ -94,7 +94,7 @@ class AptModule(Module):
     @staticmethod
     def _installed(ctx: ModuleContext, names: list[str]) -> dict[str, str]:
         """{package: version} of those installed, with one dpkg-query."""
-        query = ctx.run("dpkg-query -W -f='${Package} ${Status} ${Version}\\n' " + " ".join(shlex.quote(n) for n in names) + " 2>/dev/null; true")
+        query = ctx.run("dpkg-query -W -f='${Package} ${Status} ${Version}\\n' -- " + " ".join(shlex.quote(n) for n in names) + " 2>/dev/null; true")
         installed = {}
         for line in query.stdout.splitlines():
             fields = line.split()

@@ -10,6 +10,8 @@ Contract:
   when something must change and `ctx.check` is false. It returns a ModuleResult with `changed`,
   a diff where that makes sense, and data that `register` stores.
 - Everything interpolated into a remote command is quoted with `shlex.quote`.
+- An argument whose value a remote program gets as a word of its own is a `path` or is marked
+  `word=True`: a value starting with '-' is then refused before the module runs (`refuse_option`).
 - Long work reports progress with `ctx.progress(done, total, msg)`: the console draws a live bar per
   host, `--json` gets `progress` events (redacted like every event). Call it as often as convenient;
   it is throttled here.
@@ -58,6 +60,9 @@ class Arg:
     elements: str | None = None  # element type of a list
     no_log: bool = False  # the value is secret: redacted in every output
     help: str = ""
+    # The value reaches a remote program as a word of its own (a URL, a package, a git ref): one that
+    # starts with '-' is refused, as a program would read it as an option. Paths always are.
+    word: bool = False
 
 
 @dataclass
@@ -172,6 +177,20 @@ class Module:
         raise NotImplementedError
 
 
+def refuse_option(value: Any, field: str, *, pos: Pos | None = None, path: bool = False) -> None:
+    """The one guard against option injection: refuse a value (or list element) starting with '-'.
+
+    A value that a module passes to a remote program (git, curl, apt-get, chown, stat...) and that
+    starts with '-' would be read by that program as an option (`--upload-pack=CMD` runs CMD).
+    """
+    for item in value if isinstance(value, (list, tuple)) else [value]:
+        if isinstance(item, str) and item.startswith("-"):
+            hint = ("write a relative path that starts with '-' as ./" + item if path
+                    else "a value starting with '-' would be read as an option by the program it is passed to")
+            raise ArgumentError(f"value {item!r} starts with '-' and is refused (option injection)", pos=pos,
+                                field=field, hint=hint)
+
+
 def _looks_templated(value: Any) -> bool:
     return isinstance(value, str) and ("{{" in value or "{%" in value)
 
@@ -275,6 +294,8 @@ def validate_args(module: Module, args: Mapping[str, Any], *, final: bool, pos: 
             if not final and any(_looks_templated(v) for v in (value if isinstance(value, list) else [])):
                 continue
             raise
+        if arg.word or arg.type == "path" or (arg.type == "list" and arg.elements == "path"):
+            refuse_option(value, arg_name, pos=pos, path=arg.type == "path")
         if arg.choices is not None and value not in arg.choices:
             raise ArgumentError(
                 f"value {value!r} is not one of the allowed choices",

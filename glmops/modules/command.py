@@ -7,7 +7,7 @@ from typing import Any
 
 from glmops.errors import ArgumentError
 from glmops.modules._commands import COMMON_ARGS, run_command
-from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult
+from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult, refuse_option
 
 
 class CommandModule(Module):
@@ -36,6 +36,8 @@ class CommandModule(Module):
                 words = shlex.split(args["cmd"])
             except ValueError as exc:
                 return ModuleResult(failed=True, msg=f"cannot split the command into words: {exc}")
+        if words:
+            refuse_option(words[0], "argv" if args.get("argv") else "cmd")  # sh's exec would read it as its option
         script = "exec " + " ".join(shlex.quote(w) for w in words)
         return run_command(ctx, script, args, args.get("cmd") or words)
 

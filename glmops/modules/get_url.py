@@ -21,13 +21,13 @@ class GetUrlModule(Module):
         "and `force` is false), nothing is downloaded."
     )
     args = {
-        "url": Arg("str", required=True, help="http, https or ftp URL."),
+        "url": Arg("str", required=True, word=True, help="http, https or ftp URL."),
         "dest": Arg("path", required=True, help="File (or directory: the URL's file name is used) on the host."),
         "checksum": Arg("str", help="'sha256:HEX' the file must have."),
         "force": Arg("bool", default=False, help="Download again even if dest exists (skipped when the checksum matches)."),
         "headers": Arg("dict", help="HTTP headers."),
         "timeout": Arg("int", default=10, help="Connect timeout in seconds."),
-        "url_username": Arg("str", help="HTTP basic auth user."),
+        "url_username": Arg("str", word=True, help="HTTP basic auth user."),
         "url_password": Arg("str", no_log=True, help="HTTP basic auth password (never shown)."),
         "validate_certs": Arg("bool", default=True, help="Verify TLS certificates."),
         **ATTR_ARGS,

@@ -25,18 +25,18 @@ class GitModule(Module):
         "if any file is still an LFS pointer."
     )
     args = {
-        "repo": Arg("str", required=True, aliases=("name",), help="Repository URL or path."),
+        "repo": Arg("str", required=True, word=True, aliases=("name",), help="Repository URL or path."),
         "dest": Arg("path", required=True, help="Directory of the clone."),
-        "version": Arg("str", default="HEAD", help="Branch, tag or commit to check out."),
+        "version": Arg("str", default="HEAD", word=True, help="Branch, tag or commit to check out."),
         "update": Arg("bool", default=True, help="Fetch and move an existing clone to version."),
         "force": Arg("bool", default=False, help="Discard local changes in the checkout."),
         "depth": Arg("int", help="Shallow clone with this many commits."),
-        "remote": Arg("str", default="origin", help="Name of the remote."),
+        "remote": Arg("str", default="origin", word=True, help="Name of the remote."),
         "recursive": Arg("bool", default=True, help="Update submodules too."),
         "accept_hostkey": Arg("bool", default=False, help="Accept an unknown SSH host key of the git server."),
         "lfs": Arg("bool", default=False, help="Fetch git-lfs files and check that none is left as a pointer."),
-        "lfs_include": Arg("str", help="Only these LFS paths (git lfs pull --include)."),
-        "lfs_exclude": Arg("str", help="Not these LFS paths (git lfs pull --exclude)."),
+        "lfs_include": Arg("str", word=True, help="Only these LFS paths (git lfs pull --include)."),
+        "lfs_exclude": Arg("str", word=True, help="Not these LFS paths (git lfs pull --exclude)."),
     }
 
     def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
@@ -98,7 +98,7 @@ class GitModule(Module):
                 if full.rc == 0:
                     return full.stdout.strip()
             return version
-        listing = ctx.run(f"{env}git ls-remote {shlex.quote(repo)} {shlex.quote(version)} {shlex.quote(f'refs/tags/{version}^{{}}')}", timeout=120)
+        listing = ctx.run(f"{env}git ls-remote -- {shlex.quote(repo)} {shlex.quote(version)} {shlex.quote(f'refs/tags/{version}^{{}}')}", timeout=120)
         if listing.rc != 0:
             return None
         refs = dict((line.split()[1], line.split()[0]) for line in listing.stdout.splitlines() if len(line.split()) == 2)
@@ -116,7 +116,7 @@ class GitModule(Module):
                 options.append(f"--branch {shlex.quote(version)}")
         if args["recursive"]:
             options.append("--recurse-submodules")
-        clone = ctx.run(f"{env}GIT_LFS_SKIP_SMUDGE=1 git clone {' '.join(options)} {shlex.quote(args['repo'])} {shlex.quote(dest)} 2>&1", timeout=7200)
+        clone = ctx.run(f"{env}GIT_LFS_SKIP_SMUDGE=1 git clone {' '.join(options)} -- {shlex.quote(args['repo'])} {shlex.quote(dest)} 2>&1", timeout=7200)
         if clone.rc != 0:
             return ModuleResult(failed=True, msg=f"git clone failed: {clone.stdout.strip()[-2000:]}", data=data)
         if version != "HEAD" and not args.get("depth"):

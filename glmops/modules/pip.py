@@ -46,11 +46,11 @@ class PipModule(Module):
         "only when something was installed. With `requirements`, pip's own dry run decides."
     )
     args = {
-        "name": Arg("list", elements="str", help="Packages, with optional version specifiers ('torch==2.1.2', 'transformers>=4.40,<4.41')."),
+        "name": Arg("list", elements="str", word=True, help="Packages, with optional version specifiers ('torch==2.1.2', 'transformers>=4.40,<4.41')."),
         "requirements": Arg("path", help="A requirements file on the host."),
         "virtualenv": Arg("path", aliases=("virtualenv_dir",), help="A virtualenv directory; created when missing."),
         "virtualenv_command": Arg("str", default="python3 -m venv", help="Command that creates the virtualenv."),
-        "virtualenv_python": Arg("str", help="Python used to create the virtualenv (replaces python3 in virtualenv_command)."),
+        "virtualenv_python": Arg("str", word=True, help="Python used to create the virtualenv (replaces python3 in virtualenv_command)."),
         "virtualenv_site_packages": Arg("bool", default=False, help="Give the virtualenv access to the system site-packages."),
         "executable": Arg("path", help="The pip to run (default: the virtualenv's, else pip3)."),
         "extra_args": Arg("str", help="More pip arguments, e.g. '-i https://mirror/simple'."),

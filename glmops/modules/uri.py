@@ -21,8 +21,8 @@ class UriModule(Module):
         "(use changed_when for requests that change something)."
     )
     args = {
-        "url": Arg("str", required=True, help="The URL."),
-        "method": Arg("str", default="GET", help="HTTP method."),
+        "url": Arg("str", required=True, word=True, help="The URL."),
+        "method": Arg("str", default="GET", word=True, help="HTTP method."),
         "body": Arg("raw", help="Request body (a mapping or list is sent as JSON with body_format: json)."),
         "body_format": Arg("str", default="raw", choices=("raw", "json", "form-urlencoded"), help="How to encode body."),
         "headers": Arg("dict", default=None, help="Request headers."),

@@ -12,7 +12,7 @@ from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult
 PORT_OPEN = (
     "port_open() {{ "
     "if command -v nc >/dev/null 2>&1; then nc -z -w {ct} {host} {port} >/dev/null 2>&1; "
-    "elif command -v bash >/dev/null 2>&1; then timeout {ct} bash -c 'exec 3<>/dev/tcp/'{host}'/'{port} >/dev/null 2>&1; "
+    "elif command -v bash >/dev/null 2>&1; then timeout {ct} bash -c 'exec 3<>\"/dev/tcp/$1/$2\"' _ {host} {port} >/dev/null 2>&1; "
     "else python3 -c 'import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), {ct}).close()' {host} {port} >/dev/null 2>&1; fi; }}"
 )
 
@@ -25,11 +25,11 @@ class WaitForModule(Module):
         "fails with the time waited when `timeout` passes. Never changes anything."
     )
     args = {
-        "host": Arg("str", default="127.0.0.1", help="Address to probe (from the host itself)."),
+        "host": Arg("str", default="127.0.0.1", word=True, help="Address to probe (from the host itself)."),
         "port": Arg("int", help="TCP port."),
         "path": Arg("path", help="A file to wait for."),
         "state": Arg("str", default="started", choices=("started", "stopped", "present", "absent"), help="What to wait for."),
-        "search_regex": Arg("str", help="With path: wait until the file contains this (grep -E) pattern."),
+        "search_regex": Arg("str", word=True, help="With path: wait until the file contains this (grep -E) pattern."),
         "timeout": Arg("int", default=300, help="Seconds to wait at most."),
         "delay": Arg("int", default=0, help="Seconds to wait before the first check."),
         "sleep": Arg("float", default=0.5, help="Seconds between checks."),
@@ -55,7 +55,7 @@ class WaitForModule(Module):
             p = shlex.quote(args["path"])
             setup = ":"
             if args.get("search_regex") and state in ("present", "started"):
-                test = f"grep -Eq {shlex.quote(args['search_regex'])} {p} 2>/dev/null"
+                test = f"grep -Eq -e {shlex.quote(args['search_regex'])} -- {p} 2>/dev/null"
                 what = f"{args['path']} to contain {args['search_regex']!r}"
             elif state in ("present", "started"):
                 test, what = f"[ -e {p} ]", f"{args['path']} to exist"

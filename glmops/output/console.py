@@ -126,10 +126,17 @@ class ConsoleRenderer:
             style = "green" if line.startswith("+") else "red" if line.startswith("-") else "cyan" if line.startswith("@@") else None
             self.console.print(Text("    " + line, style=style))
 
+    def on_interrupted(self, event: dict[str, Any]) -> None:
+        self._stop_spinner()
+        self.console.print(f"[bold red]interrupted[/]: stopping {escape(event['stopping'])} "
+                           "(killing the commands it started); Ctrl-C again exits at once")
+
     def on_recap(self, event: dict[str, Any]) -> None:
         self._stop_spinner()
         self._stop_bars()
         self.console.print()
+        if event.get("interrupted"):
+            self.console.print("[bold red]run interrupted[/]: the tasks after the interruption did not run")
         self.console.rule("[bold]PLAY RECAP[/]", align="left")
         width = max((len(h) for h in event["stats"]), default=0)
         for host, stats in event["stats"].items():

@@ -12,5 +12,13 @@ class JsonLinesRenderer:
         self.stream = stream or sys.stdout
 
     def __call__(self, event: dict[str, Any]) -> None:
-        self.stream.write(json.dumps(event, ensure_ascii=False, default=str) + "\n")
+        self.stream.write(json.dumps(event, ensure_ascii=False, default=_text) + "\n")
         self.stream.flush()
+
+
+def _text(value: Any) -> str:
+    """Any other value as text; never raises (an object whose str() fails is shown by its type)."""
+    try:
+        return str(value)
+    except Exception:  # noqa: BLE001 - output must not end the run
+        return f"<{type(value).__name__}>"

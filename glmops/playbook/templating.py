@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any
+from typing import Any, Callable
 
 from jinja2 import ChainableUndefined, StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, meta, pass_context
 from jinja2.exceptions import FilterArgumentError, SecurityError, TemplateRuntimeError
@@ -18,6 +18,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from glmops.errors import Pos, TemplateError
 from glmops.modules.base import FALSE_WORDS, TRUE_WORDS
+from glmops.output.redact import is_secret_name
 from glmops.playbook.filters import FILTERS, TESTS
 
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.S)
@@ -33,7 +34,11 @@ class _Undefined(ChainableUndefined, StrictUndefined):
 
 @pass_context
 def _lookup(context: Any, plugin: str, *terms: Any, **options: Any) -> Any:
-    """The `lookup()` plugins this subset has: env (controller environment) and file (controller file)."""
+    """The `lookup()` plugins this subset has: env (controller environment) and file (controller file).
+
+    A value read under a secret-looking name (`lookup('env', 'HF_TOKEN')`, a file named
+    api_key.txt) is reported to the run's redaction as a secret.
+    """
     import os
 
     if plugin == "env":
@@ -53,6 +58,11 @@ def _lookup(context: Any, plugin: str, *terms: Any, **options: Any) -> Any:
                 raise ValueError(f"lookup('file'): cannot read {term!r}: {exc.strerror}") from None
     else:
         raise ValueError(f"lookup plugin '{plugin}' is not supported (supported: {', '.join(_LOOKUPS)})")
+    on_secret = getattr(context.environment, "glmops_on_secret", None)
+    if on_secret is not None:
+        for term, value in zip(terms, values):
+            if is_secret_name(os.path.basename(str(term))):
+                on_secret(value)
     if options.get("wantlist"):
         return values
     return ",".join(str(v) for v in values) if len(values) != 1 else values[0]
@@ -65,7 +75,8 @@ def _query(context: Any, plugin: str, *terms: Any, **options: Any) -> list[Any]:
 
 
 def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(undefined=_Undefined, keep_trailing_newline=True, autoescape=False)
+    env = ImmutableSandboxedEnvironment(undefined=_Undefined, keep_trailing_newline=True, autoescape=False,
+                                        finalize=_defined)
     env.filters.update(FILTERS)
     env.tests.update(TESTS)
     env.globals["lookup"] = _lookup
@@ -98,17 +109,32 @@ def _has_template(value: Any) -> bool:
 
 
 def _defined(value: Any) -> Any:
-    """An expression's value; an undefined one raises (StrictUndefined only raises when used)."""
+    """An expression's value; an undefined one raises (StrictUndefined only raises when used).
+
+    Containers are checked all the way down: `{{ [x] }}` or `{{ {'k': x} }}` with `x` undefined
+    would otherwise hold Undefined objects that fail later, far from the task (printing, JSON).
+    """
     if isinstance(value, Undefined):
         value._fail_with_undefined_error()
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _defined(key)
+            _defined(item)
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for item in value:
+            _defined(item)
     return value
 
 
 class Templar:
     """Renders values with a set of variables. One instance serves a whole run (it caches)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_secret: Callable[[Any], None] | None = None) -> None:
+        """`on_secret` is told every value that turned out secret while rendering (the value of a
+        variable with a secret-looking name, a secret env/file lookup): the run's redaction."""
         self.env = _environment()
+        self.on_secret = on_secret
+        self.env.glmops_on_secret = on_secret  # type: ignore[attr-defined]  # read by lookup()
         self._compile = lru_cache(maxsize=4096)(self.env.from_string)
         self._compile_expr = lru_cache(maxsize=4096)(self.env.compile_expression)
         self._names = lru_cache(maxsize=4096)(self._referenced_names)
@@ -135,6 +161,8 @@ class Templar:
                                         hint="a variable's value refers back to itself")
                 try:
                     updates[name] = self.render(value, variables, _depth=depth + 1)
+                    if self.on_secret is not None and is_secret_name(name):
+                        self.on_secret(updates[name])
                 except TemplateError as exc:
                     if exc.pos is not None or "recursive loop" in exc.message:
                         raise
