@@ -373,8 +373,9 @@ class SSHConnection(Connection):
             else:
                 sock = self._tcp(jumps[0].hostname, jumps[0].port, via=f" (jump host {jumps[0].hostname})")
                 for index, hop in enumerate(jumps):
-                    label = f"jump host {hop.user + '@' if hop.user else ''}{hop.hostname}:{hop.port}"
-                    transport = self._handshake(sock, hop.hostname, hop.port, hop.user or self.user,
+                    user = hop.user or getpass.getuser()  # as ssh: the local user, not the target's
+                    label = f"jump host {user}@{hop.hostname}:{hop.port}"
+                    transport = self._handshake(sock, hop.hostname, hop.port, user,
                                                 hop.key_filenames + self.settings.key_filenames, None, label)
                     self._jumps.append(transport)
                     self._keepalives.append(self._keepalive(transport, label))
