@@ -259,7 +259,7 @@ def _read_password(login: LoginLine) -> str:
     else:
         password = sys.stdin.readline().rstrip("\r\n")
     if not password:
-        raise ArgumentError("empty password", field="--password-prompt", hint="type the password that the provider shows, or use a key")
+        raise ArgumentError("empty password", field="--password-prompt / --copy-id", hint="type the password that the provider shows, or use a key")
     return password
 
 
@@ -281,7 +281,11 @@ def inventory() -> None:
 @click.option("-i", "--inventory", "path", default=DEFAULT_INVENTORY, show_default=True, help="The inventory file to change (created when missing).")
 @click.option("--key", help="Private key file for this host (ansible_ssh_private_key_file).")
 @click.option("--password-prompt", is_flag=True, help="Ask for the SSH password and store it as ansible_password (file made private); a key is better.")
-def add(name: str, login: tuple[str, ...], group: str | None, path: str, key: str | None, password_prompt: bool) -> None:
+@click.option("--copy-id", is_flag=True, help="Log in once with the password (asked, or one line of stdin) and install your public key "
+              "(--key's .pub, else ~/.ssh/id_ed25519.pub or id_rsa.pub), so later runs need no password.")
+@click.option("--accept-new-host-keys", is_flag=True, help="With --copy-id: record the host's key if it is seen for the first time.")
+def add(name: str, login: tuple[str, ...], group: str | None, path: str, key: str | None, password_prompt: bool,
+        copy_id: bool, accept_new_host_keys: bool) -> None:
     """Add host NAME from the login line that AutoDL shows (paste it after --).
 
     \b
@@ -304,8 +308,16 @@ def add(name: str, login: tuple[str, ...], group: str | None, path: str, key: st
                 entry[var] = value
         if key or parsed.key:
             entry["ansible_ssh_private_key_file"] = key or parsed.key
+        password = _read_password(parsed) if password_prompt or copy_id else None
         if password_prompt:
-            entry["ansible_password"] = _read_password(parsed)
+            entry["ansible_password"] = password
+        copied = None
+        if copy_id:
+            from glmops.connection.copyid import copy_id as install_key, find_public_key
+
+            public_key = find_public_key(key or parsed.key)
+            copied = (public_key, install_key(name, entry, password or "", public_key,
+                                              host_key_checking="accept-new" if accept_new_host_keys else None))
         status, changes = add_host(path, name, group, entry, tuple(remove))
     except GlmopsError as exc:
         _fail(exc)
@@ -313,6 +325,10 @@ def add(name: str, login: tuple[str, ...], group: str | None, path: str, key: st
         _fail(GlmopsError(f"cannot write the inventory: {exc.strerror or exc}", pos=Pos(path)))
     for option in parsed.ignored:
         click.echo(f"note: ignored ssh option {option} (glmops connects with its own SSH client)", err=True)
+    if copied is not None:
+        public_key, how = copied
+        click.echo(f"{public_key} {'installed on' if how == 'added' else 'was already installed on'} {name}; "
+                   "logging in with the key works, no password needed from now on")
     if status == "unchanged":
         click.echo(f"{name} is already in {path} with these settings; nothing changed")
         return

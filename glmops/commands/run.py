@@ -63,11 +63,13 @@ def parse_extra_vars(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("-f", "--forks", default=10, show_default=True, type=click.IntRange(1, 500), help="Hosts worked on at once.")
 @click.option("--start-at-task", help="Skip the tasks before the first task with this name.")
 @click.option("--accept-new-host-keys", is_flag=True, help="Record the key of a host seen for the first time (a changed key is always refused).")
+@click.option("-k", "--ask-pass", is_flag=True, help="Ask for the SSH password (for hosts without ansible_password); read from stdin when it is not a terminal.")
+@click.option("-K", "--ask-become-pass", is_flag=True, help="Ask for the sudo password used by become (empty: the SSH password).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per event per line, and nothing else, on stdout.")
 @click.option("-v", "--verbose", count=True, help="More output: -v results, -vv full results, -vvv tracebacks.")
 def run(playbook: str, inventories: tuple[str, ...], limit: str | None, check: bool, diff: bool, tags: tuple[str, ...],
         skip_tags: tuple[str, ...], extra_vars: tuple[str, ...], forks: int, start_at_task: str | None,
-        accept_new_host_keys: bool, as_json: bool, verbose: int) -> None:
+        accept_new_host_keys: bool, ask_pass: bool, ask_become_pass: bool, as_json: bool, verbose: int) -> None:
     """Run PLAYBOOK against the hosts of the inventory.
 
     \b
@@ -78,8 +80,11 @@ def run(playbook: str, inventories: tuple[str, ...], limit: str | None, check: b
 
     err = Console(stderr=True, highlight=False)
     try:
+        from glmops.commands.prompts import ask_passwords
+
+        passwords = ask_passwords(ask_pass, ask_become_pass)
         code = _run(playbook, inventories, limit, check, diff, tags, skip_tags, extra_vars, forks, start_at_task,
-                    accept_new_host_keys, as_json, verbose)
+                    accept_new_host_keys, as_json, verbose, passwords)
     except GlmopsError as exc:
         if verbose >= 3:
             err.print(traceback.format_exc(), markup=False)
@@ -108,7 +113,7 @@ def _print_error(err: Any, exc: GlmopsError, as_json: bool) -> None:
 
 def _run(playbook_path: str, inventories: tuple[str, ...], limit: str | None, check: bool, diff: bool, tags: tuple[str, ...],
          skip_tags: tuple[str, ...], extra_vars: tuple[str, ...], forks: int, start_at_task: str | None,
-         accept_new: bool, as_json: bool, verbose: int) -> int:
+         accept_new: bool, as_json: bool, verbose: int, passwords: tuple[str | None, str | None] = (None, None)) -> int:
     from glmops.executor.runner import PlaybookRunner, RunOptions
     from glmops.inventory import load_inventory
     from glmops.playbook.loader import load_playbook
@@ -121,6 +126,7 @@ def _run(playbook_path: str, inventories: tuple[str, ...], limit: str | None, ch
         check=check, diff=diff, forks=forks, limit=limit, tags=list(tags), skip_tags=list(skip_tags),
         extra_vars=parse_extra_vars(extra_vars), start_at_task=start_at_task,
         host_key_checking="accept-new" if accept_new else None, verbosity=verbose,
+        password=passwords[0], become_password=passwords[1],
     )
     if as_json:
         from glmops.output.jsonlines import JsonLinesRenderer

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,18 +42,15 @@ def open_connection(
             f"host {name}: unsupported ansible_connection {kind!r}", field="ansible_connection", hint="use ssh or local"
         )
     from glmops.connection.ssh import SSHConnection
+    from glmops.connection.sshopts import resolve
 
-    policy = host_key_checking or hostvars.get("host_key_checking") or os.environ.get("GLMOPS_HOST_KEY_CHECKING") or "yes"
-    if isinstance(policy, bool):
-        policy = "yes" if policy else "no"
+    _port(name, hostvars.get("ansible_port", 22))
+    settings = resolve(name, hostvars, host_key_checking=host_key_checking)
+    become_password = hostvars.get("ansible_become_password", hostvars.get("ansible_become_pass"))
     return SSHConnection(
         name,
-        hostname=str(hostvars.get("ansible_host") or name),
-        port=_port(name, hostvars.get("ansible_port", 22)),
-        user=hostvars.get("ansible_user"),
-        key_filename=hostvars.get("ansible_ssh_private_key_file"),
-        password=hostvars.get("ansible_password"),
-        known_hosts=str(hostvars.get("glmops_known_hosts") or os.environ.get("GLMOPS_KNOWN_HOSTS") or "~/.ssh/known_hosts"),
-        host_key_checking=str(policy),
-        connect_timeout=connect_timeout,
+        settings=settings,
+        password=hostvars.get("ansible_password", hostvars.get("ansible_ssh_pass")),
+        become_password=None if become_password is None else str(become_password),
+        connect_timeout=settings.connect_timeout or connect_timeout,
     )

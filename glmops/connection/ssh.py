@@ -21,11 +21,12 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import paramiko
 
 from glmops.connection.base import Become, CommandResult, Connection, ProgressCallback, RunInterrupted, wrap_command
+from glmops.connection.sshopts import SSHSettings
 from glmops.errors import ConnectionFailure, HostKeyError
 
 CHUNK = 1 << 20
@@ -195,8 +196,9 @@ class CommandTimeout(Exception):
 class RemoteShell:
     """The long-lived `sh` on one channel, fed one command at a time."""
 
-    def __init__(self, transport: paramiko.Transport):
-        self.channel = transport.open_session()
+    def __init__(self, transport: paramiko.Transport, dead: Callable[[], str | None] = lambda: None):
+        self._dead = dead  # says why the host was given up on (keepalives unanswered), else None
+        self.channel = transport.open_session(timeout=60)
         self.channel.exec_command("exec /bin/sh")
         self._fd = self.channel.fileno()  # makes select() wake for stdout and stderr data
         first = self.execute("echo $$", stdin=None, timeout=60)
@@ -229,6 +231,9 @@ class RemoteShell:
                 err.feed(self.channel.recv_stderr(CHUNK))
             if out.data is not None and err.data is not None:
                 return CommandResult(out.rc or 0, out.data.decode(errors="replace"), err.data.decode(errors="replace"))
+            reason = self._dead()
+            if reason:
+                raise EOFError(reason)
             if self.channel.closed or (
                 self.channel.exit_status_ready() and not (self.channel.recv_ready() or self.channel.recv_stderr_ready())
             ):
@@ -247,14 +252,64 @@ class RemoteShell:
             pass
 
 
+class Keepalive:
+    """ssh's ServerAliveInterval / ServerAliveCountMax for one transport.
+
+    Every `interval` seconds the server is asked for a reply (a `keepalive@openssh.com` global
+    request, as ssh sends). When `count` intervals pass without that reply, the host is taken as
+    gone (frozen VM, network dropped without a reset): the transport is closed, which ends every
+    wait on it (commands, SFTP, channel opens), and `reason` says how long it waited.
+    """
+
+    def __init__(self, transport: paramiko.Transport, interval: float, count: int, label: str):
+        self.transport, self.interval, self.count, self.label = transport, interval, count, label
+        self.reason: str | None = None
+        self._stop = threading.Event()
+        if interval > 0:
+            threading.Thread(target=self._loop, name=f"glmops-keepalive-{label}", daemon=True).start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            if not self.transport.is_active():
+                return
+            answered = threading.Event()
+
+            def ask() -> None:
+                try:
+                    self.transport.global_request("keepalive@openssh.com", wait=True)
+                except Exception:  # noqa: BLE001 - a dead transport: the loop sees it
+                    pass
+                finally:
+                    answered.set()
+
+            asked = time.monotonic()
+            threading.Thread(target=ask, daemon=True).start()
+            missed = 0
+            while not answered.wait(self.interval):
+                if self._stop.is_set() or not self.transport.is_active():
+                    return
+                missed += 1
+                if missed >= self.count:
+                    waited = time.monotonic() - asked
+                    self.reason = (
+                        f"{self.label} stopped answering: no reply to keepalives for {waited:.0f} s "
+                        f"(ServerAliveInterval {self.interval:g} s, ServerAliveCountMax {self.count})"
+                    )
+                    self.transport.close()
+                    return
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 class SSHConnection(Connection):
-    """A host reached over SSH with paramiko."""
+    """A host reached over SSH with paramiko (through ProxyJump hosts when configured)."""
 
     def __init__(
         self,
         host: str,
         *,
-        hostname: str,
+        hostname: str | None = None,
         port: int = 22,
         user: str | None = None,
         key_filename: str | None = None,
@@ -262,16 +317,29 @@ class SSHConnection(Connection):
         known_hosts: str = "~/.ssh/known_hosts",
         host_key_checking: str = "yes",
         connect_timeout: float = 10.0,
+        settings: SSHSettings | None = None,
+        become_password: str | None = None,
     ):
+        if settings is None:
+            settings = SSHSettings(
+                hostname=hostname or host, port=port, user=user, key_filenames=[key_filename] if key_filename else [],
+                explicit_key=key_filename, known_hosts=known_hosts, host_key_checking=host_key_checking,
+            )
+        self.settings = settings
+        self.warnings = list(settings.warnings)  # unsupported ssh options: the runner shows them once
         self.host = host
-        self.hostname = hostname
-        self.port = port
-        self.user = user or getpass.getuser()
-        self.key_filename = os.path.expanduser(key_filename) if key_filename else None
+        self.hostname = settings.hostname
+        self.port = settings.port
+        self.user = settings.user or getpass.getuser()
+        self.key_filename = os.path.expanduser(settings.explicit_key) if settings.explicit_key else None
         self.password = password
-        self.verifier = HostKeyVerifier(known_hosts, host_key_checking)
+        self.become_password = become_password
+        self.verifier = HostKeyVerifier(settings.known_hosts, settings.host_key_checking)
         self.connect_timeout = connect_timeout
         self.transport: paramiko.Transport | None = None
+        self._jumps: list[paramiko.Transport] = []
+        self._keepalives: list[Keepalive] = []
+        self._askpass: str | None = None
         self._shell: RemoteShell | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._lock = threading.RLock()  # one command at a time on the shell
@@ -289,89 +357,154 @@ class SSHConnection(Connection):
                 self.close()
             self._connect()
 
-    def _key_types(self, offered: tuple[str, ...]) -> tuple[str, ...]:
+    def _key_types(self, offered: tuple[str, ...], hostname: str, port: int) -> tuple[str, ...]:
         """Host key algorithms: those known_hosts has for this host first, then ed25519, ..."""
         wanted: list[str] = []
-        for known in self.verifier.known_types(self.hostname, self.port):
+        for known in self.verifier.known_types(hostname, port):
             wanted += ["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"] if known == "ssh-rsa" else [known]
         wanted += PREFERRED_KEY_TYPES
         first = [k for k in dict.fromkeys(wanted) if k in offered]
         return tuple(first + [k for k in offered if k not in first])
 
     def _connect(self) -> None:
+        jumps = self.settings.proxy_jump
         try:
-            sock = socket.create_connection((self.hostname, self.port), timeout=self.connect_timeout)
+            if not jumps:
+                sock: socket.socket | paramiko.Channel = self._tcp(self.hostname, self.port)
+            else:
+                sock = self._tcp(jumps[0].hostname, jumps[0].port, via=f" (jump host {jumps[0].hostname})")
+                for index, hop in enumerate(jumps):
+                    user = hop.user or getpass.getuser()  # as ssh: the local user, not the target's
+                    label = f"jump host {user}@{hop.hostname}:{hop.port}"
+                    transport = self._handshake(sock, hop.hostname, hop.port, user,
+                                                hop.key_filenames + self.settings.key_filenames, None, label)
+                    self._jumps.append(transport)
+                    self._keepalives.append(self._keepalive(transport, label))
+                    target = jumps[index + 1] if index + 1 < len(jumps) else None
+                    address = (target.hostname, target.port) if target else (self.hostname, self.port)
+                    try:
+                        sock = transport.open_channel("direct-tcpip", address, ("127.0.0.1", 0), timeout=self.connect_timeout)
+                    except (paramiko.ChannelException, paramiko.SSHException, OSError, EOFError) as exc:
+                        reason = exc.text if isinstance(exc, paramiko.ChannelException) else str(exc) or type(exc).__name__
+                        raise ConnectionFailure(f"{label} cannot reach {address[0]}:{address[1]}: {reason}",
+                                                hint="check the host and port as the jump host sees them (ProxyJump)") from None
+            self.transport = self._handshake(sock, self.hostname, self.port, self.user, self.settings.key_filenames,
+                                             self.password, self._where())
+        except BaseException:
+            self._close_jumps()
+            raise
+        self._keepalives.append(self._keepalive(self.transport, self.host))
+
+    def _keepalive(self, transport: paramiko.Transport, label: str) -> Keepalive:
+        return Keepalive(transport, self.settings.keepalive_interval, self.settings.keepalive_count, label)
+
+    def _tcp(self, hostname: str, port: int, via: str = "") -> socket.socket:
+        try:
+            sock = socket.create_connection((hostname, port), timeout=self.connect_timeout)
         except socket.gaierror as exc:
-            raise ConnectionFailure(f"cannot resolve host name {self.hostname!r}: {exc.strerror}") from None
+            raise ConnectionFailure(f"cannot resolve host name {hostname!r}{via}: {exc.strerror}") from None
         except (ConnectionRefusedError, TimeoutError, OSError) as exc:
             reason = "connection refused" if isinstance(exc, ConnectionRefusedError) else (
                 "timed out" if isinstance(exc, (TimeoutError, socket.timeout)) else str(exc.strerror or exc)
             )
-            raise ConnectionFailure(f"cannot connect to {self.hostname}:{self.port}: {reason}") from None
+            raise ConnectionFailure(f"cannot connect to {hostname}:{port}{via}: {reason}") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    def _handshake(self, sock: socket.socket | paramiko.Channel, hostname: str, port: int, user: str,
+                   keys: list[str], password: str | None, label: str) -> paramiko.Transport:
+        """SSH handshake, host key check and login on `sock`; returns the authenticated transport."""
         transport = paramiko.Transport(sock)
         transport.banner_timeout = self.connect_timeout  # a port that accepts but never speaks SSH
+        transport.auth_timeout = max(self.connect_timeout, 30.0)
         options = transport.get_security_options()
         preferred = [k for k in ("curve25519-sha256", "curve25519-sha256@libssh.org") if k in options.kex]
         options.kex = tuple(preferred + [k for k in options.kex if k not in preferred])
-        options.key_types = self._key_types(tuple(options.key_types))
+        options.key_types = self._key_types(tuple(options.key_types), hostname, port)
         try:
             transport.start_client(timeout=self.connect_timeout)
-            self.verifier.verify(self.hostname, self.port, transport.get_remote_server_key())
-            self._authenticate(transport)
+            self.verifier.verify(hostname, port, transport.get_remote_server_key())
+            self._authenticate(transport, user, keys, password)
         except HostKeyError:
+            transport.close()
+            raise
+        except ConnectionFailure:
             transport.close()
             raise
         except paramiko.AuthenticationException as exc:
             transport.close()
             raise ConnectionFailure(
-                f"authentication failed for {self._where()}: {exc}",
-                hint="check ansible_user and ansible_ssh_private_key_file (or ansible_password)",
+                f"authentication failed for {label}: {exc}",
+                hint="check ansible_user and ansible_ssh_private_key_file (or give the password with --ask-pass)",
             ) from None
         except (paramiko.SSHException, OSError, EOFError) as exc:
             transport.close()
-            raise ConnectionFailure(f"SSH handshake with {self.hostname}:{self.port} failed: {exc or type(exc).__name__}") from None
-        transport.set_keepalive(30)
-        self.transport = transport
+            raise ConnectionFailure(f"SSH handshake with {hostname}:{port} failed: {exc or type(exc).__name__}") from None
+        return transport
 
-    def _authenticate(self, transport: paramiko.Transport) -> None:
-        if self.key_filename:
+    def _authenticate(self, transport: paramiko.Transport, user: str, keys: list[str], password: str | None) -> None:
+        """Keys named for the host, then the password, then ssh-agent and ~/.ssh/id_*, as ssh does."""
+        tried: set[str] = set()
+        for path in keys:
+            explicit = path == self.key_filename
+            if not os.path.exists(path):
+                if explicit:
+                    raise ConnectionFailure(f"private key file not found: {path}")
+                continue  # ssh skips a missing IdentityFile from its config too
+            tried.add(path)
             try:
-                key = paramiko.PKey.from_path(self.key_filename)
-            except FileNotFoundError:
-                raise ConnectionFailure(f"private key file not found: {self.key_filename}") from None
+                key = paramiko.PKey.from_path(path)
             except paramiko.PasswordRequiredException:
-                raise ConnectionFailure(f"private key {self.key_filename} is encrypted; load it into ssh-agent") from None
+                if explicit:
+                    raise ConnectionFailure(f"private key {path} is encrypted; load it into ssh-agent") from None
+                continue
             except (paramiko.SSHException, ValueError) as exc:
-                raise ConnectionFailure(f"cannot read private key {self.key_filename}: {exc}") from None
-            transport.auth_publickey(self.user, key)
-            return
-        if self.password is not None:
-            password = str(self.password)
+                if explicit:
+                    raise ConnectionFailure(f"cannot read private key {path}: {exc}") from None
+                continue
             try:
-                transport.auth_password(self.user, password)
+                transport.auth_publickey(user, key)
+                return
+            except paramiko.AuthenticationException:
+                continue
+        if password is not None:
+            secret = str(password)
+            try:
+                transport.auth_password(user, secret)
+                return
             except paramiko.BadAuthenticationType as exc:
                 if "keyboard-interactive" not in exc.allowed_types:
                     raise
-                # Servers with PasswordAuthentication off often still ask for the password this way.
-                transport.auth_interactive(self.user, lambda _title, _text, prompts: [password for _ in prompts])
+            # Servers with PasswordAuthentication off often still ask for the password this way.
+            transport.auth_interactive(user, lambda _title, _text, prompts: [secret for _ in prompts])
             return
-        # No key or password given: try the agent, then the user's default keys, as ssh does.
-        for key in paramiko.Agent().get_keys():
+        # No key or password worked: the agent, then the user's default keys, as ssh does.
+        try:
+            agent_keys = paramiko.Agent().get_keys()
+        except paramiko.SSHException:
+            agent_keys = ()
+        for key in agent_keys:
             try:
-                transport.auth_publickey(self.user, key)
+                transport.auth_publickey(user, key)
                 return
             except paramiko.AuthenticationException:
                 continue
         for name in ("id_ed25519", "id_ecdsa", "id_rsa"):
             path = os.path.expanduser(f"~/.ssh/{name}")
-            if os.path.exists(path):
+            if os.path.exists(path) and path not in tried:
                 try:
-                    transport.auth_publickey(self.user, paramiko.PKey.from_path(path))
+                    transport.auth_publickey(user, paramiko.PKey.from_path(path))
                     return
                 except (paramiko.AuthenticationException, paramiko.SSHException):
                     continue
         raise paramiko.AuthenticationException("no key or password was accepted")
+
+    def dead_reason(self) -> str | None:
+        """Why the host was given up on by a keepalive (None while it answers)."""
+        for keepalive in self._keepalives:
+            if keepalive.reason:
+                return keepalive.reason
+        return None
 
     def _ensure_shell(self) -> RemoteShell:
         self.connect()
@@ -379,12 +512,47 @@ class SSHConnection(Connection):
             if self._shell is not None:
                 self._shell.close()
             try:
-                self._shell = RemoteShell(self.transport)  # type: ignore[arg-type]
+                self._shell = RemoteShell(self.transport, dead=self.dead_reason)  # type: ignore[arg-type]
             except (paramiko.SSHException, EOFError, OSError) as exc:
-                raise ConnectionFailure(f"cannot open a shell on {self._where()}: {exc}") from None
+                raise self._lost(exc, f"cannot open a shell on {self._where()}") from None
         return self._shell
 
+    def _lost(self, exc: BaseException, what: str | None = None) -> ConnectionFailure:
+        """The error for a connection that broke: says how long a frozen host was waited for."""
+        reason = self.dead_reason()
+        if reason:
+            return ConnectionFailure(f"{self.host} ({self._where()}): {reason}",
+                                     hint="the host or the network to it is down or frozen; the other hosts went on")
+        return ConnectionFailure(f"{what or f'lost the connection to {self._where()}'}: {exc or type(exc).__name__}")
+
     # -- commands -------------------------------------------------------------------------
+    def _wrap(self, cmd: str, *, env: Mapping[str, str] | None = None, cwd: str | None = None,
+              become: Become | None = None) -> str:
+        """wrap_command, with sudo fed the become password through SUDO_ASKPASS when one was given.
+
+        The password travels inside the line the long-lived shell reads (never in any argv) and
+        reaches sudo as an environment variable that sudo's env_reset removes from the command.
+        """
+        script = wrap_command(cmd, env=env, cwd=cwd, become=become, login_user=self.user)
+        if self.become_password is None or not script.startswith("sudo -n "):
+            return script
+        askpass = self._askpass_script()
+        return (f"GLMOPS_SUDO_PASS={shlex.quote(self.become_password)} SUDO_ASKPASS={shlex.quote(askpass)} "
+                f"sudo -A {script[len('sudo -n '):]}")
+
+    def _askpass_script(self) -> str:
+        """A private helper on the host that prints $GLMOPS_SUDO_PASS (it holds no secret itself)."""
+        if self._askpass is None:
+            body = "#!/bin/sh\nprintf '%s\\n' \"$GLMOPS_SUDO_PASS\"\n"
+            made = self.run(
+                'd=$(mktemp -d "${TMPDIR:-/tmp}/glmops-askpass.XXXXXX") && '
+                f'printf %s {shlex.quote(body)} > "$d/askpass" && chmod 700 "$d/askpass" && printf %s "$d/askpass"'
+            )
+            if made.rc != 0 or not made.stdout.startswith("/"):
+                raise ConnectionFailure(f"cannot prepare sudo's password helper on {self._where()}: {made.stderr.strip()}")
+            self._askpass = made.stdout
+        return self._askpass
+
     def run(
         self,
         cmd: str,
@@ -395,10 +563,10 @@ class SSHConnection(Connection):
         become: Become | None = None,
         timeout: float | None = None,
     ) -> CommandResult:
-        script = wrap_command(cmd, env=env, cwd=cwd, become=become, login_user=self.user)
         with self._lock:
             if self._interrupted:
                 raise RunInterrupted(self.host)
+            script = self._wrap(cmd, env=env, cwd=cwd, become=become)
             shell = self._ensure_shell()
             try:
                 result = shell.execute(script, stdin=stdin, timeout=timeout)
@@ -414,8 +582,8 @@ class SSHConnection(Connection):
                 self._shell = None
                 if self._interrupted:
                     raise RunInterrupted(self.host) from None
-                if self.transport is None or not self.transport.is_active():
-                    raise ConnectionFailure(f"lost the connection to {self._where()}: {exc}") from None
+                if self.transport is None or not self.transport.is_active() or self.dead_reason():
+                    raise self._lost(exc) from None
                 return CommandResult(255, "", f"the remote shell ended unexpectedly (the command ended it): {exc}")
 
     def interrupt(self) -> None:
@@ -500,7 +668,12 @@ class SSHConnection(Connection):
         writes the destination, so the file is created by (and owned by) the become user.
         """
         with self._lock:
-            self._put_file(local_path, remote_path, mode=mode, become=become, progress=progress)
+            try:
+                self._put_file(local_path, remote_path, mode=mode, become=become, progress=progress)
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                if self.dead_reason():
+                    raise self._lost(exc) from None
+                raise
 
     def _put_file(
         self, local_path: str, remote_path: str, *, mode: int | None, become: Become | None, progress: ProgressCallback | None
@@ -545,7 +718,7 @@ class SSHConnection(Connection):
             tmp = posixpath.join(directory, f".{name}.glmops-tmp-{secrets.token_hex(4)}")
             t = shlex.quote(tmp)
             inner = f"cat > {t} && {self._install_script(tmp, remote_path, mode)} || {{ rc=$?; rm -f {t}; exit $rc; }}"
-            install = wrap_command(inner, become=become, login_user=self.user)
+            install = self._wrap(inner, become=become)
             result = self.run(f"{install} < {q}; rc=$?; rm -f {q}; exit $rc")
         else:
             result = self.run(f"{self._install_script(part, remote_path, mode)} || {{ rc=$?; rm -f {q}; exit $rc; }}")
@@ -574,7 +747,12 @@ class SSHConnection(Connection):
 
     def get_file(self, remote_path: str, local_path: str, *, become: Become | None = None) -> None:
         with self._lock:
-            self._get_file(remote_path, local_path, become=become)
+            try:
+                self._get_file(remote_path, local_path, become=become)
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                if self.dead_reason():
+                    raise self._lost(exc) from None
+                raise
 
     def _get_file(self, remote_path: str, local_path: str, *, become: Become | None) -> None:
         tmp = f"{local_path}.glmops-tmp-{secrets.token_hex(4)}"
@@ -592,6 +770,15 @@ class SSHConnection(Connection):
                 os.unlink(tmp)
 
     def close(self) -> None:
+        for keepalive in self._keepalives:
+            keepalive.stop()
+        self._keepalives = []
+        if self._askpass is not None and self.transport is not None and self.transport.is_active() and not self.dead_reason():
+            try:
+                self.run(f"rm -rf -- {shlex.quote(posixpath.dirname(self._askpass))}", timeout=10)
+            except Exception:  # noqa: BLE001 - best effort while closing
+                pass
+        self._askpass = None
         if self._sftp is not None:
             try:
                 self._sftp.close()
@@ -604,6 +791,12 @@ class SSHConnection(Connection):
         if self.transport is not None:
             self.transport.close()
             self.transport = None
+        self._close_jumps()
+
+    def _close_jumps(self) -> None:
+        for transport in reversed(self._jumps):
+            transport.close()
+        self._jumps = []
 
 
 def _sha256_file(path: str) -> str:

@@ -45,6 +45,8 @@ class RunOptions:
     extra_vars: dict[str, Any] = field(default_factory=dict)
     start_at_task: str | None = None
     host_key_checking: str | None = None  # from --accept-new-host-keys
+    password: str | None = None  # from --ask-pass: for hosts without ansible_password
+    become_password: str | None = None  # from --ask-become-pass: for hosts without ansible_become_password
     verbosity: int = 0
 
 
@@ -188,8 +190,12 @@ class PlaybookRunner:
         for name in self.inventory.hosts:
             self._inventory_vars[name] = self.inventory.host_vars(name)
             self.redactor.add_from_vars(self._inventory_vars[name])
-            if self._inventory_vars[name].get("ansible_password"):
-                self.redactor.add(self._inventory_vars[name]["ansible_password"])
+            for var in ("ansible_password", "ansible_ssh_pass", "ansible_become_password", "ansible_become_pass"):
+                if self._inventory_vars[name].get(var):
+                    self.redactor.add(self._inventory_vars[name][var])
+        for secret in (self.options.password, self.options.become_password):
+            if secret:
+                self.redactor.add(secret)
         self.emit("playbook_start", playbook=self.playbook.path, check=self.options.check)
         started = time.monotonic()
         try:
@@ -438,8 +444,14 @@ class PlaybookRunner:
         if self.play.connection:
             hostvars["ansible_connection"] = self.play.connection
         rendered = self.templar.render(hostvars, self.task_vars(state, Scope()), field="connection variables")
+        if self.options.password is not None:  # typed at the prompt: never templated
+            rendered.setdefault("ansible_password", self.options.password)
+        if self.options.become_password is not None and "ansible_become_pass" not in rendered:
+            rendered.setdefault("ansible_become_password", self.options.become_password)
         policy = self.options.host_key_checking or self.play.host_key_checking
         conn = open_connection(state.name, rendered, host_key_checking=policy)
+        for warning in getattr(conn, "warnings", ()):
+            self.emit("warning", host=state.name, msg=warning)
         conn.connect()
         state.conn = conn
         if self.interrupted:  # opened while interrupt() was telling the others

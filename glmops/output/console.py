@@ -97,6 +97,10 @@ class ConsoleRenderer:
     def on_retry(self, event: dict[str, Any]) -> None:
         self.console.print(f"  [dim]retrying[/]: {escape('[' + event['host'] + ']')} attempt {event['attempt']} of {event['retries']}")
 
+    def on_warning(self, event: dict[str, Any]) -> None:
+        self._stop_spinner()
+        self.console.print(f"  [yellow][WARNING][/] {escape('[' + event['host'] + ']')} {escape(event['msg'])}")
+
     def on_host_result(self, event: dict[str, Any]) -> None:
         status = "ignored" if event.get("ignored") else event["status"]
         color = COLORS.get(status, "white")
