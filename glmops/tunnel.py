@@ -108,6 +108,8 @@ class Forwarder:
         self._pool = _Workers()
         self._clients: set[socket.socket] = set()  # open client sockets, shut down by close()
         self.fatal: GlmopsError | None = None
+        self._until: Callable[[], bool] = lambda: False
+        self._tick: Callable[[], None] = lambda: None
 
     # -- setting up -------------------------------------------------------------------------
     def listen(self) -> None:
@@ -167,10 +169,10 @@ class Forwarder:
     def run(self, until: Callable[[], bool] = lambda: False, tick: Callable[[], None] | None = None) -> None:
         """Supervise the link until close() is called, `until()` is true, or a fatal error
         (then `self.fatal` is set and the listener is closed). Call after start()."""
+        self._until, self._tick = until, tick or (lambda: None)
         last_probe = time.monotonic()
         while not self._closed.is_set() and not until():
-            if tick:
-                tick()
+            self._tick()
             transport = self._transport
             if transport is None or not transport.is_active():
                 self._reconnect()
@@ -233,8 +235,13 @@ class Forwarder:
                 delay = BACKOFF[min(attempt, len(BACKOFF) - 1)]
                 attempt += 1
                 if attempt in (1, 4) or attempt % 10 == 0:
-                    self.on_event("retry", f"reconnect failed ({exc.message}); retrying every {delay:g} s or less")
-                self._closed.wait(delay)
+                    self.on_event("retry", f"reconnect failed ({exc.message}); trying again, at most every {BACKOFF[-1]:g} s")
+                resume = time.monotonic() + delay
+                while not self._closed.is_set() and time.monotonic() < resume:
+                    if self._until():
+                        return
+                    self._tick()
+                    self._closed.wait(min(0.25, max(0.0, resume - time.monotonic())))
                 continue
             with self._stats_lock:
                 self.stats.reconnects += 1
