@@ -154,6 +154,7 @@ def main() -> int:
     parser.add_argument("--megabytes", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", help="write every sample to this file")
+    parser.add_argument("--only", choices=("glmops", "ssh"), help="measure one side only (no ratios)")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -174,7 +175,10 @@ def main() -> int:
     try:
         wait_port(remote, http_proc, "the HTTP server")
         for repeat in range(args.repeat):
-            for tool in (("ssh -L", "glmops tunnel") if repeat % 2 else ("glmops tunnel", "ssh -L")):
+            order = ("ssh -L", "glmops tunnel") if repeat % 2 else ("glmops tunnel", "ssh -L")
+            for tool in order:
+                if args.only and not tool.startswith(args.only):
+                    continue
                 local = free_port()
                 proc = start_glmops(str(inventory), local, remote) if tool == "glmops tunnel" else start_ssh(server, local, remote)
                 try:
@@ -193,6 +197,8 @@ def main() -> int:
         stop(http_proc)
         server.stop()
     medians = {tool: {k: statistics.median(v) for k, v in values.items()} for tool, values in samples.items()}
+    if args.only:
+        return 0
     print(f"\nmedians of {args.repeat} runs ({args.requests} requests, {args.megabytes} MB):")
     print(f"{'':32s} {'glmops tunnel':>14s} {'ssh -L':>10s} {'ratio':>8s}")
     ratios = {}

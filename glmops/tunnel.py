@@ -203,6 +203,9 @@ class Forwarder:
         while time.monotonic() < deadline and transport.is_active() and not self._closed.is_set():
             if answered.wait(0.25):
                 return True
+            if self._until():
+                return True  # closing anyway
+            self._tick()
         return answered.is_set() or not transport.is_active()
 
     def _drop(self, transport: paramiko.Transport, why: str) -> None:
