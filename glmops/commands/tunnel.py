@@ -148,7 +148,10 @@ def _host_settings(host: str, sources: tuple[str, ...]) -> dict[str, Any]:
         raise GlmopsError(f"unknown host {host!r}: it is not in {', '.join(sources)} (hosts there: {known})", field="HOST",
                           hint=f"add it: glmops inventory add {host} -i {sources[0]} -- ssh -p PORT user@host")
     variables = inventory.host_vars(host)
-    return Templar().render(variables, {**variables, "inventory_hostname": host}, field="connection variables")
+    # Only what the tunnel uses is rendered: other variables may refer to a playbook's vars.
+    wanted = {k: v for k, v in variables.items() if k.startswith(("ansible_", "glmops_")) or k in ("host_key_checking", "api_port")}
+    context = {**variables, "inventory_hostname": host}
+    return {**variables, **Templar().render(wanted, context, field="connection variables")}
 
 
 def _connector(host: str, variables: dict[str, Any], policy: str | None):
