@@ -5,7 +5,8 @@
 Starts the project's test sshd (tests/sshd.py) on 127.0.0.1 and a small HTTP server on another
 loopback port (the "remote" service, in its own process), then, for each repeat, alternately through
 either tunnel: N small GET requests each on a new TCP connection, N on one keep-alive connection,
-and one download of the given size. Prints medians and the ratios against `ssh -L`.
+and one download of the given size; then the same without a tunnel ("direct", for scale). Prints
+medians and the ratios against `ssh -L`.
 Targets (issue 7): per-request latency <= 1.5x `ssh -L`, throughput >= 70 % of it.
 """
 
@@ -116,6 +117,14 @@ def download(port: int, megabytes: int) -> float:
     return megabytes / elapsed
 
 
+def measure(port: int, args: argparse.Namespace) -> dict[str, float]:
+    return {
+        "new connection (ms/request)": new_connections(port, args.requests) * 1000,
+        "keep-alive (ms/request)": keep_alive(port, args.requests) * 1000,
+        f"{args.megabytes} MB download (MB/s)": download(port, args.megabytes),
+    }
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -171,7 +180,7 @@ def main() -> int:
     import yaml
 
     inventory.write_text(yaml.safe_dump({"all": {"hosts": {"bench": server.hostvars()}}}))
-    samples: dict[str, dict[str, list[float]]] = {"glmops tunnel": {}, "ssh -L": {}}
+    samples: dict[str, dict[str, list[float]]] = {"glmops tunnel": {}, "ssh -L": {}, "direct": {}}
     try:
         wait_port(remote, http_proc, "the HTTP server")
         for repeat in range(args.repeat):
@@ -183,16 +192,17 @@ def main() -> int:
                 proc = start_glmops(str(inventory), local, remote) if tool == "glmops tunnel" else start_ssh(server, local, remote)
                 try:
                     wait_port(local, proc, tool)
-                    figures = {
-                        "new connection (ms/request)": new_connections(local, args.requests) * 1000,
-                        "keep-alive (ms/request)": keep_alive(local, args.requests) * 1000,
-                        f"{args.megabytes} MB download (MB/s)": download(local, args.megabytes),
-                    }
+                    figures = measure(local, args)
                 finally:
                     stop(proc)
                 for key, value in figures.items():
                     samples[tool].setdefault(key, []).append(value)
                 print(f"run {repeat + 1} {tool:14s} " + "  ".join(f"{k}: {v:.2f}" for k, v in figures.items()), flush=True)
+            if not args.only:  # the service itself, no tunnel: what the HTTP client and server alone cost
+                figures = measure(remote, args)
+                for key, value in figures.items():
+                    samples["direct"].setdefault(key, []).append(value)
+                print(f"run {repeat + 1} {'direct':14s} " + "  ".join(f"{k}: {v:.2f}" for k, v in figures.items()), flush=True)
     finally:
         stop(http_proc)
         server.stop()
@@ -200,7 +210,7 @@ def main() -> int:
     if args.only:
         return 0
     print(f"\nmedians of {args.repeat} runs ({args.requests} requests, {args.megabytes} MB):")
-    print(f"{'':32s} {'glmops tunnel':>14s} {'ssh -L':>10s} {'ratio':>8s}")
+    print(f"{'':32s} {'glmops tunnel':>14s} {'ssh -L':>10s} {'ratio':>8s}   {'direct':>8s}")
     ratios = {}
     for key in medians["ssh -L"]:
         ours, theirs = medians["glmops tunnel"][key], medians["ssh -L"][key]
@@ -208,7 +218,8 @@ def main() -> int:
         ratios[key] = ratio
         target = "<= 1.50" if "ms" in key else ">= 0.70"
         met = ratio <= 1.5 if "ms" in key else ratio >= 0.7
-        print(f"{key:32s} {ours:14.2f} {theirs:10.2f} {ratio:7.2f}x  (target {target}: {'met' if met else 'MISSED'})")
+        print(f"{key:32s} {ours:14.2f} {theirs:10.2f} {ratio:7.2f}x  {medians['direct'][key]:8.2f}"
+              f"  (target {target}: {'met' if met else 'MISSED'})")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "samples": samples, "medians": medians, "ratios": ratios, "argv": sys.argv,
