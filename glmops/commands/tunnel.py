@@ -225,6 +225,8 @@ def open_tunnel(host: str, sources: tuple[str, ...], local_port: int | None, rem
                     "accept-new" if accept_new_host_keys else None, keepalive, detached)
     except GlmopsError as exc:
         _fail(exc)
+    except OSError as exc:  # e.g. the state directory cannot be written
+        _fail(GlmopsError(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}"))
 
 
 def _port_var(value: Any, name: str) -> int | None:
