@@ -281,3 +281,62 @@ def test_status_and_help_do_not_import_paramiko(env):
         "assert 'paramiko' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
+
+
+@pytest.fixture
+def separate_host(tmp_path: Path) -> Iterator[tuple[SshServer, int]]:
+    """A host of its own (RECIPES section 3): a network namespace joined to this one by a veth pair,
+    with an sshd and an HTTP server on the namespace's own 127.0.0.1, which this side cannot reach."""
+    tag = f"{os.getpid() % 10000}{threading.get_ident() % 100}"
+    name, outside = f"glmt{tag}", f"glmt{tag}a"
+    subnet = f"10.254.{os.getpid() % 250}"
+
+    def ip(*args: str, netns: bool = False) -> None:
+        subprocess.run(["ip", *(["netns", "exec", name, "ip"] if netns else []), *args], check=True, capture_output=True)
+
+    processes: list[subprocess.Popen] = []
+    server = None
+    try:
+        ip("netns", "add", name)
+        ip("link", "add", outside, "type", "veth", "peer", "name", "eth1", "netns", name)
+        ip("addr", "add", f"{subnet}.1/30", "dev", outside)
+        ip("link", "set", outside, "up")
+        ip("addr", "add", f"{subnet}.2/30", "dev", "eth1", netns=True)
+        ip("link", "set", "eth1", "up", netns=True)
+        ip("link", "set", "lo", "up", netns=True)
+        web = tmp_path / "web"
+        web.mkdir()
+        (web / "health").write_text('{"status":"inside"}')
+        port = 6006
+        processes.append(subprocess.Popen(["ip", "netns", "exec", name, sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
+                                           "--directory", str(web), str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        server = SshServer(str(tmp_path / "sshd"), host=f"{subnet}.2", fast_shell=True, netns=name).start()
+        deadline = time.monotonic() + 10
+        while subprocess.run(["ip", "netns", "exec", name, sys.executable, "-c",
+                              f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=1)"],
+                             capture_output=True).returncode != 0:
+            assert time.monotonic() < deadline, "the HTTP server in the namespace did not start"
+            time.sleep(0.1)
+        yield server, port
+    finally:
+        if server is not None:
+            server.stop()
+        for proc in processes:
+            proc.kill()
+            proc.wait()
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        subprocess.run(["ip", "link", "del", outside], capture_output=True)  # gone with the namespace already, normally
+
+
+def test_reaches_a_port_only_the_host_itself_sees(separate_host, tmp_path, env):
+    server, port = separate_host
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"gpu": server.hostvars()}}}))
+    local = free_port()
+    tunnel = Foreground(["gpu", "-i", str(inventory), "--local-port", str(local)], env)  # default remote port: 6006
+    try:
+        tunnel.wait_for(" up")
+        assert get(local) == b'{"status":"inside"}'
+        assert any(f"-> gpu:{port} (root@{server.host}:2222" in line for line in tunnel.lines), tunnel.lines
+    finally:
+        assert tunnel.stop() == 0
