@@ -226,19 +226,20 @@ class Forwarder:
         while not self._closed.is_set():
             try:
                 transport = self._connect()
-            except GlmopsError as exc:
-                if _is_fatal(exc):
+            except Exception as exc:  # noqa: BLE001 - anything but the fatal ones is worth another try
+                if isinstance(exc, GlmopsError) and _is_fatal(exc):
                     self.fatal = exc
-                    self._set_state("failed", str(exc))
-                    self.on_event("failed", str(exc))
+                    self._set_state("failed", exc.message)
+                    self.on_event("failed", "giving up: trying again cannot fix this")
                     self.close(state="failed")
                     return
+                message = exc.message if isinstance(exc, GlmopsError) else f"{type(exc).__name__}: {exc}"
                 with self._stats_lock:
-                    self.stats.last_error = exc.message
+                    self.stats.last_error = message
                 delay = BACKOFF[min(attempt, len(BACKOFF) - 1)]
                 attempt += 1
                 if attempt in (1, 4) or attempt % 10 == 0:
-                    self.on_event("retry", f"reconnect failed ({exc.message}); trying again, at most every {BACKOFF[-1]:g} s")
+                    self.on_event("retry", f"reconnect failed ({message}); trying again, at most every {BACKOFF[-1]:g} s")
                 resume = time.monotonic() + delay
                 while not self._closed.is_set() and time.monotonic() < resume:
                     if self._until():

@@ -340,3 +340,26 @@ def test_reaches_a_port_only_the_host_itself_sees(separate_host, tmp_path, env):
         assert any(f"-> gpu:{port} (root@{server.host}:2222" in line for line in tunnel.lines), tunnel.lines
     finally:
         assert tunnel.stop() == 0
+
+
+def test_gives_up_when_the_host_key_changes_while_reconnecting(tmp_path, env, server, service):
+    known = tmp_path / "known_hosts"
+    known.write_text(Path(server.known_hosts).read_text())
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"box": {**server.hostvars(), "glmops_known_hosts": str(known)}}}}))
+    local = free_port()
+    tunnel = Foreground(["box", "-i", str(inventory), "--local-port", str(local), "--remote-port", str(service.port)], env)
+    try:
+        tunnel.wait_for(" up")
+        other = tmp_path / "other_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+        known.write_text(f"[{server.host}]:{server.port} " + " ".join(other.with_suffix(".pub").read_text().split()[:2]) + "\n")
+        for pid in server.sessions():
+            os.kill(pid, signal.SIGKILL)
+        code = tunnel.proc.wait(30)
+    finally:
+        tunnel.stop()
+    output = "\n".join(tunnel.lines)
+    assert code == 4, output
+    assert "giving up" in output and "HOST KEY CHANGED" in output and "Traceback" not in output
+    assert port_is_free(local)

@@ -311,7 +311,6 @@ def _run_tunnel(host: str, variables: dict[str, Any], local_port: int, remote_po
         except (FileNotFoundError, UnboundLocalError):
             pass
     if forwarder.fatal is not None:
-        say(f"giving up: {forwarder.fatal.message}")
         raise forwarder.fatal
     say(f"closed; {_human(forwarder.stats.bytes_in)} in, {_human(forwarder.stats.bytes_out)} out, {forwarder.stats.requests} requests")
 
