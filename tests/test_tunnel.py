@@ -179,14 +179,13 @@ def test_reconnects_when_the_ssh_session_dies(inventory, env, service, server):
                 time.sleep(0.05)
         assert answer == b'{"status":"ok"}', "\n".join(tunnel.lines)
         tunnel.wait_for("reconnected")
-        assert not set(server.sessions()) & set(sessions)
     finally:
         assert tunnel.stop() == 0
 
 
 def test_frozen_session_is_detected_by_keepalive(inventory, env, service, server):
     local = free_port()
-    tunnel = Foreground(["box", "-i", inventory, "--local-port", str(local), "--remote-port", str(service.port), "--keepalive", "0.3"], env)
+    tunnel = Foreground(["box", "-i", inventory, "--local-port", str(local), "--remote-port", str(service.port), "--keepalive", "0.5"], env)
     frozen: list[int] = []
     try:
         tunnel.wait_for(" up")
