@@ -52,10 +52,12 @@ class SshServer:
     pyenv setup (the default keeps the realistic, slower login shell).
     """
 
-    def __init__(self, state_dir: str, port: int | None = None, host: str = "127.0.0.1", fast_shell: bool = False):
+    def __init__(self, state_dir: str, port: int | None = None, host: str = "127.0.0.1", fast_shell: bool = False,
+                 netns: str | None = None):
+        self.netns = netns  # run sshd inside this network namespace (`ip netns exec`), as a separate host
         self.state_dir = os.path.abspath(state_dir)
         self.host = host
-        self.port = port or free_port(host)
+        self.port = port or (2222 if netns else free_port(host))
         self.user = "root"
         self.fast_shell = fast_shell
         self.client_key = os.path.join(self.state_dir, "client_ed25519")
@@ -118,7 +120,8 @@ class SshServer:
         if check.returncode != 0:
             raise RuntimeError(f"sshd rejected {config}: {check.stderr.strip()}")
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", config], stdin=subprocess.DEVNULL, stderr=log)
+            prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+            self.proc = subprocess.Popen([*prefix, SSHD, "-D", "-e", "-f", config], stdin=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
