@@ -23,10 +23,10 @@ from glmops.inventory import Inventory
 from glmops.modules import get_module
 from glmops.modules.base import ModuleContext, ModuleResult, validate_args
 from glmops.output.redact import HIDDEN, Redactor, hide_result, is_secret_name
-from glmops.playbook.filters import to_bool
 from glmops.playbook.model import Block, IncludeRole, IncludeTasks, Item, Play, Playbook, Role, Task
 from glmops.playbook.templating import Templar
 from glmops.playbook.variables import HostVars, merge_layers
+from glmops.values import to_bool
 
 Event = dict[str, Any]
 STATS = ("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored")
@@ -401,7 +401,7 @@ class PlaybookRunner:
         no_log = False
         try:
             variables = self.task_vars(state, scope, task)
-            no_log = bool(to_bool(self.templar.render(task.no_log if task.no_log is not None else scope.no_log, variables) or False))
+            no_log = to_bool(self.templar.render(task.no_log if task.no_log is not None else scope.no_log, variables) or False, strict=False)
             self._gather_if_needed(task, state, scope, variables)
             if self.play and self.play.gather_facts and state.facts_gathered:
                 variables = self.task_vars(state, scope, task)
@@ -499,11 +499,11 @@ class PlaybookRunner:
 
     def _no_log(self, task: Task, scope: Scope, variables: dict[str, Any]) -> bool:
         value = task.no_log if task.no_log is not None else scope.no_log
-        return bool(to_bool(self.templar.render(value, variables))) if value is not None else False
+        return to_bool(self.templar.render(value, variables), strict=False) if value is not None else False
 
     def _ignore_errors(self, task: Task, scope: Scope, variables: dict[str, Any]) -> bool:
         value = task.ignore_errors if task.ignore_errors is not None else scope.ignore_errors
-        return bool(to_bool(self.templar.render(value, variables))) if value is not None else False
+        return to_bool(self.templar.render(value, variables), strict=False) if value is not None else False
 
     def _attempts(self, task: Task, state: HostState, scope: Scope, variables: dict[str, Any]) -> dict[str, Any]:
         """One execution, repeated per retries/until."""

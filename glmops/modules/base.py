@@ -37,13 +37,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from glmops.connection.base import Become, CommandResult, Connection
 from glmops.errors import ArgumentError, Pos
+from glmops.values import NotABoolean, is_template, to_bool
 
 if TYPE_CHECKING:  # pragma: no cover
     from glmops.playbook.templating import Templar
 
 ARG_TYPES = ("str", "int", "float", "bool", "list", "dict", "path", "raw")
-TRUE_WORDS = {"yes", "true", "on", "1", "y", "t"}
-FALSE_WORDS = {"no", "false", "off", "0", "n", "f", ""}
 
 
 @dataclass(frozen=True)
@@ -172,10 +171,6 @@ class Module:
         raise NotImplementedError
 
 
-def _looks_templated(value: Any) -> bool:
-    return isinstance(value, str) and ("{{" in value or "{%" in value)
-
-
 def coerce(value: Any, kind: str, *, name: str, pos: Pos | None = None, elements: str | None = None) -> Any:
     """Convert `value` to the argument type `kind`, or raise ArgumentError."""
 
@@ -193,13 +188,10 @@ def coerce(value: Any, kind: str, *, name: str, pos: Pos | None = None, elements
             return "True" if value else "False"
         return str(value)
     if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, (int, float)) and value in (0, 1):
-            return bool(value)
-        if isinstance(value, str) and value.strip().lower() in TRUE_WORDS | FALSE_WORDS:
-            return value.strip().lower() in TRUE_WORDS
-        raise bad("a boolean (yes/no, true/false)")
+        try:
+            return to_bool(value)
+        except NotABoolean:
+            raise bad("a boolean (yes/no, true/false)") from None
     if kind == "int":
         if isinstance(value, bool):
             raise bad("an integer")
@@ -265,14 +257,14 @@ def validate_args(module: Module, args: Mapping[str, Any], *, final: bool, pos: 
                 out[arg_name] = arg.default
             continue
         value = out[arg_name]
-        if not final and _looks_templated(value):
+        if not final and is_template(value):
             continue
         if value is None:
             continue
         try:
             value = coerce(value, arg.type, name=arg_name, pos=pos, elements=arg.elements if final else None)
         except ArgumentError:
-            if not final and any(_looks_templated(v) for v in (value if isinstance(value, list) else [])):
+            if not final and any(is_template(v) for v in (value if isinstance(value, list) else [])):
                 continue
             raise
         if arg.choices is not None and value not in arg.choices:

@@ -17,8 +17,8 @@ from jinja2.exceptions import FilterArgumentError, SecurityError, TemplateRuntim
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from glmops.errors import Pos, TemplateError
-from glmops.modules.base import FALSE_WORDS, TRUE_WORDS
 from glmops.playbook.filters import FILTERS, TESTS
+from glmops.values import has_template, is_template, truthy
 
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.S)
 _LOOKUPS = ("env", "file")
@@ -73,30 +73,6 @@ def _environment() -> ImmutableSandboxedEnvironment:
     return env
 
 
-def truthy(value: Any) -> bool:
-    """How a condition's value decides: booleans as they are; the strings yes/no, true/false,
-    on/off, 1/0 as those words say (a variable set with `-e flag=false` is false); anything else
-    by Python truthiness (a non-empty string or list is true)."""
-    if isinstance(value, str):
-        word = value.strip().lower()
-        if word in TRUE_WORDS:
-            return True
-        if word in FALSE_WORDS:
-            return False
-    return bool(value)
-
-
-def _has_template(value: Any) -> bool:
-    """Does a variable's value hold a template somewhere (strings, lists, dicts)?"""
-    if isinstance(value, str):
-        return "{{" in value or "{%" in value
-    if isinstance(value, Mapping):
-        return any(_has_template(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_has_template(v) for v in value)
-    return False
-
-
 def _defined(value: Any) -> Any:
     """An expression's value; an undefined one raises (StrictUndefined only raises when used)."""
     if isinstance(value, Undefined):
@@ -129,7 +105,7 @@ class Templar:
         updates = {}
         for name in self._names(source):
             value = variables.get(name)
-            if _has_template(value):
+            if has_template(value):
                 if depth > 20:
                     raise TemplateError(f"recursive loop detected while rendering variable '{name}'", pos=pos, field=field,
                                         hint="a variable's value refers back to itself")
@@ -142,9 +118,7 @@ class Templar:
                                         hint=exc.hint) from None
         return {**variables, **updates} if updates else variables
 
-    @staticmethod
-    def is_template(value: Any) -> bool:
-        return isinstance(value, str) and ("{{" in value or "{%" in value or "{#" in value)
+    is_template = staticmethod(is_template)
 
     def _fail(self, exc: Exception, text: str, pos: Pos | None, field: str | None) -> TemplateError:
         if isinstance(exc, UndefinedError):
