@@ -21,11 +21,10 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
 
 import paramiko
 
-from glmops.connection.base import Become, CommandResult, Connection, ProgressCallback, wrap_command
+from glmops.connection.base import Become, CommandResult, CommandTimeout, Connection, LineCallback, LineSplitter, ProgressCallback, wrap_command
 from glmops.errors import ConnectionFailure, HostKeyError
 
 CHUNK = 1 << 20
@@ -148,8 +147,10 @@ class _Stream:
     the end marker is dropped, so stray output can neither corrupt a result nor hide a marker.
     """
 
-    def __init__(self, begin: bytes, end: bytes, with_rc: bool):
+    def __init__(self, begin: bytes, end: bytes, with_rc: bool, lines: LineSplitter | None = None):
         self.begin, self.end, self.with_rc = begin, end, with_rc
+        self.lines = lines  # gets the command's bytes as soon as they cannot be part of the end marker
+        self.sent = 0
         self.buf = bytearray()
         self.started = False
         self.scan = 0
@@ -170,7 +171,13 @@ class _Stream:
         at = self.buf.find(self.end, self.scan)
         if at < 0:
             self.scan = max(0, len(self.buf) - len(self.end) + 1)
+            if self.lines is not None:
+                held = self._held()
+                self._send(len(self.buf) - held)
+                if held:  # the marker starts with a newline: the text before it is a whole line either way
+                    self.lines.line_done()
             return
+        self._send(at)
         if self.with_rc:
             newline = self.buf.find(b"\n", at + len(self.end))
             if newline < 0:
@@ -179,17 +186,26 @@ class _Stream:
             self.rc = int(self.buf[at + len(self.end) : newline])
         self.data = bytes(self.buf[:at])
         self.buf = bytearray()
+        if self.lines is not None:
+            self.lines.flush()
+
+    def _held(self) -> int:
+        """How many bytes at the end of the buffer could be the beginning of the end marker."""
+        at = self.buf.find(b"\n", max(self.sent, len(self.buf) - len(self.end) + 1))
+        while at >= 0:
+            if self.end.startswith(self.buf[at:]):
+                return len(self.buf) - at
+            at = self.buf.find(b"\n", at + 1)
+        return 0
+
+    def _send(self, upto: int) -> None:
+        """Pass the command's output up to `upto` (exclusive) on to the line callback."""
+        if self.lines is not None and upto > self.sent:
+            self.lines.feed(bytes(self.buf[self.sent : upto]))
+            self.sent = upto
 
     def partial(self) -> str:
         return (self.data if self.data is not None else bytes(self.buf)).decode(errors="replace")
-
-
-class CommandTimeout(Exception):
-    """A command ran past its timeout; carries what it had written so far."""
-
-    def __init__(self, stdout: str, stderr: str):
-        super().__init__("timeout")
-        self.stdout, self.stderr = stdout, stderr
 
 
 class RemoteShell:
@@ -207,7 +223,8 @@ class RemoteShell:
     def alive(self) -> bool:
         return not (self.channel.closed or self.channel.exit_status_ready())
 
-    def execute(self, script: str, *, stdin: bytes | None, timeout: float | None) -> CommandResult:
+    def execute(self, script: str, *, stdin: bytes | None, timeout: float | None,
+                on_line: LineCallback | None = None) -> CommandResult:
         """Run one complete sh command line and return its result; raises CommandTimeout, EOFError."""
         token = f"__glmops_{secrets.token_hex(8)}"
         if stdin:
@@ -218,8 +235,9 @@ class RemoteShell:
             f"printf '{token}_b\\n'; printf '{token}_b\\n' >&2; {feed}\n"
             f"printf '\\n{token}_rc=%d\\n' $?; printf '\\n{token}_e\\n' >&2\n"
         )
-        out = _Stream(f"{token}_b\n".encode(), f"\n{token}_rc=".encode(), with_rc=True)
-        err = _Stream(f"{token}_b\n".encode(), f"\n{token}_e\n".encode(), with_rc=False)
+        out_lines, err_lines = (LineSplitter("stdout", on_line), LineSplitter("stderr", on_line)) if on_line else (None, None)
+        out = _Stream(f"{token}_b\n".encode(), f"\n{token}_rc=".encode(), with_rc=True, lines=out_lines)
+        err = _Stream(f"{token}_b\n".encode(), f"\n{token}_e\n".encode(), with_rc=False, lines=err_lines)
         self.channel.sendall(line.encode())
         deadline = time.monotonic() + timeout if timeout else None
         while True:
@@ -384,25 +402,14 @@ class SSHConnection(Connection):
         return self._shell
 
     # -- commands -------------------------------------------------------------------------
-    def run(
-        self,
-        cmd: str,
-        *,
-        stdin: bytes | None = None,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        become: Become | None = None,
-        timeout: float | None = None,
-    ) -> CommandResult:
-        script = wrap_command(cmd, env=env, cwd=cwd, become=become, login_user=self.user)
+    def _exec(self, script: str, *, stdin: bytes | None, timeout: float | None, on_line: LineCallback | None) -> CommandResult:
         with self._lock:
             shell = self._ensure_shell()
             try:
-                return shell.execute(script, stdin=stdin, timeout=timeout)
-            except CommandTimeout as exc:
+                return shell.execute(script, stdin=stdin, timeout=timeout, on_line=on_line)
+            except CommandTimeout:
                 self._kill_shell(shell)
-                stderr = exc.stderr if not exc.stderr or exc.stderr.endswith("\n") else exc.stderr + "\n"
-                return CommandResult(124, exc.stdout, f"{stderr}command timed out after {timeout} s and was killed")
+                raise
             except (EOFError, OSError, paramiko.SSHException) as exc:
                 shell.close()
                 self._shell = None

@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from glmops.connection.base import Become, CommandResult, Connection
+from glmops.connection.base import Become, CommandResult, Connection, LineCallback
 from glmops.errors import ArgumentError, Pos
 from glmops.values import NotABoolean, is_template, to_bool
 
@@ -125,9 +125,14 @@ class ModuleContext:
         self._last_report = now
         self.report({"done": done, "total": total, "msg": msg, "unit": unit})
 
-    def run(self, cmd: str, *, stdin: bytes | None = None, cwd: str | None = None, timeout: float | None = None) -> CommandResult:
-        """Run a sh command on the host with the task's become and environment."""
-        return self.conn.run(cmd, stdin=stdin, env=self.environment or None, cwd=cwd, become=self.become, timeout=timeout)
+    def run(self, cmd: str, *, stdin: bytes | None = None, cwd: str | None = None, timeout: float | None = None,
+            on_line: LineCallback | None = None) -> CommandResult:
+        """Run a sh command on the host with the task's become and environment.
+
+        `on_line(stream, line)` gets each output line ("stdout" or "stderr") while the command runs.
+        """
+        return self.conn.run(cmd, stdin=stdin, env=self.environment or None, cwd=cwd, become=self.become, timeout=timeout,
+                             on_line=on_line)
 
     def find_file(self, kind: str, name: str) -> str:
         """Find a controller-side file: `kind` is 'files' or 'templates'. Absolute paths are taken as they are.
