@@ -25,6 +25,7 @@ import time
 import paramiko
 
 from glmops.connection.base import Become, CommandResult, CommandTimeout, Connection, LineCallback, LineSplitter, ProgressCallback, wrap_command
+from glmops.connection.partfile import MISMATCH_RC, finish_script, local_sha256, parse_verified, resume_offset, sha256_cmd
 from glmops.errors import ConnectionFailure, HostKeyError
 
 CHUNK = 1 << 20
@@ -517,45 +518,33 @@ class SSHConnection(Connection):
                 raise
             raise OSError(f"cannot upload to {self.host}:{part}: {exc.strerror or exc}") from None
         q = shlex.quote(part)
-        verify = self.run(f"wc -c < {q} && {{ sha256sum {q} 2>/dev/null || shasum -a 256 {q}; }}")
-        fields = verify.stdout.split()
-        if verify.rc != 0 or fields[:1] != [str(size)] or fields[1:2] != [_sha256_file(local_path)]:
-            self.run(f"rm -f {q}")
-            got = f"{fields[0]} bytes" if fields else verify.stderr.strip()
-            raise OSError(
-                f"upload of {local_path} to {self.host}:{remote_path} failed verification "
-                f"(expected {size} bytes with the same sha256, got {got}); run again to retry"
-            )
         if needs_sudo:
             tmp = posixpath.join(directory, f".{name}.glmops-tmp-{secrets.token_hex(4)}")
             t = shlex.quote(tmp)
             inner = f"cat > {t} && {self._install_script(tmp, remote_path, mode)} || {{ rc=$?; rm -f {t}; exit $rc; }}"
-            install = wrap_command(inner, become=become, login_user=self.user)
-            result = self.run(f"{install} < {q}; rc=$?; rm -f {q}; exit $rc")
+            install = f"{wrap_command(inner, become=become, login_user=self.user)} < {q}; rc=$?; rm -f {q}; exit $rc"
         else:
-            result = self.run(f"{self._install_script(part, remote_path, mode)} || {{ rc=$?; rm -f {q}; exit $rc; }}")
+            install = f"{self._install_script(part, remote_path, mode)} || {{ rc=$?; rm -f {q}; exit $rc; }}"
+        result = self.run(finish_script(part, install, size=size, sha256=local_sha256(local_path)))
+        if result.rc == MISMATCH_RC or parse_verified(result.stdout) is None:
+            raise OSError(
+                f"upload of {local_path} to {self.host}:{remote_path} failed verification "
+                f"({result.stderr.strip() or 'no size or checksum'}); run again to retry"
+            )
         self._check(result, f"installing {remote_path}")
 
     def _resumable_offset(self, sftp: paramiko.SFTPClient, local_path: str, part: str, size: int) -> int:
         """Bytes of an earlier, interrupted upload of the same file that can be kept (0 if none)."""
         try:
-            have = sftp.stat(part).st_size or 0
+            have: int | None = sftp.stat(part).st_size or 0
         except OSError:
-            return 0
-        if have == 0 or have > size:
-            return 0
-        prefix = hashlib.sha256()
-        with open(local_path, "rb") as handle:
-            left = have
-            while left:
-                chunk = handle.read(min(CHUNK, left))
-                prefix.update(chunk)
-                left -= len(chunk)
-        q = shlex.quote(part)
-        remote = self.run(f"sha256sum {q} 2>/dev/null || shasum -a 256 {q}")
-        if remote.rc == 0 and remote.stdout.split()[:1] == [prefix.hexdigest()]:
-            return have
-        return 0
+            have = None
+
+        def remote_sum() -> str | None:
+            result = self.run(sha256_cmd(shlex.quote(part)))
+            return result.stdout.strip() if result.rc == 0 else None
+
+        return resume_offset(have, size, lambda length: local_sha256(local_path, length), remote_sum)
 
     def get_file(self, remote_path: str, local_path: str, *, become: Become | None = None) -> None:
         with self._lock:
@@ -589,12 +578,4 @@ class SSHConnection(Connection):
         if self.transport is not None:
             self.transport.close()
             self.transport = None
-
-
-def _sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
