@@ -22,14 +22,6 @@ from glmops.errors import ConnectionFailure, GlmopsError, HostKeyError
 from sshd import SshServer
 
 
-@pytest.fixture
-def conn(sshd: SshServer):
-    connection = open_connection("target", sshd.hostvars())
-    connection.connect()
-    yield connection
-    connection.close()
-
-
 def _accepted(server: SshServer) -> int:
     return Path(server.log).read_text(errors="replace").count("Accepted publickey")
 

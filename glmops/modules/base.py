@@ -10,6 +10,11 @@ Contract:
   when something must change and `ctx.check` is false. It returns a ModuleResult with `changed`,
   a diff where that makes sense, and data that `register` stores.
 - Everything interpolated into a remote command is quoted with `shlex.quote`.
+- A change goes through `ctx.change(result, cmd, diff=...)`: it marks the result changed, records
+  the diff, does nothing more in check mode, and fails the result when `cmd` exits non-zero.
+  Owner/group/mode go through the one shared step `_files.set_attrs` (file, copy, template,
+  get_url, lineinfile).
+- Output of a long command can be followed line by line: `ctx.run(cmd, on_line=callback)`.
 - Long work reports progress with `ctx.progress(done, total, msg)`: the console draws a live bar per
   host, `--json` gets `progress` events (redacted like every event). Call it as often as convenient;
   it is throttled here.
@@ -133,6 +138,27 @@ class ModuleContext:
         """
         return self.conn.run(cmd, stdin=stdin, env=self.environment or None, cwd=cwd, become=self.become, timeout=timeout,
                              on_line=on_line)
+
+    def change(self, result: ModuleResult, cmd: str, *, diff: Diff | None = None, failure: str | None = None,
+               stdin: bytes | None = None) -> bool:
+        """Make one change: the framework's part of check mode and diffs.
+
+        Marks `result` changed and records `diff` (when --diff is on); in check mode stops there.
+        Otherwise runs `cmd`; a non-zero exit fails `result` (not changed, `failure` or the command's
+        stderr as message). Returns True when the module may go on (the change was made or check mode).
+        """
+        result.changed = True
+        if diff is not None and self.diff:
+            result.diff.append(diff)
+        if self.check:
+            return True
+        done = self.run(cmd, stdin=stdin)
+        if done.rc == 0:
+            return True
+        reason = done.stderr.strip() or done.stdout.strip()
+        result.changed, result.failed = False, True
+        result.msg = f"{failure}: {reason}" if failure and reason else failure or reason or f"failed (exit {done.rc}): {cmd}"
+        return False
 
     def find_file(self, kind: str, name: str) -> str:
         """Find a controller-side file: `kind` is 'files' or 'templates'. Absolute paths are taken as they are.

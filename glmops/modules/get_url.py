@@ -7,7 +7,7 @@ import shlex
 from typing import Any
 
 from glmops.errors import ArgumentError
-from glmops.modules._files import ATTR_ARGS, apply_attrs_script, attr_changes
+from glmops.modules._files import ATTR_ARGS, set_attrs, wanted_attrs
 from glmops.connection.partfile import MISMATCH_RC, finish_script, parse_verified
 from glmops.modules._remote import probe
 from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult
@@ -50,10 +50,9 @@ class GetUrlModule(Module):
         wanted = args["checksum"].split(":", 1)[1].lower() if args.get("checksum") else None
         data: dict[str, Any] = {"dest": dest, "url": args["url"]}
         if state.exists and ((wanted and state.sha256 == wanted) or (not wanted and not args["force"])):
-            changes = attr_changes(state, args)
-            if changes and not ctx.check:
-                ctx.run(apply_attrs_script(dest, changes))
-            return ModuleResult(changed=bool(changes), data={**data, "checksum_dest": state.sha256, "size": state.size})
+            result = ModuleResult(data={**data, "checksum_dest": state.sha256, "size": state.size})
+            set_attrs(ctx, result, dest, state, wanted_attrs(ctx, dest, state, args))
+            return result
         if ctx.check:
             return ModuleResult(changed=True, data=data)
         part = dest + ".part"
@@ -66,10 +65,9 @@ class GetUrlModule(Module):
             hint = "" if done.rc == MISMATCH_RC else " (run the task again: the download resumes from the .part file)"
             return ModuleResult(failed=True, msg=f"download of {args['url']} failed: {reason}{hint}", data=data)
         after, _ = probe(ctx, dest)
-        changes = attr_changes(after, args)
-        if changes:
-            ctx.run(apply_attrs_script(dest, changes))
-        return ModuleResult(changed=True, data={**data, "checksum_dest": verified.sha256, "size": verified.size})
+        result = ModuleResult(changed=True, data={**data, "checksum_dest": verified.sha256, "size": verified.size})
+        set_attrs(ctx, result, dest, after, wanted_attrs(ctx, dest, after, args), diff=False)
+        return result
 
     @staticmethod
     def _fetch_script(args: dict[str, Any], part: str) -> str:
