@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import ChainableUndefined, StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, meta, pass_context
+from jinja2 import ChainableUndefined, StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, meta, nodes, pass_context
 from jinja2.exceptions import FilterArgumentError, SecurityError, TemplateRuntimeError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -88,6 +88,7 @@ class Templar:
         self._compile = lru_cache(maxsize=4096)(self.env.from_string)
         self._compile_expr = lru_cache(maxsize=4096)(self.env.compile_expression)
         self._names = lru_cache(maxsize=4096)(self._referenced_names)
+        self._lookups_cached = lru_cache(maxsize=4096)(self._lookups)
 
     def _referenced_names(self, source: str) -> frozenset[str]:
         try:
@@ -119,6 +120,46 @@ class Templar:
         return {**variables, **updates} if updates else variables
 
     is_template = staticmethod(is_template)
+
+    def _lookups(self, source: str) -> frozenset[str]:
+        """Names `source` reads: its undeclared variables, and the attribute names and constant keys
+        it looks up (`ansible_facts.os_family`, `hostvars[h]['ansible_host']`)."""
+        try:
+            tree = self.env.parse(source)
+        except TemplateSyntaxError:
+            return frozenset()
+        names = set(meta.find_undeclared_variables(tree))
+        names.update(node.attr for node in tree.find_all(nodes.Getattr))
+        names.update(node.arg.value for node in tree.find_all(nodes.Getitem)
+                     if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str))
+        return frozenset(names)
+
+    def referenced_names(self, value: Any, *, expression: bool = False) -> frozenset[str]:
+        """Every name the templates inside `value` (strings, lists, dicts) read; `expression=True`
+        reads strings as bare expressions (`when`, `until`, `changed_when`, `failed_when`)."""
+        if isinstance(value, str):
+            if expression and not _SINGLE_EXPRESSION.match(value):
+                return self._lookups_cached("{{ " + value + " }}")
+            return self._lookups_cached(value) if is_template(value) else frozenset()
+        if isinstance(value, Mapping):
+            return frozenset().union(*(self.referenced_names(v, expression=expression) for kv in value.items() for v in kv))
+        if isinstance(value, (list, tuple)):
+            return frozenset().union(*(self.referenced_names(v, expression=expression) for v in value))
+        return frozenset()
+
+    def names_through_variables(self, names: frozenset[str], variables: Mapping[str, Any]) -> frozenset[str]:
+        """`names` plus, recursively, the names read by the variables among them whose values are templates."""
+        seen: set[str] = set()
+        todo = list(names)
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            value = variables.get(name)
+            if has_template(value):
+                todo.extend(self.referenced_names(value))
+        return frozenset(seen)
 
     def _fail(self, exc: Exception, text: str, pos: Pos | None, field: str | None) -> TemplateError:
         if isinstance(exc, UndefinedError):
