@@ -30,6 +30,17 @@ Example of a module that reports progress::
                 ctx.run("sleep 1")
                 ctx.progress(second + 1, args["seconds"], "waiting", unit="s")
             return ModuleResult(changed=True)
+
+The same with one command whose output lines drive the bar, and a change made the framework's way
+(`ctx.change`: nothing in check mode, the diff recorded, a failing command fails the result)::
+
+        def run(self, ctx, args):
+            n = args["seconds"]
+            tick = lambda stream, line: stream == "stdout" and ctx.progress(int(line), n, "waiting", unit="s")
+            ctx.run(f"i=0; while [ $i -lt {n} ]; do sleep 1; i=$((i+1)); echo $i; done", on_line=tick)
+            result = ModuleResult()
+            ctx.change(result, f"touch {shlex.quote(args['stamp'])}", diff=Diff("", "waited\\n"))
+            return result
 """
 
 from __future__ import annotations
