@@ -87,12 +87,13 @@ class Templar:
         self.env = _environment()
         self._compile = lru_cache(maxsize=4096)(self.env.from_string)
         self._compile_expr = lru_cache(maxsize=4096)(self.env.compile_expression)
+        self._parse = lru_cache(maxsize=4096)(self.env.parse)  # one parse per source, for both name lists
         self._names = lru_cache(maxsize=4096)(self._referenced_names)
         self._lookups_cached = lru_cache(maxsize=4096)(self._lookups)
 
     def _referenced_names(self, source: str) -> frozenset[str]:
         try:
-            return frozenset(meta.find_undeclared_variables(self.env.parse(source)))
+            return frozenset(meta.find_undeclared_variables(self._parse(source)))
         except TemplateSyntaxError:
             return frozenset()
 
@@ -125,10 +126,10 @@ class Templar:
         """Names `source` reads: its undeclared variables, and the attribute names and constant keys
         it looks up (`ansible_facts.os_family`, `hostvars[h]['ansible_host']`)."""
         try:
-            tree = self.env.parse(source)
+            tree = self._parse(source)
         except TemplateSyntaxError:
             return frozenset()
-        names = set(meta.find_undeclared_variables(tree))
+        names = set(self._names(source))
         names.update(node.attr for node in tree.find_all(nodes.Getattr))
         names.update(node.arg.value for node in tree.find_all(nodes.Getitem)
                      if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str))
