@@ -76,8 +76,8 @@ def test_on_line_streams_lines_while_the_command_runs(any_conn, tmp_path: Path) 
 
 def test_on_line_gets_the_output_of_a_command_that_timed_out(any_conn) -> None:
     seen: list[str] = []
-    result = any_conn.run("echo started; sleep 30", timeout=0.5, on_line=lambda stream, line: seen.append(line))
-    assert result.rc == 124 and result.stdout == "started\n" and seen == ["started"]
+    result = any_conn.run("echo started; printf half; sleep 30", timeout=0.5, on_line=lambda stream, line: seen.append(line))
+    assert result.rc == 124 and result.stdout == "started\nhalf" and seen == ["started", "half"]
     assert any_conn.run("echo next", on_line=lambda *_: None).stdout == "next\n"
 
 

@@ -40,12 +40,13 @@ def _write_atomic(path: str, data: bytes, mode: int | None) -> None:
 
 
 def _pump(
-    proc: subprocess.Popen[bytes], stdin: bytes | None, deadline: float | None, on_line: LineCallback | None,
+    proc: subprocess.Popen[bytes], stdin: bytes | None, deadline: float | None, lines: dict[str, LineSplitter],
     *, close_stdin: bool = True,
 ) -> tuple[bytes, bytes, bool]:
     """Feed `stdin` and read stdout and stderr until both end or `deadline` (time.monotonic()) passes.
 
-    Returns (stdout, stderr, ended); lines go to `on_line` as they arrive. Pipes that ended are closed.
+    Returns (stdout, stderr, ended); `lines[name]` gets each stream's bytes as they arrive. Pipes
+    that ended are closed.
     """
     chunks: dict[int, bytearray] = {}
     splitters: dict[int, LineSplitter] = {}
@@ -54,7 +55,7 @@ def _pump(
             if pipe is not None and not pipe.closed:
                 selector.register(pipe, selectors.EVENT_READ, name)
                 chunks[pipe.fileno()] = bytearray()
-                splitters[pipe.fileno()] = LineSplitter(name, on_line)
+                splitters[pipe.fileno()] = lines[name]
         out_fd = proc.stdout.fileno() if proc.stdout and not proc.stdout.closed else -1
         view, sent = memoryview(stdin or b""), 0
         if proc.stdin is not None and not proc.stdin.closed and close_stdin:
@@ -114,14 +115,17 @@ class LocalConnection(Connection):
             start_new_session=True,  # its own process group, so a timeout kills all of it
         )
         deadline = time.monotonic() + timeout if timeout else None
-        out, err, finished = _pump(proc, stdin, deadline, on_line)
+        lines = {name: LineSplitter(name, on_line) for name in ("stdout", "stderr")}
+        out, err, finished = _pump(proc, stdin, deadline, lines)
         if not finished:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
             # what is still in the pipes; a process that left the group may hold them open: 2 s at most
-            more_out, more_err, _ = _pump(proc, None, time.monotonic() + 2, on_line, close_stdin=False)
+            more_out, more_err, _ = _pump(proc, None, time.monotonic() + 2, lines, close_stdin=False)
+            for splitter in lines.values():
+                splitter.flush()
             if proc.stdin is not None and not proc.stdin.closed:
                 proc.stdin.close()
             proc.wait()

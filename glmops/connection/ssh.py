@@ -206,6 +206,10 @@ class _Stream:
             self.sent = upto
 
     def partial(self) -> str:
+        """What the command wrote so far (it will not end normally); the line callback gets the rest."""
+        if self.data is None and self.lines is not None:
+            self._send(len(self.buf))
+            self.lines.flush()
         return (self.data if self.data is not None else bytes(self.buf)).decode(errors="replace")
 
 
