@@ -142,12 +142,17 @@ class Connection(ABC):
         result still holds the whole output). A command that runs past `timeout` seconds is killed
         with its process group and returns exit code 124 with what it had written so far.
         """
-        script = wrap_command(cmd, env=env, cwd=cwd, become=become, login_user=self.user)
+        script = self._wrap(cmd, env=env, cwd=cwd, become=become)
         try:
             return self._exec(script, stdin=stdin, timeout=timeout, on_line=on_line)
         except CommandTimeout as exc:
             stderr = exc.stderr if not exc.stderr or exc.stderr.endswith("\n") else exc.stderr + "\n"
             return CommandResult(124, exc.stdout, f"{stderr}command timed out after {timeout} s and was killed")
+
+    def _wrap(self, cmd: str, *, env: Mapping[str, str] | None = None, cwd: str | None = None,
+              become: Become | None = None) -> str:
+        """The complete command line for `cmd` (wrap_command); a transport may add to it (sudo's password)."""
+        return wrap_command(cmd, env=env, cwd=cwd, become=become, login_user=self.user)
 
     @abstractmethod
     def _exec(self, script: str, *, stdin: bytes | None, timeout: float | None, on_line: LineCallback | None) -> CommandResult:
