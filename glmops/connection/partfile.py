@@ -19,7 +19,7 @@ MISMATCH_RC = 65  # exit code of finish_script() when the part file is not what 
 
 def sha256_cmd(quoted_path: str) -> str:
     """sh that prints the sha256 (hex only) of an already quoted path, on Linux and macOS."""
-    return f"{{ sha256sum {quoted_path} 2>/dev/null || shasum -a 256 {quoted_path}; }} | cut -d' ' -f1"
+    return f"{{ sha256sum -- {quoted_path} 2>/dev/null || shasum -a 256 -- {quoted_path}; }} | cut -d' ' -f1"
 
 
 def local_sha256(path: str, limit: int | None = None) -> str:
