@@ -15,6 +15,7 @@ from typing import Any
 
 from glmops.errors import LoadError, Pos
 from glmops.playbook.yamlpos import PosDict, load_yaml
+from glmops.values import is_template
 
 GROUP_KEYS = ("hosts", "children", "vars")
 IMPLICIT_LOCALHOST = {"ansible_connection": "local"}
@@ -296,7 +297,7 @@ def _vars_dir(base: str, kind: str, name: str) -> dict[str, Any]:
 def check_port(owner: str, variables: dict[str, Any], pos: Pos) -> None:
     """ansible_port must be a whole number from 1 to 65535 (a template is checked later)."""
     port = variables.get("ansible_port")
-    if port is None or (isinstance(port, str) and "{{" in port):
+    if port is None or is_template(port):
         return
     if isinstance(variables, PosDict):
         pos = variables.pos_of("ansible_port")

@@ -65,6 +65,17 @@ def world_dir() -> Iterator:
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture
+def conn(sshd: SshServer) -> Iterator:
+    """One SSH connection to the test sshd (the host named "target"), closed after the test."""
+    from glmops.connection.factory import open_connection
+
+    connection = open_connection("target", sshd.hostvars())
+    connection.connect()
+    yield connection
+    connection.close()
+
+
 @pytest.fixture(params=["ssh", "local"])
 def any_conn(request: pytest.FixtureRequest, sshd: SshServer) -> Iterator:
     """The same contract, over the real SSH transport and on the controller itself."""

@@ -56,6 +56,31 @@ def test_timeout_kills_and_recovers(any_conn, tmp_path: Path) -> None:
     assert not (tmp_path / "late").exists()
 
 
+def test_on_line_streams_lines_while_the_command_runs(any_conn, tmp_path: Path) -> None:
+    # The command waits for a file that only the callback of its first line creates: it can end
+    # only if that line arrived while it was still running (else it times out with rc 124).
+    flag = tmp_path / "seen-first"
+    seen: list[tuple[str, str]] = []
+
+    def on_line(stream: str, line: str) -> None:
+        seen.append((stream, line))
+        if line == "first":
+            flag.touch()
+
+    script = f"echo first; while [ ! -e {flag} ]; do sleep 0.05; done; echo 'to err' >&2; printf 'sec\\nond'; printf 'no newline'"
+    result = any_conn.run(script, timeout=30, on_line=on_line)
+    assert result.rc == 0 and result.stdout == "first\nsec\nondno newline" and result.stderr == "to err\n"
+    assert [line for stream, line in seen if stream == "stdout"] == ["first", "sec", "ondno newline"]
+    assert [line for stream, line in seen if stream == "stderr"] == ["to err"]
+
+
+def test_on_line_gets_the_output_of_a_command_that_timed_out(any_conn) -> None:
+    seen: list[str] = []
+    result = any_conn.run("echo started; printf half; sleep 30", timeout=0.5, on_line=lambda stream, line: seen.append(line))
+    assert result.rc == 124 and result.stdout == "started\nhalf" and seen == ["started", "half"]
+    assert any_conn.run("echo next", on_line=lambda *_: None).stdout == "next\n"
+
+
 def test_put_get_atomic_with_mode(any_conn, tmp_path: Path) -> None:
     dest = tmp_path / "f.txt"
     any_conn.put_bytes(b"one", str(dest), mode=0o600)

@@ -22,14 +22,6 @@ from glmops.errors import ConnectionFailure, GlmopsError, HostKeyError
 from sshd import SshServer
 
 
-@pytest.fixture
-def conn(sshd: SshServer):
-    connection = open_connection("target", sshd.hostvars())
-    connection.connect()
-    yield connection
-    connection.close()
-
-
 def _accepted(server: SshServer) -> int:
     return Path(server.log).read_text(errors="replace").count("Accepted publickey")
 
@@ -330,3 +322,18 @@ def test_stopping_the_test_server_ends_its_open_sessions(sshd_factory) -> None:
         for _ in range(2):  # the first call may still see only the shell's end
             connection.run("echo gone")
     connection.close()
+
+
+@pytest.mark.parametrize("output", [b"", b"\n", b"a", b"a\n", b"a\n\nb", b"a\nb\n", b"\n\n", b"x" * 100 + b"\n" + b"y" * 3])
+@pytest.mark.parametrize("chunk", [1, 2, 7, 1000])
+def test_stream_lines_match_the_output_however_it_is_cut(output: bytes, chunk: int) -> None:
+    from glmops.connection.base import LineSplitter
+    from glmops.connection.ssh import _Stream
+
+    lines: list[str] = []
+    stream = _Stream(b"TOK_b\n", b"\nTOK_rc=", with_rc=True, lines=LineSplitter("stdout", lambda _s, line: lines.append(line)))
+    wire = b"stray\nTOK_b\n" + output + b"\nTOK_rc=3\nafter"
+    for at in range(0, len(wire), chunk):
+        stream.feed(wire[at : at + chunk])
+    assert stream.data == output and stream.rc == 3
+    assert lines == output.decode().splitlines()

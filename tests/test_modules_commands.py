@@ -7,15 +7,7 @@ from pathlib import Path
 import pytest
 from modhelp import run_module
 
-from glmops.connection.factory import open_connection
 from glmops.errors import ArgumentError
-
-
-@pytest.fixture
-def conn(sshd):
-    connection = open_connection("target", sshd.hostvars())
-    yield connection
-    connection.close()
 
 
 def test_command_does_not_use_a_shell(conn, tmp_path: Path) -> None:

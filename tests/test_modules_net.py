@@ -12,14 +12,6 @@ import pytest
 from httpserver import LoopbackHTTPServer
 from modhelp import run_module
 
-from glmops.connection.factory import open_connection
-
-
-@pytest.fixture
-def conn(sshd):
-    connection = open_connection("target", sshd.hostvars())
-    yield connection
-    connection.close()
 
 
 @pytest.fixture
@@ -61,6 +53,18 @@ def test_get_url_checksum_mismatch_leaves_no_file(conn, http, tmp_path: Path) ->
     assert not dest.exists() and not (tmp_path / "x.part").exists()
     missing = run_module(conn, "get_url", url=f"{http.url}/nope", dest=str(tmp_path / "nope"))
     assert missing.failed and not (tmp_path / "nope").exists()
+
+
+def test_get_url_fails_when_owner_or_mode_cannot_be_set(conn, http, tmp_path: Path) -> None:
+    http.files["/o"] = b"o"
+    dest = tmp_path / "o"
+    fresh = run_module(conn, "get_url", url=f"{http.url}/o", dest=str(dest), owner="no-such-user-glmops")
+    assert fresh.failed and not fresh.changed and "setting owner on" in fresh.msg and dest.read_bytes() == b"o"
+    again = run_module(conn, "get_url", url=f"{http.url}/o", dest=str(dest), mode="u+nonsense")
+    assert again.failed and "setting mode on" in again.msg
+    checked = run_module(conn, "get_url", url=f"{http.url}/o", dest=str(dest), mode="0600", check=True, diff=True)
+    assert checked.changed and not checked.failed and [d.after for d in checked.diff] == ["mode: 0600\n"]
+    assert oct(dest.stat().st_mode & 0o777) != "0o600"
 
 
 def test_get_url_check_mode(conn, http, tmp_path: Path) -> None:

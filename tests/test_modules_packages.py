@@ -13,16 +13,8 @@ from pathlib import Path
 import pytest
 from modhelp import run_module
 
-from glmops.connection.factory import open_connection
 
 GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-
-
-@pytest.fixture
-def conn(sshd):
-    connection = open_connection("target", sshd.hostvars())
-    yield connection
-    connection.close()
 
 
 def git(*args: str, cwd: Path) -> str:

@@ -44,3 +44,17 @@ def test_console_draws_a_bar_per_host_on_a_terminal() -> None:
     renderer({"event": "task_end", "task": "fetch"})
     text = out.getvalue()
     assert "[a] waiting" in text and "[b] waiting" in text and "5 / 10 s (50%)" in text
+
+
+def test_ctx_run_streams_lines_with_the_task_environment(tmp_path) -> None:
+    # The command can only finish once the callback saw its first line (else it times out: rc 124).
+    flag = tmp_path / "go"
+    lines: list[tuple[str, str]] = []
+
+    def on_line(stream: str, line: str) -> None:
+        lines.append((stream, line))
+        flag.touch()
+
+    ctx = ModuleContext(conn=LocalConnection(), host="h", environment={"WHO": "module"})
+    result = ctx.run(f'echo "step 1 by $WHO"; while [ ! -e {flag} ]; do sleep 0.05; done; echo done >&2', timeout=30, on_line=on_line)
+    assert result.rc == 0 and lines == [("stdout", "step 1 by module"), ("stderr", "done")]

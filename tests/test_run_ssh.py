@@ -353,6 +353,33 @@ def test_facts_gathered_lazily_once(tmp_path: Path, inv: Path) -> None:
     assert " cpus, " in results(result.stdout, "facts")["target"]["msg"]
 
 
+def test_facts_are_gathered_for_the_names_templates_read(tmp_path: Path, inv: Path) -> None:
+    playbook = """
+        - hosts: all
+          vars: {greeting: "hi {{ ansible_hostname }}"}
+          tasks:
+            - name: keys
+              debug: msg="{{ hostvars[inventory_hostname] | list }}"
+              when: not ansible_check_mode
+            - name: chained
+              debug: msg="{{ greeting }}"
+            - name: keys again
+              debug: msg="{{ hostvars[inventory_hostname] | list }}"
+        """
+    result = run(tmp_path, inv, playbook)
+    assert result.returncode == 0, result.stdout
+    assert "ansible_hostname" not in results(result.stdout, "keys")["target"]["msg"]  # defined names need no facts
+    assert results(result.stdout, "chained")["target"]["msg"].startswith("hi ")  # read through a variable
+    assert "ansible_hostname" in results(result.stdout, "keys again")["target"]["msg"]
+    lookup = run(tmp_path, inv, """
+        - hosts: all
+          tasks:
+            - name: by key
+              debug: msg="{{ hostvars[inventory_hostname]['ansible_os_family'] }}"
+        """)
+    assert results(lookup.stdout, "by key")["target"]["msg"] == "Debian", lookup.stdout
+
+
 def test_gather_facts_false_means_no_facts(tmp_path: Path, inv: Path) -> None:
     playbook = """
         - hosts: all

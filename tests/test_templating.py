@@ -259,3 +259,29 @@ def test_variables_holding_templates_are_rendered_when_used() -> None:
     assert T.render_text("path={{ model_dir }}\n", variables, name="t.j2") == "path=/root/autodl-tmp/chatglm3-6b\n"
     with pytest.raises(TemplateError, match="recursive loop"):
         T.render("{{ a }}", {"a": "{{ b }}", "b": "{{ a }}"})
+
+
+@pytest.mark.parametrize(
+    "value,expression,names",
+    [
+        ("plain text", False, set()),
+        ("{{ a }} and {{ b.c }}", False, {"a", "b", "c"}),
+        ({"k": ["{{ x | default(y) }}"], "{{ key }}": 1}, False, {"x", "y", "key"}),
+        ("{% for i in items %}{{ i.ansible_host }}{% endfor %}", False, {"items", "ansible_host"}),
+        ("{{ hostvars[inventory_hostname]['ansible_os_family'] }}", False, {"hostvars", "inventory_hostname", "ansible_os_family"}),
+        ("{# {{ hidden }} #}", False, set()),
+        ("ansible_facts.gpus | length > 0", True, {"ansible_facts", "gpus"}),
+        ("{{ x }}", True, {"x"}),
+        (True, True, set()),
+        ("not closed {{", False, set()),
+    ],
+)
+def test_referenced_names(value: object, expression: bool, names: set) -> None:
+    assert Templar().referenced_names(value, expression=expression) == names
+
+
+def test_names_are_followed_through_template_variables() -> None:
+    variables = {"a": "{{ b }}", "b": ["{{ c.ansible_x }}"], "c": {}, "loop": "{{ loop }}"}
+    templar = Templar()
+    assert templar.names_through_variables(frozenset({"a"}), variables) == {"a", "b", "c", "ansible_x"}
+    assert templar.names_through_variables(frozenset({"loop"}), variables) == {"loop"}

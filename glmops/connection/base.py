@@ -4,6 +4,12 @@ A module never builds transport-specific code: it calls `conn.run(cmd)` with a P
 string in which every interpolated value was quoted with `shlex.quote`, and `conn.put_bytes` /
 `conn.put_file` / `conn.get_file` for files. Uploads are atomic: data lands in a temporary file
 beside the destination which is then renamed over it.
+
+`Connection.run()` is written once, here: it wraps the command (`wrap_command`: cwd, environment,
+become) and applies the timeout policy (exit code 124 and a message on stderr). A transport
+implements only the primitive `_exec(script, stdin=, timeout=, on_line=)`, which runs one complete
+sh command line, hands each output line to `on_line` as it arrives (use `LineSplitter`), and on
+timeout kills the command with its process group and raises `CommandTimeout`.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Callable
 from glmops.errors import GlmopsError
 
 ProgressCallback = Callable[[int, int], None]  # (bytes done, bytes total)
+LineCallback = Callable[[str, str], None]  # (stream: "stdout" or "stderr", one line without its newline)
 
 
 class RunInterrupted(GlmopsError):
@@ -43,6 +50,49 @@ class CommandResult:
     @property
     def ok(self) -> bool:
         return self.rc == 0
+
+
+class CommandTimeout(Exception):
+    """Raised by a transport's `_exec` when a command ran past its timeout (and was killed);
+    carries what it had written so far."""
+
+    def __init__(self, stdout: str, stderr: str):
+        super().__init__("timeout")
+        self.stdout, self.stderr = stdout, stderr
+
+
+class LineSplitter:
+    """Cuts one output stream into lines for a LineCallback, as the bytes arrive."""
+
+    def __init__(self, stream: str, on_line: LineCallback | None):
+        self.stream, self.on_line = stream, on_line
+        self.pending = bytearray()
+        self.ended_early = False  # line_done() sent the pending text: the newline that follows is its end
+
+    def feed(self, data: bytes) -> None:
+        if self.on_line is None or not data:
+            return
+        if self.ended_early:
+            self.ended_early = False
+            if data.startswith(b"\n"):
+                data = data[1:]
+        self.pending += data
+        *lines, rest = self.pending.split(b"\n")
+        self.pending = bytearray(rest)
+        for line in lines:
+            self.on_line(self.stream, line.decode(errors="replace"))
+
+    def line_done(self) -> None:
+        """The text so far is a whole line (a newline or the end of the output comes next): send it now."""
+        if self.on_line is not None and self.pending:
+            self.flush()
+            self.ended_early = True
+
+    def flush(self) -> None:
+        """The last line, when the output did not end with a newline."""
+        if self.on_line is not None and self.pending:
+            line, self.pending = bytes(self.pending), bytearray()
+            self.on_line(self.stream, line.decode(errors="replace"))
 
 
 def wrap_command(
@@ -84,7 +134,6 @@ class Connection(ABC):
     def connect(self) -> None:
         """Open the connection. Raises ConnectionFailure (UNREACHABLE) on failure."""
 
-    @abstractmethod
     def run(
         self,
         cmd: str,
@@ -94,8 +143,30 @@ class Connection(ABC):
         cwd: str | None = None,
         become: Become | None = None,
         timeout: float | None = None,
+        on_line: LineCallback | None = None,
     ) -> CommandResult:
-        """Run `cmd` with /bin/sh on the host and return its exit code and decoded output."""
+        """Run `cmd` with /bin/sh on the host and return its exit code and decoded output.
+
+        `on_line(stream, line)` is called for each line of stdout and stderr as it arrives (the
+        result still holds the whole output). A command that runs past `timeout` seconds is killed
+        with its process group and returns exit code 124 with what it had written so far.
+        """
+        script = self._wrap(cmd, env=env, cwd=cwd, become=become)
+        try:
+            return self._exec(script, stdin=stdin, timeout=timeout, on_line=on_line)
+        except CommandTimeout as exc:
+            stderr = exc.stderr if not exc.stderr or exc.stderr.endswith("\n") else exc.stderr + "\n"
+            return CommandResult(124, exc.stdout, f"{stderr}command timed out after {timeout} s and was killed")
+
+    def _wrap(self, cmd: str, *, env: Mapping[str, str] | None = None, cwd: str | None = None,
+              become: Become | None = None) -> str:
+        """The complete command line for `cmd` (wrap_command); a transport may add to it (sudo's password)."""
+        return wrap_command(cmd, env=env, cwd=cwd, become=become, login_user=self.user)
+
+    @abstractmethod
+    def _exec(self, script: str, *, stdin: bytes | None, timeout: float | None, on_line: LineCallback | None) -> CommandResult:
+        """Run one complete sh command line (already wrapped); stream lines to `on_line`; on
+        timeout kill it with its process group and raise CommandTimeout."""
 
     @abstractmethod
     def put_bytes(self, data: bytes, remote_path: str, *, mode: int | None = None, become: Become | None = None) -> None:

@@ -6,6 +6,8 @@ import base64
 import getpass
 import os
 import secrets
+import select
+import selectors
 import shlex
 import shutil
 import signal
@@ -13,9 +15,9 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
 
-from glmops.connection.base import Become, CommandResult, Connection, ProgressCallback, RunInterrupted, wrap_command
+from glmops.connection.base import (Become, CommandResult, CommandTimeout, Connection, LineCallback, LineSplitter, ProgressCallback,
+                                    RunInterrupted, wrap_command)
 
 
 def _write_atomic(path: str, data: bytes, mode: int | None) -> None:
@@ -39,6 +41,63 @@ def _write_atomic(path: str, data: bytes, mode: int | None) -> None:
         raise
 
 
+def _pump(
+    proc: subprocess.Popen[bytes], stdin: bytes | None, deadline: float | None, lines: dict[str, LineSplitter],
+    *, close_stdin: bool = True,
+) -> tuple[bytes, bytes, bool]:
+    """Feed `stdin` and read stdout and stderr until both end or `deadline` (time.monotonic()) passes.
+
+    Returns (stdout, stderr, ended); `lines[name]` gets each stream's bytes as they arrive. Pipes
+    that ended are closed.
+    """
+    chunks: dict[int, bytearray] = {}
+    splitters: dict[int, LineSplitter] = {}
+    with selectors.DefaultSelector() as selector:
+        for pipe, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr")):
+            if pipe is not None and not pipe.closed:
+                selector.register(pipe, selectors.EVENT_READ, name)
+                chunks[pipe.fileno()] = bytearray()
+                splitters[pipe.fileno()] = lines[name]
+        out_fd = proc.stdout.fileno() if proc.stdout and not proc.stdout.closed else -1
+        view, sent = memoryview(stdin or b""), 0
+        if proc.stdin is not None and not proc.stdin.closed and close_stdin:
+            if view:
+                selector.register(proc.stdin, selectors.EVENT_WRITE, "stdin")
+            else:
+                proc.stdin.close()
+        while selector.get_map():
+            wait = None if deadline is None else deadline - time.monotonic()
+            if wait is not None and wait <= 0:
+                break
+            for key, _ in selector.select(wait):
+                if key.data == "stdin":
+                    try:
+                        sent += os.write(key.fd, view[sent : sent + select.PIPE_BUF])
+                    except BrokenPipeError:
+                        sent = len(view)
+                    if sent >= len(view):
+                        selector.unregister(key.fileobj)
+                        key.fileobj.close()  # type: ignore[union-attr]
+                    continue
+                data = os.read(key.fd, 65536)
+                if data:
+                    chunks[key.fd] += data
+                    splitters[key.fd].feed(data)
+                else:
+                    selector.unregister(key.fileobj)
+                    splitters[key.fd].flush()
+                    key.fileobj.close()  # type: ignore[union-attr]
+        ended = not selector.get_map()
+        if not ended and not close_stdin:  # the last look after a kill: give up on the pipes
+            for key in list(selector.get_map().values()):
+                if key.data != "stdin":
+                    splitters[key.fd].flush()
+                key.fileobj.close()  # type: ignore[union-attr]
+    out = bytes(chunks.get(out_fd, b""))
+    err = b"".join(bytes(v) for fd, v in chunks.items() if fd != out_fd)
+    return out, err, ended
+
+
 class LocalConnection(Connection):
     """The controller as a host: commands run with /bin/sh via subprocess."""
 
@@ -52,17 +111,7 @@ class LocalConnection(Connection):
     def connect(self) -> None:
         return None
 
-    def run(
-        self,
-        cmd: str,
-        *,
-        stdin: bytes | None = None,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        become: Become | None = None,
-        timeout: float | None = None,
-    ) -> CommandResult:
-        script = wrap_command(cmd, env=env, cwd=cwd, become=become, login_user=self.user)
+    def _exec(self, script: str, *, stdin: bytes | None, timeout: float | None, on_line: LineCallback | None) -> CommandResult:
         with self._running_lock:
             if self._interrupted:
                 raise RunInterrupted(self.host)
@@ -75,7 +124,7 @@ class LocalConnection(Connection):
             )
             self._running.add(proc)
         try:
-            return self._wait(proc, stdin, timeout)
+            return self._wait(proc, stdin, timeout, on_line)
         finally:
             with self._running_lock:
                 self._running.discard(proc)
@@ -96,25 +145,26 @@ class LocalConnection(Connection):
             if sig == signal.SIGTERM and running:
                 time.sleep(0.2)
 
-    def _wait(self, proc: subprocess.Popen[bytes], stdin: bytes | None, timeout: float | None) -> CommandResult:
-        try:
-            out, err = proc.communicate(stdin or None, timeout=timeout)
-        except subprocess.TimeoutExpired:
+    def _wait(self, proc: subprocess.Popen[bytes], stdin: bytes | None, timeout: float | None,
+              on_line: LineCallback | None) -> CommandResult:
+        """Read the command's output as it comes; on timeout kill its process group."""
+        deadline = time.monotonic() + timeout if timeout else None
+        lines = {name: LineSplitter(name, on_line) for name in ("stdout", "stderr")}
+        out, err, finished = _pump(proc, stdin, deadline, lines)
+        if not finished:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-            try:
-                out, err = proc.communicate(timeout=2)
-            except subprocess.TimeoutExpired as exc:  # a process that left the group still holds the pipes
-                out, err = exc.stdout or b"", exc.stderr or b""
-                for pipe in (proc.stdout, proc.stderr):
-                    if pipe:
-                        pipe.close()
-                proc.wait()
-            text = err.decode(errors="replace")
-            text += "\n" if text and not text.endswith("\n") else ""
-            return CommandResult(124, out.decode(errors="replace"), f"{text}command timed out after {timeout} s and was killed")
+            # what is still in the pipes; a process that left the group may hold them open: 2 s at most
+            more_out, more_err, _ = _pump(proc, None, time.monotonic() + 2, lines, close_stdin=False)
+            for splitter in lines.values():
+                splitter.flush()
+            if proc.stdin is not None and not proc.stdin.closed:
+                proc.stdin.close()
+            proc.wait()
+            raise CommandTimeout((out + more_out).decode(errors="replace"), (err + more_err).decode(errors="replace"))
+        proc.wait()
         return CommandResult(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
 
     def _sudo(self, become: Become | None) -> bool:

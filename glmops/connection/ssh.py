@@ -13,7 +13,6 @@ import getpass
 import hashlib
 import os
 import posixpath
-import re
 import secrets
 import select
 import shlex
@@ -25,7 +24,9 @@ from collections.abc import Callable, Mapping
 
 import paramiko
 
-from glmops.connection.base import Become, CommandResult, Connection, ProgressCallback, RunInterrupted, wrap_command
+from glmops.connection.base import (Become, CommandResult, CommandTimeout, Connection, LineCallback, LineSplitter, ProgressCallback,
+                                    RunInterrupted, wrap_command)
+from glmops.connection.partfile import MISMATCH_RC, finish_script, local_sha256, parse_verified, resume_offset, sha256_cmd
 from glmops.connection.sshopts import SSHSettings
 from glmops.errors import AuthenticationFailure, ConnectionFailure, HostKeyError
 
@@ -149,8 +150,10 @@ class _Stream:
     the end marker is dropped, so stray output can neither corrupt a result nor hide a marker.
     """
 
-    def __init__(self, begin: bytes, end: bytes, with_rc: bool):
+    def __init__(self, begin: bytes, end: bytes, with_rc: bool, lines: LineSplitter | None = None):
         self.begin, self.end, self.with_rc = begin, end, with_rc
+        self.lines = lines  # gets the command's bytes as soon as they cannot be part of the end marker
+        self.sent = 0
         self.buf = bytearray()
         self.started = False
         self.scan = 0
@@ -171,7 +174,13 @@ class _Stream:
         at = self.buf.find(self.end, self.scan)
         if at < 0:
             self.scan = max(0, len(self.buf) - len(self.end) + 1)
+            if self.lines is not None:
+                held = self._held()
+                self._send(len(self.buf) - held)
+                if held:  # the marker starts with a newline: the text before it is a whole line either way
+                    self.lines.line_done()
             return
+        self._send(at)
         if self.with_rc:
             newline = self.buf.find(b"\n", at + len(self.end))
             if newline < 0:
@@ -180,17 +189,30 @@ class _Stream:
             self.rc = int(self.buf[at + len(self.end) : newline])
         self.data = bytes(self.buf[:at])
         self.buf = bytearray()
+        if self.lines is not None:
+            self.lines.flush()
+
+    def _held(self) -> int:
+        """How many bytes at the end of the buffer could be the beginning of the end marker."""
+        at = self.buf.find(b"\n", max(self.sent, len(self.buf) - len(self.end) + 1))
+        while at >= 0:
+            if self.end.startswith(self.buf[at:]):
+                return len(self.buf) - at
+            at = self.buf.find(b"\n", at + 1)
+        return 0
+
+    def _send(self, upto: int) -> None:
+        """Pass the command's output up to `upto` (exclusive) on to the line callback."""
+        if self.lines is not None and upto > self.sent:
+            self.lines.feed(bytes(self.buf[self.sent : upto]))
+            self.sent = upto
 
     def partial(self) -> str:
+        """What the command wrote so far (it will not end normally); the line callback gets the rest."""
+        if self.data is None and self.lines is not None:
+            self._send(len(self.buf))
+            self.lines.flush()
         return (self.data if self.data is not None else bytes(self.buf)).decode(errors="replace")
-
-
-class CommandTimeout(Exception):
-    """A command ran past its timeout; carries what it had written so far."""
-
-    def __init__(self, stdout: str, stderr: str):
-        super().__init__("timeout")
-        self.stdout, self.stderr = stdout, stderr
 
 
 class RemoteShell:
@@ -209,7 +231,8 @@ class RemoteShell:
     def alive(self) -> bool:
         return not (self.channel.closed or self.channel.exit_status_ready())
 
-    def execute(self, script: str, *, stdin: bytes | None, timeout: float | None) -> CommandResult:
+    def execute(self, script: str, *, stdin: bytes | None, timeout: float | None,
+                on_line: LineCallback | None = None) -> CommandResult:
         """Run one complete sh command line and return its result; raises CommandTimeout, EOFError."""
         token = f"__glmops_{secrets.token_hex(8)}"
         if stdin:
@@ -220,8 +243,9 @@ class RemoteShell:
             f"printf '{token}_b\\n'; printf '{token}_b\\n' >&2; {feed}\n"
             f"printf '\\n{token}_rc=%d\\n' $?; printf '\\n{token}_e\\n' >&2\n"
         )
-        out = _Stream(f"{token}_b\n".encode(), f"\n{token}_rc=".encode(), with_rc=True)
-        err = _Stream(f"{token}_b\n".encode(), f"\n{token}_e\n".encode(), with_rc=False)
+        out_lines, err_lines = (LineSplitter("stdout", on_line), LineSplitter("stderr", on_line)) if on_line else (None, None)
+        out = _Stream(f"{token}_b\n".encode(), f"\n{token}_rc=".encode(), with_rc=True, lines=out_lines)
+        err = _Stream(f"{token}_b\n".encode(), f"\n{token}_e\n".encode(), with_rc=False, lines=err_lines)
         self.channel.sendall(line.encode())
         deadline = time.monotonic() + timeout if timeout else None
         while True:
@@ -558,30 +582,19 @@ class SSHConnection(Connection):
             self._askpass = made.stdout
         return self._askpass
 
-    def run(
-        self,
-        cmd: str,
-        *,
-        stdin: bytes | None = None,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        become: Become | None = None,
-        timeout: float | None = None,
-    ) -> CommandResult:
+    def _exec(self, script: str, *, stdin: bytes | None, timeout: float | None, on_line: LineCallback | None) -> CommandResult:
         with self._lock:
             if self._interrupted:
                 raise RunInterrupted(self.host)
-            script = self._wrap(cmd, env=env, cwd=cwd, become=become)
             shell = self._ensure_shell()
             try:
-                result = shell.execute(script, stdin=stdin, timeout=timeout)
+                result = shell.execute(script, stdin=stdin, timeout=timeout, on_line=on_line)
                 if self._interrupted:
                     raise RunInterrupted(self.host)
                 return result
-            except CommandTimeout as exc:
+            except CommandTimeout:
                 self._kill_shell(shell)
-                stderr = exc.stderr if not exc.stderr or exc.stderr.endswith("\n") else exc.stderr + "\n"
-                return CommandResult(124, exc.stdout, f"{stderr}command timed out after {timeout} s and was killed")
+                raise
             except (EOFError, OSError, paramiko.SSHException) as exc:
                 shell.close()
                 self._shell = None
@@ -710,45 +723,33 @@ class SSHConnection(Connection):
                 raise
             raise OSError(f"cannot upload to {self.host}:{part}: {exc.strerror or exc}") from None
         q = shlex.quote(part)
-        verify = self.run(f"wc -c < {q} && {{ sha256sum {q} 2>/dev/null || shasum -a 256 {q}; }}")
-        fields = verify.stdout.split()
-        if verify.rc != 0 or fields[:1] != [str(size)] or fields[1:2] != [_sha256_file(local_path)]:
-            self.run(f"rm -f {q}")
-            got = f"{fields[0]} bytes" if fields else verify.stderr.strip()
-            raise OSError(
-                f"upload of {local_path} to {self.host}:{remote_path} failed verification "
-                f"(expected {size} bytes with the same sha256, got {got}); run again to retry"
-            )
         if needs_sudo:
             tmp = posixpath.join(directory, f".{name}.glmops-tmp-{secrets.token_hex(4)}")
             t = shlex.quote(tmp)
             inner = f"cat > {t} && {self._install_script(tmp, remote_path, mode)} || {{ rc=$?; rm -f {t}; exit $rc; }}"
-            install = self._wrap(inner, become=become)
-            result = self.run(f"{install} < {q}; rc=$?; rm -f {q}; exit $rc")
+            install = f"{self._wrap(inner, become=become)} < {q}; rc=$?; rm -f {q}; exit $rc"
         else:
-            result = self.run(f"{self._install_script(part, remote_path, mode)} || {{ rc=$?; rm -f {q}; exit $rc; }}")
+            install = f"{self._install_script(part, remote_path, mode)} || {{ rc=$?; rm -f {q}; exit $rc; }}"
+        result = self.run(finish_script(part, install, size=size, sha256=local_sha256(local_path)))
+        if result.rc == MISMATCH_RC or parse_verified(result.stdout) is None:
+            raise OSError(
+                f"upload of {local_path} to {self.host}:{remote_path} failed verification "
+                f"({result.stderr.strip() or 'no size or checksum'}); run again to retry"
+            )
         self._check(result, f"installing {remote_path}")
 
     def _resumable_offset(self, sftp: paramiko.SFTPClient, local_path: str, part: str, size: int) -> int:
         """Bytes of an earlier, interrupted upload of the same file that can be kept (0 if none)."""
         try:
-            have = sftp.stat(part).st_size or 0
+            have: int | None = sftp.stat(part).st_size or 0
         except OSError:
-            return 0
-        if have == 0 or have > size:
-            return 0
-        prefix = hashlib.sha256()
-        with open(local_path, "rb") as handle:
-            left = have
-            while left:
-                chunk = handle.read(min(CHUNK, left))
-                prefix.update(chunk)
-                left -= len(chunk)
-        q = shlex.quote(part)
-        remote = self.run(f"sha256sum {q} 2>/dev/null || shasum -a 256 {q}")
-        if remote.rc == 0 and remote.stdout.split()[:1] == [prefix.hexdigest()]:
-            return have
-        return 0
+            have = None
+
+        def remote_sum() -> str | None:
+            result = self.run(sha256_cmd(shlex.quote(part)))
+            return result.stdout.strip() if result.rc == 0 else None
+
+        return resume_offset(have, size, lambda length: local_sha256(local_path, length), remote_sum)
 
     def get_file(self, remote_path: str, local_path: str, *, become: Become | None = None) -> None:
         with self._lock:
@@ -802,12 +803,4 @@ class SSHConnection(Connection):
         for transport in reversed(self._jumps):
             transport.close()
         self._jumps = []
-
-
-def _sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 

@@ -23,14 +23,14 @@ from glmops.inventory import Inventory
 from glmops.modules import get_module
 from glmops.modules.base import ModuleContext, ModuleResult, validate_args
 from glmops.output.redact import HIDDEN, Redactor, hide_result, is_secret_name
-from glmops.playbook.filters import to_bool
 from glmops.playbook.model import Block, IncludeRole, IncludeTasks, Item, Play, Playbook, Role, Task
 from glmops.playbook.templating import Templar
 from glmops.playbook.variables import HostVars, merge_layers
+from glmops.values import to_bool
 
 Event = dict[str, Any]
 STATS = ("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored")
-FACT_MARKERS = ("ansible_", "glmops_gpus")
+FACT_PREFIX = "ansible_"  # facts are the ansible_* variables setup defines
 INTERRUPT_WAIT = 15.0  # seconds Ctrl-C waits for the hosts to confirm their commands were stopped
 
 
@@ -463,7 +463,7 @@ class PlaybookRunner:
         no_log = False
         try:
             variables = self.task_vars(state, scope, task)
-            no_log = bool(to_bool(self.templar.render(task.no_log if task.no_log is not None else scope.no_log, variables) or False))
+            no_log = to_bool(self.templar.render(task.no_log if task.no_log is not None else scope.no_log, variables) or False, strict=False)
             self._gather_if_needed(task, state, scope, variables)
             if self.play and self.play.gather_facts and state.facts_gathered:
                 variables = self.task_vars(state, scope, task)
@@ -492,18 +492,27 @@ class PlaybookRunner:
                       diff=[], no_log=no_log)
 
     def _gather_if_needed(self, task: Task, state: HostState, scope: Scope, variables: dict[str, Any]) -> None:
-        """Lazy facts: gather once per host, on the first task whose templates mention a fact."""
+        """Lazy facts: gather once per host, on the first task whose templates read a fact.
+
+        Decided from the names the templater finds in the task (find_undeclared_variables, plus
+        attribute and constant-key lookups), followed through variables whose values are templates,
+        and the template file of a `template` task: any `ansible_*` name not defined yet needs facts.
+        """
         if state.facts_gathered or not (self.play and self.play.gather_facts) or task.module == "setup":
             return
-        text = repr((task.args, task.when, task.loop, task.changed_when, task.failed_when, task.until, scope.when, scope.vars, task.vars))
+        templar = self.templar
+        names = templar.referenced_names((task.args, task.loop, task.loop_label, task.environment, scope.environment,
+                                          task.no_log, task.ignore_errors))
+        names |= templar.referenced_names([*scope.when, *task.when, *(task.changed_when or []), *(task.failed_when or []),
+                                           *(task.until or [])], expression=True)
         if task.module == "template" and isinstance(task.args.get("src"), str):
             try:
                 path = ModuleContext(conn=None, host=state.name, search_paths=self._search_paths(scope)).find_file("templates", task.args["src"])  # type: ignore[arg-type]
                 with open(path, encoding="utf-8", errors="replace") as handle:
-                    text += handle.read()
+                    names |= templar.referenced_names(handle.read())
             except (ArgumentError, OSError):
                 pass
-        if any(marker in text for marker in FACT_MARKERS):
+        if any(name.startswith(FACT_PREFIX) and name not in variables for name in templar.names_through_variables(names, variables)):
             self.gather_facts(state)
 
     def gather_facts(self, state: HostState) -> None:
@@ -523,13 +532,7 @@ class PlaybookRunner:
         """Run the task (all loop items) on one host; return the result `register` stores."""
         conditions = scope.when + task.when
         if task.loop is None:
-            try:
-                ok = self.templar.all_true(conditions, variables, pos=task.pos)
-            except TemplateError as exc:
-                if self._fact_missing(exc, state):
-                    return self._execute(task, state, scope, self.task_vars(state, scope, task))
-                raise
-            if not ok:
+            if not self.templar.all_true(conditions, variables, pos=task.pos):
                 return {"changed": False, "skipped": True, "skip_reason": "Conditional result was False"}
             return self._attempts(task, state, scope, variables)
         items = self.templar.render(task.loop, variables, pos=task.pos, field="loop")
@@ -560,22 +563,13 @@ class PlaybookRunner:
             summary["skipped"] = True
         return summary
 
-    def _fact_missing(self, exc: TemplateError, state: HostState) -> bool:
-        """An undefined ansible_* variable: gather facts (once) and try again."""
-        if state.facts_gathered or not (self.play and self.play.gather_facts):
-            return False
-        if "undefined variable 'ansible_" in exc.message or "undefined variable 'glmops_gpus" in exc.message:
-            self.gather_facts(state)
-            return True
-        return False
-
     def _no_log(self, task: Task, scope: Scope, variables: dict[str, Any]) -> bool:
         value = task.no_log if task.no_log is not None else scope.no_log
-        return bool(to_bool(self.templar.render(value, variables))) if value is not None else False
+        return to_bool(self.templar.render(value, variables), strict=False) if value is not None else False
 
     def _ignore_errors(self, task: Task, scope: Scope, variables: dict[str, Any]) -> bool:
         value = task.ignore_errors if task.ignore_errors is not None else scope.ignore_errors
-        return bool(to_bool(self.templar.render(value, variables))) if value is not None else False
+        return to_bool(self.templar.render(value, variables), strict=False) if value is not None else False
 
     def _attempts(self, task: Task, state: HostState, scope: Scope, variables: dict[str, Any]) -> dict[str, Any]:
         """One execution, repeated per retries/until."""
@@ -599,12 +593,7 @@ class PlaybookRunner:
 
     def _once(self, task: Task, state: HostState, scope: Scope, variables: dict[str, Any]) -> dict[str, Any]:
         module = get_module(task.module)
-        try:
-            args = self.templar.render(task.args, variables, pos=task.pos, field="args")
-        except TemplateError as exc:
-            if self._fact_missing(exc, state):
-                return self._once(task, state, scope, self.task_vars(state, scope, task))
-            raise
+        args = self.templar.render(task.args, variables, pos=task.pos, field="args")
         args = {k: v for k, v in args.items() if v != "__omit_place_holder__"}
         try:
             args = validate_args(module, args, final=True, pos=task.pos)

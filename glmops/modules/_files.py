@@ -54,6 +54,33 @@ def symbolic_mode_changed(ctx: ModuleContext, path: str, before: PathState, want
     return wanted
 
 
+def wanted_attrs(ctx: ModuleContext, path: str, state: PathState, args: dict[str, Any]) -> dict[str, str]:
+    """The attributes of an existing path that must change (symbolic modes checked on the host)."""
+    wanted = attr_changes(state, args)
+    return symbolic_mode_changed(ctx, path, state, wanted) if wanted else wanted
+
+
+def attr_diff(path: str, state: PathState, wanted: dict[str, str]) -> Diff:
+    """The --diff entry of an attribute change."""
+    return Diff(before=_attr_text(state, wanted), after=_attr_text_after(wanted),
+                before_header=f"{path} (attributes)", after_header=f"{path} (attributes)")
+
+
+def set_attrs(ctx: ModuleContext, result: ModuleResult, path: str, state: PathState, wanted: dict[str, str], *,
+              diff: bool = True, recurse: bool = False) -> bool:
+    """The owner/group/mode step of file, copy, template, get_url and lineinfile.
+
+    Applies `wanted` (from `wanted_attrs`) through `ctx.change`: changed, the diff recorded (unless
+    `diff=False`, when the caller recorded it), nothing done in check mode, a failing chown/chmod
+    fails `result`. Nothing wanted: nothing happens. Returns False when it failed.
+    """
+    if not wanted:
+        return True
+    return ctx.change(result, apply_attrs_script(path, wanted, recurse=recurse),
+                      diff=attr_diff(path, state, wanted) if diff else None,
+                      failure=f"setting {', '.join(wanted)} on {path} failed")
+
+
 def install_content(ctx: ModuleContext, dest: str, content: bytes, args: dict[str, Any], *, what: str) -> ModuleResult:
     """copy/template: put `content` at `dest` when it differs (checksum), with backup, validate, attrs, diff."""
     state, before = probe(ctx, dest, checksum=True, content=ctx.diff)
@@ -61,16 +88,14 @@ def install_content(ctx: ModuleContext, dest: str, content: bytes, args: dict[st
         return ModuleResult(failed=True, msg=f"dest {dest} is a directory", data={"dest": dest})
     checksum = hashlib.sha256(content).hexdigest()
     content_changes = not state.exists or (state.sha256 != checksum and args.get("force", True))
-    wanted = attr_changes(state, args) if state.exists else {}
-    if state.exists and wanted:
-        wanted = symbolic_mode_changed(ctx, dest, state, wanted)
-    changed = content_changes or bool(wanted)
-    result = ModuleResult(changed=changed, data={"dest": dest, "checksum": checksum, "size": len(content)})
+    wanted = wanted_attrs(ctx, dest, state, args) if state.exists else {}
+    result = ModuleResult(changed=content_changes, data={"dest": dest, "checksum": checksum, "size": len(content)})
     if ctx.diff and content_changes:
         result.diff.append(text_diff(before if state.exists else None, content if len(content) < 256 * 1024 else b"(large file)", dest))
-    if ctx.diff and wanted:
-        result.diff.append(Diff(before=_attr_text(state, wanted), after=_attr_text_after(wanted), before_header=f"{dest} (attributes)", after_header=f"{dest} (attributes)"))
-    if not changed or ctx.check:
+        if wanted:  # recorded here, before the attributes of the new content are compared again below
+            result.diff.append(attr_diff(dest, state, wanted))
+    if ctx.check or not content_changes:
+        set_attrs(ctx, result, dest, state, wanted, diff=not content_changes)
         return result
     if content_changes:
         if args.get("backup") and state.exists:
@@ -91,10 +116,7 @@ def install_content(ctx: ModuleContext, dest: str, content: bytes, args: dict[st
             return ModuleResult(failed=True, msg=f"writing {dest} failed: {exc}", data=result.data)
         after, _ = probe(ctx, dest)
         wanted = attr_changes(after, {k: v for k, v in args.items() if k in ("owner", "group", "mode")})
-    if wanted:
-        applied = ctx.run(apply_attrs_script(dest, wanted))
-        if applied.rc != 0:
-            return ModuleResult(failed=True, msg=f"setting {', '.join(wanted)} on {dest} failed: {applied.stderr.strip()}", data=result.data)
+    set_attrs(ctx, result, dest, after, wanted, diff=False)
     return result
 
 

@@ -11,6 +11,7 @@ import shlex
 from dataclasses import dataclass
 
 from glmops.connection.base import CommandResult
+from glmops.connection.partfile import sha256_cmd
 from glmops.modules.base import Diff, ModuleContext
 
 MAX_DIFF_BYTES = 256 * 1024
@@ -34,10 +35,6 @@ class PathState:
     @property
     def exists(self) -> bool:
         return self.type != "absent"
-
-
-def sha256_cmd(quoted_path: str) -> str:
-    return f"{{ sha256sum -- {quoted_path} 2>/dev/null || shasum -a 256 -- {quoted_path}; }} | cut -d' ' -f1"
 
 
 def probe_script(path: str, *, checksum: bool = False, content: bool = False) -> str:

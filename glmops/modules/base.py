@@ -12,6 +12,11 @@ Contract:
 - Everything interpolated into a remote command is quoted with `shlex.quote`.
 - An argument whose value a remote program gets as a word of its own is a `path` or is marked
   `word=True`: a value starting with '-' is then refused before the module runs (`refuse_option`).
+- A change goes through `ctx.change(result, cmd, diff=...)`: it marks the result changed, records
+  the diff, does nothing more in check mode, and fails the result when `cmd` exits non-zero.
+  Owner/group/mode go through the one shared step `_files.set_attrs` (file, copy, template,
+  get_url, lineinfile).
+- Output of a long command can be followed line by line: `ctx.run(cmd, on_line=callback)`.
 - Long work reports progress with `ctx.progress(done, total, msg)`: the console draws a live bar per
   host, `--json` gets `progress` events (redacted like every event). Call it as often as convenient;
   it is throttled here.
@@ -27,6 +32,17 @@ Example of a module that reports progress::
                 ctx.run("sleep 1")
                 ctx.progress(second + 1, args["seconds"], "waiting", unit="s")
             return ModuleResult(changed=True)
+
+The same with one command whose output lines drive the bar, and a change made the framework's way
+(`ctx.change`: nothing in check mode, the diff recorded, a failing command fails the result)::
+
+        def run(self, ctx, args):
+            n = args["seconds"]
+            tick = lambda stream, line: stream == "stdout" and ctx.progress(int(line), n, "waiting", unit="s")
+            ctx.run(f"i=0; while [ $i -lt {n} ]; do sleep 1; i=$((i+1)); echo $i; done", on_line=tick)
+            result = ModuleResult()
+            ctx.change(result, f"touch {shlex.quote(args['stamp'])}", diff=Diff("", "waited\\n"))
+            return result
 """
 
 from __future__ import annotations
@@ -37,15 +53,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from glmops.connection.base import Become, CommandResult, Connection
+from glmops.connection.base import Become, CommandResult, Connection, LineCallback
 from glmops.errors import ArgumentError, Pos
+from glmops.values import NotABoolean, is_template, to_bool
 
 if TYPE_CHECKING:  # pragma: no cover
     from glmops.playbook.templating import Templar
 
 ARG_TYPES = ("str", "int", "float", "bool", "list", "dict", "path", "raw")
-TRUE_WORDS = {"yes", "true", "on", "1", "y", "t"}
-FALSE_WORDS = {"no", "false", "off", "0", "n", "f", ""}
 
 
 @dataclass(frozen=True)
@@ -131,9 +146,35 @@ class ModuleContext:
         self._last_report = now
         self.report({"done": done, "total": total, "msg": msg, "unit": unit})
 
-    def run(self, cmd: str, *, stdin: bytes | None = None, cwd: str | None = None, timeout: float | None = None) -> CommandResult:
-        """Run a sh command on the host with the task's become and environment."""
-        return self.conn.run(cmd, stdin=stdin, env=self.environment or None, cwd=cwd, become=self.become, timeout=timeout)
+    def run(self, cmd: str, *, stdin: bytes | None = None, cwd: str | None = None, timeout: float | None = None,
+            on_line: LineCallback | None = None) -> CommandResult:
+        """Run a sh command on the host with the task's become and environment.
+
+        `on_line(stream, line)` gets each output line ("stdout" or "stderr") while the command runs.
+        """
+        return self.conn.run(cmd, stdin=stdin, env=self.environment or None, cwd=cwd, become=self.become, timeout=timeout,
+                             on_line=on_line)
+
+    def change(self, result: ModuleResult, cmd: str, *, diff: Diff | None = None, failure: str | None = None,
+               stdin: bytes | None = None) -> bool:
+        """Make one change: the framework's part of check mode and diffs.
+
+        Marks `result` changed and records `diff` (when --diff is on); in check mode stops there.
+        Otherwise runs `cmd`; a non-zero exit fails `result` (not changed, `failure` or the command's
+        stderr as message). Returns True when the module may go on (the change was made or check mode).
+        """
+        result.changed = True
+        if diff is not None and self.diff:
+            result.diff.append(diff)
+        if self.check:
+            return True
+        done = self.run(cmd, stdin=stdin)
+        if done.rc == 0:
+            return True
+        reason = done.stderr.strip() or done.stdout.strip()
+        result.changed, result.failed = False, True
+        result.msg = f"{failure}: {reason}" if failure and reason else failure or reason or f"failed (exit {done.rc}): {cmd}"
+        return False
 
     def find_file(self, kind: str, name: str) -> str:
         """Find a controller-side file: `kind` is 'files' or 'templates'. Absolute paths are taken as they are.
@@ -191,10 +232,6 @@ def refuse_option(value: Any, field: str, *, pos: Pos | None = None, path: bool 
                                 field=field, hint=hint)
 
 
-def _looks_templated(value: Any) -> bool:
-    return isinstance(value, str) and ("{{" in value or "{%" in value)
-
-
 def coerce(value: Any, kind: str, *, name: str, pos: Pos | None = None, elements: str | None = None) -> Any:
     """Convert `value` to the argument type `kind`, or raise ArgumentError."""
 
@@ -212,13 +249,10 @@ def coerce(value: Any, kind: str, *, name: str, pos: Pos | None = None, elements
             return "True" if value else "False"
         return str(value)
     if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, (int, float)) and value in (0, 1):
-            return bool(value)
-        if isinstance(value, str) and value.strip().lower() in TRUE_WORDS | FALSE_WORDS:
-            return value.strip().lower() in TRUE_WORDS
-        raise bad("a boolean (yes/no, true/false)")
+        try:
+            return to_bool(value)
+        except NotABoolean:
+            raise bad("a boolean (yes/no, true/false)") from None
     if kind == "int":
         if isinstance(value, bool):
             raise bad("an integer")
@@ -284,14 +318,14 @@ def validate_args(module: Module, args: Mapping[str, Any], *, final: bool, pos: 
                 out[arg_name] = arg.default
             continue
         value = out[arg_name]
-        if not final and _looks_templated(value):
+        if not final and is_template(value):
             continue
         if value is None:
             continue
         try:
             value = coerce(value, arg.type, name=arg_name, pos=pos, elements=arg.elements if final else None)
         except ArgumentError:
-            if not final and any(_looks_templated(v) for v in (value if isinstance(value, list) else [])):
+            if not final and any(is_template(v) for v in (value if isinstance(value, list) else [])):
                 continue
             raise
         if arg.word or arg.type == "path" or (arg.type == "list" and arg.elements == "path"):

@@ -6,7 +6,7 @@ import shlex
 from typing import Any
 
 from glmops.errors import ArgumentError
-from glmops.modules._files import ATTR_ARGS, apply_attrs_script, attr_changes, symbolic_mode_changed
+from glmops.modules._files import ATTR_ARGS, apply_attrs_script, set_attrs, wanted_attrs
 from glmops.modules._remote import probe
 from glmops.modules.base import Arg, Diff, Module, ModuleContext, ModuleResult
 
@@ -97,32 +97,18 @@ class FileModule(Module):
 
     @staticmethod
     def _act(ctx: ModuleContext, script: str, data: dict[str, Any], before: str, after: str) -> ModuleResult:
-        result = ModuleResult(changed=True, data=data)
-        if ctx.diff:
-            result.diff.append(Diff(before=f"state: {before}\n", after=f"state: {after}\n",
-                                    before_header=f"{data['path']} (before)", after_header=f"{data['path']} (after)"))
-        if ctx.check:
-            return result
-        done = ctx.run(script)
-        if done.rc != 0:
-            return ModuleResult(failed=True, msg=done.stderr.strip() or f"failed: {script}", data=data)
+        result = ModuleResult(data=data)
+        ctx.change(result, script, diff=Diff(before=f"state: {before}\n", after=f"state: {after}\n",
+                                             before_header=f"{data['path']} (before)", after_header=f"{data['path']} (after)"))
         return result
 
     @staticmethod
     def _attrs(ctx: ModuleContext, path: str, state: Any, args: dict[str, Any], data: dict[str, Any]) -> ModuleResult:
-        wanted = symbolic_mode_changed(ctx, path, state, attr_changes(state, args))
+        wanted = wanted_attrs(ctx, path, state, args)
         if not wanted:
             return ModuleResult(data={**data, "mode": state.mode, "owner": state.owner, "group": state.group})
-        result = ModuleResult(changed=True, data={**data, **wanted})
-        if ctx.diff:
-            current = {"mode": state.mode, "owner": state.owner, "group": state.group}
-            result.diff.append(Diff(before="".join(f"{k}: {current[k]}\n" for k in wanted),
-                                    after="".join(f"{k}: {v}\n" for k, v in wanted.items()),
-                                    before_header=f"{path} (before)", after_header=f"{path} (after)"))
-        if not ctx.check:
-            done = ctx.run(apply_attrs_script(path, wanted))
-            if done.rc != 0:
-                return ModuleResult(failed=True, msg=done.stderr.strip(), data=data)
+        result = ModuleResult(data={**data, **wanted})
+        set_attrs(ctx, result, path, state, wanted)
         return result
 
     @staticmethod
@@ -143,13 +129,10 @@ class FileModule(Module):
         differing = ctx.run(f"find {q} {expression} -print | head -n 1")
         if not differing.stdout.strip():
             return ModuleResult(data=data)
-        if ctx.check:
-            return ModuleResult(changed=True, data=data)
         wanted = {k: normalize_mode(v) if k == "mode" else str(v) for k, v in args.items() if k in ("mode", "owner", "group") and v}
-        done = ctx.run(apply_attrs_script(path, wanted, recurse=True))
-        if done.rc != 0:
-            return ModuleResult(failed=True, msg=done.stderr.strip(), data=data)
-        return ModuleResult(changed=True, data=data)
+        result = ModuleResult(data=data)
+        ctx.change(result, apply_attrs_script(path, wanted, recurse=True))
+        return result
 
 
 MODULE = FileModule

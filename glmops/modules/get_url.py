@@ -7,8 +7,9 @@ import shlex
 from typing import Any
 
 from glmops.errors import ArgumentError
-from glmops.modules._files import ATTR_ARGS, apply_attrs_script, attr_changes
-from glmops.modules._remote import probe, sha256_cmd
+from glmops.modules._files import ATTR_ARGS, set_attrs, wanted_attrs
+from glmops.connection.partfile import MISMATCH_RC, finish_script, parse_verified
+from glmops.modules._remote import probe
 from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult
 
 
@@ -49,32 +50,24 @@ class GetUrlModule(Module):
         wanted = args["checksum"].split(":", 1)[1].lower() if args.get("checksum") else None
         data: dict[str, Any] = {"dest": dest, "url": args["url"]}
         if state.exists and ((wanted and state.sha256 == wanted) or (not wanted and not args["force"])):
-            changes = attr_changes(state, args)
-            if changes and not ctx.check:
-                ctx.run(apply_attrs_script(dest, changes))
-            return ModuleResult(changed=bool(changes), data={**data, "checksum_dest": state.sha256, "size": state.size})
+            result = ModuleResult(data={**data, "checksum_dest": state.sha256, "size": state.size})
+            set_attrs(ctx, result, dest, state, wanted_attrs(ctx, dest, state, args))
+            return result
         if ctx.check:
             return ModuleResult(changed=True, data=data)
-        part = shlex.quote(dest + ".part")
-        d = shlex.quote(dest)
-        fetch = self._fetch_script(args, part)
-        script = (
-            f"{fetch} || exit $?\n"
-            f"sum=$({sha256_cmd(part)})\n"
-            + (f'[ "$sum" = {shlex.quote(wanted)} ] || {{ rm -f {part}; echo "checksum mismatch: got sha256:$sum" >&2; exit 65; }}\n' if wanted else "")
-            + f"mv -f {part} {d} && echo \"sha256=$sum\" && echo \"size=$(wc -c < {d})\""
-        )
-        done = ctx.run(script, timeout=24 * 3600)
-        if done.rc != 0:
+        part = dest + ".part"
+        fetch = self._fetch_script(args, shlex.quote(part))
+        install = f"mv -f {shlex.quote(part)} {shlex.quote(dest)}"
+        done = ctx.run(f"{fetch} || exit $?\n{finish_script(part, install, sha256=wanted)}", timeout=24 * 3600)
+        verified = parse_verified(done.stdout)
+        if done.rc != 0 or verified is None:
             reason = done.stderr.strip()[-1000:] or done.stdout.strip()[-1000:]
-            hint = "" if done.rc == 65 else " (run the task again: the download resumes from the .part file)"
+            hint = "" if done.rc == MISMATCH_RC else " (run the task again: the download resumes from the .part file)"
             return ModuleResult(failed=True, msg=f"download of {args['url']} failed: {reason}{hint}", data=data)
-        values = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
         after, _ = probe(ctx, dest)
-        changes = attr_changes(after, args)
-        if changes:
-            ctx.run(apply_attrs_script(dest, changes))
-        return ModuleResult(changed=True, data={**data, "checksum_dest": values.get("sha256"), "size": int(values.get("size", "0").strip() or 0)})
+        result = ModuleResult(changed=True, data={**data, "checksum_dest": verified.sha256, "size": verified.size})
+        set_attrs(ctx, result, dest, after, wanted_attrs(ctx, dest, after, args), diff=False)
+        return result
 
     @staticmethod
     def _fetch_script(args: dict[str, Any], part: str) -> str:

@@ -15,20 +15,12 @@ import yaml
 from jinja2 import Undefined
 from jinja2.exceptions import FilterArgumentError
 
-from glmops.modules.base import FALSE_WORDS, TRUE_WORDS
+from glmops.values import to_bool as _to_bool
 
 
 def to_bool(value: Any) -> bool:
-    """Ansible's `bool` filter: yes/no, true/false, on/off, 1/0."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)):
-        return value == 1
-    text = str(value).strip().lower()
-    if text in TRUE_WORDS:
-        return True
-    if text in FALSE_WORDS:
-        return False
+    """Ansible's `bool` filter: the boolean words (yes/no, true/false, on/off, 1/0...); anything else is False."""
+    return _to_bool(value, strict=False)
     return False
 
 

@@ -20,6 +20,7 @@ from glmops.modules import canonical_name, get_module, is_module, module_names, 
 from glmops.modules.base import validate_args
 from glmops.playbook.model import Block, IncludeRole, IncludeTasks, Item, Play, Playbook, Role, Task
 from glmops.playbook.yamlpos import PosDict, PosList, load_yaml
+from glmops.values import is_bool_like, is_template, to_bool
 
 PLAY_KEYWORDS = {
     "name", "hosts", "vars", "vars_files", "roles", "pre_tasks", "tasks", "post_tasks", "handlers",
@@ -53,10 +54,6 @@ def _nearest_hint(word: str, choices: Iterable[str], what: str) -> str:
     return f"did you mean: {', '.join(near)}?" if near else f"valid {what}: " + ", ".join(sorted(choices))
 
 
-def _is_templated(value: Any) -> bool:
-    return isinstance(value, str) and ("{{" in value or "{%" in value)
-
-
 # -- typed keyword readers ------------------------------------------------------------------------
 class _Reader:
     """Reads the keywords of one mapping, with errors that point at the keyword's line."""
@@ -81,15 +78,15 @@ class _Reader:
 
     def bool_or_template(self, key: str) -> Any:
         value = self.node.get(key)
-        if value is None or isinstance(value, bool) or _is_templated(value):
+        if value is None or isinstance(value, bool) or is_template(value):
             return value
-        if isinstance(value, str) and value.lower() in ("yes", "no", "true", "false", "on", "off"):
-            return value.lower() in ("yes", "true", "on")
+        if is_bool_like(value):
+            return to_bool(value)
         raise self.error(key, f"expected a boolean (true/false), got {value!r}")
 
     def bool(self, key: str, default: bool | None = None) -> bool | None:
         value = self.bool_or_template(key)
-        if _is_templated(value):
+        if is_template(value):
             raise self.error(key, "a template is not allowed here; write true or false")
         return default if value is None else value
 
@@ -133,7 +130,7 @@ class _Reader:
 
     def int_or_template(self, key: str) -> Any:
         value = self.node.get(key)
-        if value is None or _is_templated(value) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        if value is None or is_template(value) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
             return value
         if isinstance(value, str):
             try:
@@ -487,11 +484,11 @@ class Loader:
         from_args = {}
         for arg in ("tasks_from", "vars_from", "defaults_from"):
             value = args.get(arg, "main")
-            if not isinstance(value, str) or _is_templated(value):
+            if not isinstance(value, str) or is_template(value):
                 raise LoadError(f"'{arg}' must be a literal file name, got {value!r}", pos=_key_pos(raw, arg, pos), field=f"{key}.{arg}")
             from_args[arg] = os.path.splitext(value)[0] if value.endswith((".yml", ".yaml")) else value
         if static:
-            if _is_templated(name):
+            if is_template(name):
                 raise LoadError("import_role needs a literal role name", pos=pos, field=key, hint="use include_role for a templated name")
             loaded = self.load_role(name, pos, **from_args)
             block = Block(pos=node.pos, role=loaded)
@@ -502,7 +499,7 @@ class Loader:
         include_role = IncludeRole(pos=node.pos, role_name=name, tasks_from=from_args["tasks_from"], role=role)
         self._options(reader, include_role)
         self._include_loop(reader, node, include_role)
-        if not _is_templated(name):
+        if not is_template(name):
             self.imported_roles.append(self.load_role(name, pos, tasks_from=from_args["tasks_from"]))
         return include_role
 
@@ -522,7 +519,7 @@ class Loader:
         tasks_dir = os.path.join(role.path, "tasks") if role else base_dir
         path = file if os.path.isabs(file) else os.path.join(tasks_dir, file)
         if action == "import_tasks":
-            if _is_templated(file):
+            if is_template(file):
                 raise LoadError("import_tasks needs a literal file name", pos=pos, field=key, hint="use include_tasks for a templated name")
             block = Block(pos=node.pos, role=role)
             self._options(reader, block)
@@ -531,7 +528,7 @@ class Loader:
         include = IncludeTasks(pos=node.pos, file=file, base_dir=tasks_dir, role=role)
         self._options(reader, include)
         self._include_loop(reader, node, include)
-        if not _is_templated(file):
+        if not is_template(file):
             # validate now (a mistake is reported before anything runs); loaded again when reached
             self.included_items.extend(self.load_tasks_file(path, role=role, pos=pos))
         return include
@@ -584,7 +581,7 @@ class Loader:
             play.host_key_checking = checking
         for index, entry in enumerate(reader.str_list("vars_files")):
             entry_pos = node["vars_files"].pos_of(index) if isinstance(node["vars_files"], PosList) else reader.pos("vars_files")
-            if _is_templated(entry):
+            if is_template(entry):
                 raise LoadError("templated vars_files paths are not supported", pos=entry_pos, field="vars_files", hint="write the path literally")
             path = entry if os.path.isabs(entry) else os.path.join(self.playbook_dir, entry)
             play.vars_files.append(path)
@@ -655,7 +652,7 @@ class Loader:
 
     @staticmethod
     def _literal_role_name(name: str, pos: Pos, field: str) -> None:
-        if _is_templated(name):
+        if is_template(name):
             raise LoadError(f"a role name here cannot be a template: {name!r}", pos=pos, field=field,
                             hint="roles are loaded before anything runs; use include_role in tasks for a templated name")
 
@@ -675,7 +672,7 @@ class Loader:
         tasks.extend(play.handlers)
         for task in tasks:
             for name in task.notify:
-                if name not in names and not _is_templated(name):
+                if name not in names and not is_template(name):
                     raise LoadError(f"notify names no handler: '{name}'", pos=task.pos, field="notify",
                                     hint=_nearest_hint(name, names, "handlers") if names else "this play has no handlers")
 
@@ -683,7 +680,7 @@ class Loader:
 def _loop_value(reader: _Reader, node: PosDict, key: str) -> Any:
     """`loop` as written; `with_items` flattened one level, as Ansible does (a template gets `| flatten(1)`)."""
     loop = node[key]
-    if not isinstance(loop, list) and not _is_templated(loop):
+    if not isinstance(loop, list) and not is_template(loop):
         raise reader.error(key, f"'{key}' needs a list or a template that gives one, got {loop!r}",
                            hint=f'e.g. {key}: [a, b] or {key}: "{{{{ packages }}}}"')
     if key != "with_items":
@@ -746,7 +743,7 @@ def _load_plays(loader: Loader, path: str, stack: list[str]) -> list[Play]:
                 if other not in (key, "name"):
                     raise LoadError(f"unknown import_playbook keyword '{other}'", pos=node.pos_of(other), field=str(other),
                                     hint="import_playbook takes only a file name (and 'name'); put vars and when in the imported plays")
-            if not isinstance(node[key], str) or not node[key] or _is_templated(node[key]):
+            if not isinstance(node[key], str) or not node[key] or is_template(node[key]):
                 raise LoadError(f"import_playbook needs a literal file name, got {node[key]!r}", pos=node.pos_of(key), field=str(key))
             target = os.path.join(os.path.dirname(path), str(node[key]))
             if not os.path.isfile(target):

@@ -12,14 +12,14 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any, Callable
 
-from jinja2 import ChainableUndefined, StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, meta, pass_context
+from jinja2 import ChainableUndefined, StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, meta, nodes, pass_context
 from jinja2.exceptions import FilterArgumentError, SecurityError, TemplateRuntimeError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from glmops.errors import Pos, TemplateError
-from glmops.modules.base import FALSE_WORDS, TRUE_WORDS
 from glmops.output.redact import is_secret_name
 from glmops.playbook.filters import FILTERS, TESTS
+from glmops.values import has_template, is_template, truthy
 
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.S)
 _LOOKUPS = ("env", "file")
@@ -84,30 +84,6 @@ def _environment() -> ImmutableSandboxedEnvironment:
     return env
 
 
-def truthy(value: Any) -> bool:
-    """How a condition's value decides: booleans as they are; the strings yes/no, true/false,
-    on/off, 1/0 as those words say (a variable set with `-e flag=false` is false); anything else
-    by Python truthiness (a non-empty string or list is true)."""
-    if isinstance(value, str):
-        word = value.strip().lower()
-        if word in TRUE_WORDS:
-            return True
-        if word in FALSE_WORDS:
-            return False
-    return bool(value)
-
-
-def _has_template(value: Any) -> bool:
-    """Does a variable's value hold a template somewhere (strings, lists, dicts)?"""
-    if isinstance(value, str):
-        return "{{" in value or "{%" in value
-    if isinstance(value, Mapping):
-        return any(_has_template(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_has_template(v) for v in value)
-    return False
-
-
 def _defined(value: Any) -> Any:
     """An expression's value; an undefined one raises (StrictUndefined only raises when used).
 
@@ -137,11 +113,13 @@ class Templar:
         self.env.glmops_on_secret = on_secret  # type: ignore[attr-defined]  # read by lookup()
         self._compile = lru_cache(maxsize=4096)(self.env.from_string)
         self._compile_expr = lru_cache(maxsize=4096)(self.env.compile_expression)
+        self._parse = lru_cache(maxsize=4096)(self.env.parse)  # one parse per source, for both name lists
         self._names = lru_cache(maxsize=4096)(self._referenced_names)
+        self._lookups_cached = lru_cache(maxsize=4096)(self._lookups)
 
     def _referenced_names(self, source: str) -> frozenset[str]:
         try:
-            return frozenset(meta.find_undeclared_variables(self.env.parse(source)))
+            return frozenset(meta.find_undeclared_variables(self._parse(source)))
         except TemplateSyntaxError:
             return frozenset()
 
@@ -155,7 +133,7 @@ class Templar:
         updates = {}
         for name in self._names(source):
             value = variables.get(name)
-            if _has_template(value):
+            if has_template(value):
                 if depth > 20:
                     raise TemplateError(f"recursive loop detected while rendering variable '{name}'", pos=pos, field=field,
                                         hint="a variable's value refers back to itself")
@@ -170,9 +148,47 @@ class Templar:
                                         hint=exc.hint) from None
         return {**variables, **updates} if updates else variables
 
-    @staticmethod
-    def is_template(value: Any) -> bool:
-        return isinstance(value, str) and ("{{" in value or "{%" in value or "{#" in value)
+    is_template = staticmethod(is_template)
+
+    def _lookups(self, source: str) -> frozenset[str]:
+        """Names `source` reads: its undeclared variables, and the attribute names and constant keys
+        it looks up (`ansible_facts.os_family`, `hostvars[h]['ansible_host']`)."""
+        try:
+            tree = self._parse(source)
+        except TemplateSyntaxError:
+            return frozenset()
+        names = set(self._names(source))
+        names.update(node.attr for node in tree.find_all(nodes.Getattr))
+        names.update(node.arg.value for node in tree.find_all(nodes.Getitem)
+                     if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str))
+        return frozenset(names)
+
+    def referenced_names(self, value: Any, *, expression: bool = False) -> frozenset[str]:
+        """Every name the templates inside `value` (strings, lists, dicts) read; `expression=True`
+        reads strings as bare expressions (`when`, `until`, `changed_when`, `failed_when`)."""
+        if isinstance(value, str):
+            if expression and not _SINGLE_EXPRESSION.match(value):
+                return self._lookups_cached("{{ " + value + " }}")
+            return self._lookups_cached(value) if is_template(value) else frozenset()
+        if isinstance(value, Mapping):
+            return frozenset().union(*(self.referenced_names(v, expression=expression) for kv in value.items() for v in kv))
+        if isinstance(value, (list, tuple)):
+            return frozenset().union(*(self.referenced_names(v, expression=expression) for v in value))
+        return frozenset()
+
+    def names_through_variables(self, names: frozenset[str], variables: Mapping[str, Any]) -> frozenset[str]:
+        """`names` plus, recursively, the names read by the variables among them whose values are templates."""
+        seen: set[str] = set()
+        todo = list(names)
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            value = variables.get(name)
+            if has_template(value):
+                todo.extend(self.referenced_names(value))
+        return frozenset(seen)
 
     def _fail(self, exc: Exception, text: str, pos: Pos | None, field: str | None) -> TemplateError:
         if isinstance(exc, UndefinedError):

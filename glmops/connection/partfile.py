@@ -1,0 +1,85 @@
+"""Resume-then-verify, shared by every large transfer (the SFTP upload, `get_url`'s download).
+
+A transfer writes into a deterministic *part file* (so a second run finds it), continues from it
+after an interruption when what is there is a prefix of what is wanted, and only a part file whose
+size and sha256 were checked on the host is moved into place: the destination is never half-written
+and a corrupt part is removed instead of installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+
+CHUNK = 1 << 20
+MISMATCH_RC = 65  # exit code of finish_script() when the part file is not what was expected
+
+
+def sha256_cmd(quoted_path: str) -> str:
+    """sh that prints the sha256 (hex only) of an already quoted path, on Linux and macOS."""
+    return f"{{ sha256sum -- {quoted_path} 2>/dev/null || shasum -a 256 -- {quoted_path}; }} | cut -d' ' -f1"
+
+
+def local_sha256(path: str, limit: int | None = None) -> str:
+    """The sha256 of a controller file, or of its first `limit` bytes."""
+    digest = hashlib.sha256()
+    left = limit
+    with open(path, "rb") as handle:
+        while left is None or left > 0:
+            chunk = handle.read(CHUNK if left is None else min(CHUNK, left))
+            if not chunk:
+                break
+            digest.update(chunk)
+            if left is not None:
+                left -= len(chunk)
+    return digest.hexdigest()
+
+
+def resume_offset(have: int | None, size: int, local_prefix: Callable[[int], str], remote_sum: Callable[[], str | None]) -> int:
+    """How many bytes of an existing part file (`have` bytes, None when there is none) to keep.
+
+    The part is kept only when it is not longer than the whole (`size`) and its sha256
+    (`remote_sum()`) is that of the same prefix of the source (`local_prefix(have)`); else 0.
+    """
+    if not have or have > size:
+        return 0
+    return have if remote_sum() == local_prefix(have) else 0
+
+
+@dataclass(frozen=True)
+class Verified:
+    size: int
+    sha256: str
+
+
+def finish_script(part: str, install: str, *, size: int | None = None, sha256: str | None = None) -> str:
+    """sh that verifies the part file on the host and, when it is right, runs `install` (which moves it).
+
+    Prints `size=N` and `sha256=HEX` (read them with `parse_verified`). When `size` or `sha256` is
+    given and differs, the part file is removed and the script exits MISMATCH_RC with the reason
+    on stderr ("checksum mismatch: ..." or "size mismatch: ...").
+    """
+    q = shlex.quote(part)
+    lines = [
+        f"[ -f {q} ] || {{ echo {shlex.quote('the part file ' + part + ' is missing')} >&2; exit 1; }}",
+        f"size=$(wc -c < {q} | tr -d ' ') && sum=$({sha256_cmd(q)}) || exit $?",
+        'echo "size=$size"; echo "sha256=$sum"',
+    ]
+    if size is not None:
+        lines.append(f'[ "$size" = {int(size)} ] || {{ rm -f {q}; echo "size mismatch: expected {int(size)} bytes, got $size" >&2; '
+                     f"exit {MISMATCH_RC}; }}")
+    if sha256 is not None:
+        lines.append(f'[ "$sum" = {shlex.quote(sha256.lower())} ] || {{ rm -f {q}; echo "checksum mismatch: got sha256:$sum" >&2; '
+                     f"exit {MISMATCH_RC}; }}")
+    lines.append(install)
+    return "\n".join(lines)
+
+
+def parse_verified(stdout: str) -> Verified | None:
+    """The size and sha256 that finish_script printed, or None when it printed none."""
+    values = dict(line.split("=", 1) for line in stdout.splitlines() if line.startswith(("size=", "sha256=")))
+    if "size" not in values or "sha256" not in values or not values["size"].strip().isdigit():
+        return None
+    return Verified(int(values["size"].strip()), values["sha256"].strip())
