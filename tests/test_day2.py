@@ -221,3 +221,18 @@ def test_unreachable_and_unknown_hosts(deployed, tmp_path: Path, unreachable_hos
     assert result.returncode == 4 and row["state"] == "unreachable" and "connection refused" in row["message"]
     unknown = glmops("status", "nosuchhost", "-i", deployed["inv"])
     assert unknown.returncode == 1 and "no host matches" in unknown.stderr and "gpu1" in unknown.stderr
+
+
+def test_commands_are_listed_and_load_lazily() -> None:
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from glmops.cli import cli\n"
+        "out = CliRunner().invoke(cli, ['--help']).output\n"
+        "assert all(c in out for c in ('status', 'logs', 'stop', 'restart', 'facts', 'doctor', 'chat')), out\n"
+        "for command in ('status', 'logs', 'stop', 'restart', 'facts', 'doctor', 'chat'):\n"
+        "    assert CliRunner().invoke(cli, [command, '--help']).exit_code == 0, command\n"
+        "heavy = [m for m in ('torch', 'transformers', 'paramiko') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
