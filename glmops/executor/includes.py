@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from glmops.errors import GlmopsError, Pos, TemplateError
-from glmops.executor.state import HostState, Scope
+from glmops.executor.state import HostState, RunOptions, Scope
 from glmops.playbook.model import IncludeRole, IncludeTasks, Item, Play
 from glmops.playbook.templating import Templar
 
@@ -17,6 +17,7 @@ class Includes:
     """Mixin of PlaybookRunner: the dynamic includes."""
 
     play: Play | None
+    options: RunOptions
     templar: Templar
     emit: Callable[..., None]
     task_vars: Callable[..., dict[str, Any]]
@@ -71,7 +72,8 @@ class Includes:
         for name in dict.fromkeys(n for _, n in runnable):
             assert self.play is not None
             try:
-                role = load_role(name, base_dir=self.play.base_dir, pos=include.pos, tasks_from=include.tasks_from)
+                role = load_role(name, base_dir=self.play.base_dir, pos=include.pos, tasks_from=include.tasks_from,
+                                 extra_roles_paths=self.options.roles_path)
             except GlmopsError as exc:
                 for state, n in runnable:
                     if n == name:

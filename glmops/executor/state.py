@@ -24,6 +24,7 @@ class RunOptions:
     skip_tags: list[str] = field(default_factory=list)
     extra_vars: dict[str, Any] = field(default_factory=dict)
     start_at_task: str | None = None
+    roles_path: list[str] = field(default_factory=list)  # from --roles-path: for include_role at run time
     host_key_checking: str | None = None  # from --accept-new-host-keys
     password: str | None = None  # from --ask-pass: for hosts without ansible_password
     become_password: str | None = None  # from --ask-become-pass: for hosts without ansible_become_password
