@@ -22,11 +22,10 @@ async def read_limited(declared: str | None, chunks: AsyncIterator[bytes], limit
     """The body, or 413 as soon as Content-Length or the bytes received pass `limit`."""
     too_large = f"the request body is larger than this server accepts ({limit} bytes, max_body_bytes)"
     if declared is not None:
-        try:
-            if int(declared) > limit:
-                raise LimitError(413, too_large + f"; it declares {int(declared)} bytes", "request_too_large")
-        except ValueError:
-            raise LimitError(400, "the Content-Length header is not a number", "invalid_request") from None
+        if not declared.strip().isdigit():
+            raise LimitError(400, "the Content-Length header is not a number", "invalid_request")
+        if int(declared) > limit:
+            raise LimitError(413, too_large + f"; it declares {int(declared)} bytes", "request_too_large")
     received = bytearray()
     async for chunk in chunks:
         received += chunk
