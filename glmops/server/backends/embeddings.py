@@ -39,11 +39,20 @@ class EmbeddingModel:
                 from glmops.server.backends.base import BackendError
 
                 raise BackendError(f"input[{index}] has token id {bad}; the embedding model's vocabulary has ids 0..{size - 1}")
+        cls, sep = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
+        if cls is not None and sep is not None:  # BERT's [CLS] A [SEP], XLM-R's <s> A </s>: bge's families
+            rows = [[cls] + ids[: MAX_LENGTH - 2] + [sep] for ids in inputs]
+        else:
+            rows = [self.tokenizer.build_inputs_with_special_tokens(ids[: MAX_LENGTH - 2]) for ids in inputs]
+        pad = self.tokenizer.pad_token_id or 0
         batches = []
-        for start in range(0, len(inputs), self.batch_size):
-            encoded = [self.tokenizer.prepare_for_model(ids, add_special_tokens=True, truncation=True, max_length=MAX_LENGTH)
-                       for ids in inputs[start : start + self.batch_size]]
-            batches.append(self.tokenizer.pad(encoded, padding=True, return_tensors="pt"))
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start : start + self.batch_size]
+            width = max(len(row) for row in chunk)
+            batches.append({
+                "input_ids": self.torch.tensor([row + [pad] * (width - len(row)) for row in chunk]),
+                "attention_mask": self.torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in chunk]),
+            })
         return self._run(batches)
 
     def _run(self, batches: list[Any]) -> tuple[list[list[float]], int]:
