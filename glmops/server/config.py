@@ -51,7 +51,9 @@ class ServerConfig:
         """The `model` of embeddings: embedding_model_name, else the directory's name."""
         if self.embedding_model_name:
             return self.embedding_model_name
-        return os.path.basename(os.path.normpath(self.embedding_model_path or "")) or "embedding"
+        if not self.embedding_model_path:
+            return "embedding"
+        return os.path.basename(os.path.normpath(self.embedding_model_path)) or "embedding"
 
 
 TYPES: dict[str, type] = {
