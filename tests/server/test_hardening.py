@@ -35,19 +35,26 @@ def wait_for(server: ServerProcess, key: str, value: int) -> None:
 
 
 @contextlib.contextmanager
+def slot_taken(server: ServerProcess) -> Iterator[None]:
+    """The only generation slot held by a long stream (cancelled when the block ends)."""
+    long = {"messages": HI, "max_tokens": 2000, "min_tokens": 2000, "stream": True}
+    with httpx.stream("POST", server.url + "/v1/chat/completions", json=long, timeout=60) as holder:
+        assert holder.status_code == 200
+        lines = holder.iter_lines()  # kept referenced: a collected iterator closes the connection
+        next(lines)  # the first chunk: the slot is taken
+        yield
+
+
+@contextlib.contextmanager
 def busy(server: ServerProcess) -> Iterator[None]:
-    """The only generation slot held by a long stream, and the one queue place taken by a second request."""
-    long = {"messages": HI, "max_tokens": 2000, "min_tokens": 2000, "stream": True}  # cancelled when the block ends
+    """The slot held, and the one queue place taken by a second request."""
     queued: list[int] = []
 
     def wait_in_queue() -> None:
         response = httpx.post(server.url + "/v1/chat/completions", json={"messages": HI, "max_tokens": 2}, timeout=120)
         queued.append(response.status_code)
 
-    with httpx.stream("POST", server.url + "/v1/chat/completions", json=long, timeout=60) as holder:
-        assert holder.status_code == 200
-        lines = holder.iter_lines()  # kept referenced: a collected iterator closes the connection
-        next(lines)  # the first chunk: the slot is taken
+    with slot_taken(server):
         waiter = threading.Thread(target=wait_in_queue)
         waiter.start()
         wait_for(server, "waiting", 1)
@@ -60,22 +67,35 @@ def busy(server: ServerProcess) -> Iterator[None]:
 def test_streams_get_503_queue_full_before_any_byte(limited_server) -> None:
     client = openai.OpenAI(base_url=limited_server.url + "/v1", api_key="unused", max_retries=0)
 
-    def stream_once(_: int) -> object:
+    def stream_once(_: int) -> tuple[object, object]:
         try:
             stream = client.chat.completions.create(model="chatglm3-6b", messages=HI, max_tokens=2, stream=True)
-            chunks = list(stream)
-            return ("ok", chunks)
+            return ("ok", list(stream))
         except openai.APIStatusError as exc:
             return (exc.status_code, exc.body)
 
-    with busy(limited_server):
-        with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            results = list(pool.map(stream_once, range(4)))
-    for kind, detail in results:
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        with slot_taken(limited_server):  # the queue is empty: six streams race for its one place
+            futures = [pool.submit(stream_once, i) for i in range(6)]
+            deadline = time.monotonic() + 60
+            while sum(f.done() for f in futures) < 5 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            finished = [f for f in futures if f.done()]
+            wait_for(limited_server, "waiting", 1)
+        early = [f.result() for f in finished]
+        late = [f.result() for f in futures if f not in finished]
+    assert len(early) == 5
+    for kind, detail in early:
         assert kind == 503, f"a stream was answered {kind} while the queue was full: {detail}"  # never an empty 200
         assert detail["code"] == "queue_full"
-    raw = httpx.get(limited_server.url + "/health").json()
-    assert raw["running"] == 0 and raw["waiting"] == 0  # every place was given back
+    [(kind, chunks)] = late  # the one that waited ran when the slot was free: a whole stream
+    assert kind == "ok" and chunks[-1].choices[0].finish_reason in ("stop", "length")
+    with busy(limited_server):  # with the queue already full, a stream is refused at once too
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.chat.completions.create(model="chatglm3-6b", messages=HI, max_tokens=2, stream=True)
+        assert caught.value.status_code == 503
+    health = httpx.get(limited_server.url + "/health").json()
+    assert health["running"] == 0 and health["waiting"] == 0  # every place was given back
 
 
 # -- item 3: body limit and over-long prompts, cheaply and outside the slot -----------------------------
