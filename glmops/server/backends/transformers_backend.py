@@ -138,6 +138,7 @@ class TransformersBackend(Backend):
             model = model.to(self.device)
         self.model = model.eval()
         self.is_chatglm = is_chatglm
+        self.text_ids("warm up")  # the tokenizer's settings are fixed now, before threads share it
         self.stop_ids = self._stop_ids()
         self.longest_token = max((len(piece) for piece in self.tokenizer.get_vocab()), default=64)
         self.load_embedder(config.embedding_model_path, self.device, config.embedding_batch_size)
