@@ -16,6 +16,8 @@ STATS = ("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignore
 
 @dataclass
 class RunOptions:
+    """The command line of `glmops run`, as the runner needs it."""
+
     check: bool = False
     diff: bool = False
     forks: int = 10
@@ -65,6 +67,8 @@ class Scope:
 
 @dataclass
 class HostState:
+    """One host during the run: its connection, facts and registered results, stats, notified handlers."""
+
     name: str
     conn: Connection | None = None
     facts: dict[str, Any] = field(default_factory=dict)  # registered results, set_fact, gathered facts
@@ -81,6 +85,7 @@ class HostState:
 
 
 def status_of(result: Mapping[str, Any]) -> str:
+    """failed, skipped, changed or ok: what a task's result counts as."""
     if result.get("failed"):
         return "failed"
     if result.get("skipped"):
