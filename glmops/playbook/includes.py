@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from glmops.errors import LoadError, Pos
 from glmops.playbook.model import Block, IncludeRole, IncludeTasks, Item, Role
@@ -18,6 +18,12 @@ class Includes:
 
     imported_roles: list[Role]
     included_items: list[Item]
+
+    if TYPE_CHECKING:  # provided by the other parts of Loader
+        def _options(self, reader: _Reader, target: Any) -> None: ...  # in tasks.py
+        def load_tasks_file(self, path: str, *, role: Role | None, pos: Pos) -> list[Item]: ...  # in tasks.py
+        def load_role(self, name: str, pos: Pos, params: dict[str, Any] | None = None, tasks_from: str = "main",
+                      vars_from: str = "main", defaults_from: str = "main", *, inline_dependencies: bool = True) -> Role: ...  # in roles.py
 
     def _include(self, node: PosDict, action: str, key: str, *, role: Role | None, base_dir: str) -> Item:
         reader = _Reader(node, action)
