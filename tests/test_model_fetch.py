@@ -259,3 +259,21 @@ def test_disk_preflight_fails_with_the_numbers(conn: Any, lfs_repo: dict, tmp_pa
     assert not (small_disk / "model").exists()
     fetched = run_module(conn, "model_fetch", source="git", repo=lfs_repo["url"], dest=str(small_disk / "tiny"))
     assert fetched.failed and "not enough disk space at" in fetched.msg and "need 1638400 bytes" in fetched.msg
+
+
+def test_revision_change_checks_out_the_new_revision(conn: Any, lfs_repo: dict, tmp_path: Path) -> None:
+    src = lfs_repo["src"]
+    first_commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, check=True).stdout.strip()
+    dest = tmp_path / "tiny"
+    first = run_module(conn, "model_fetch", source="git", repo=lfs_repo["url"], revision=first_commit, dest=str(dest))
+    assert first.changed and first.data["meta"]["commit"] == first_commit, first.msg
+    subprocess.run([*GIT, "checkout", "-q", "-b", "v2"], cwd=src, check=True)
+    (src / "extra.bin").write_bytes(os.urandom(5000))
+    subprocess.run([*GIT, "add", "extra.bin"], cwd=src, check=True)
+    subprocess.run([*GIT, "commit", "-q", "-m", "v2"], cwd=src, check=True)
+    subprocess.run([*GIT, "push", "-q", "origin", "v2"], cwd=src, check=True)
+    subprocess.run([*GIT, "checkout", "-q", "main"], cwd=src, check=True)
+    second = run_module(conn, "model_fetch", source="git", repo=lfs_repo["url"], revision="v2", dest=str(dest))
+    assert second.changed and not second.failed, second.msg
+    assert "extra.bin" in manifest(dest)["files"] and manifest(dest)["revision"] == "v2"
+    assert not run_module(conn, "model_fetch", source="git", repo=lfs_repo["url"], revision="v2", dest=str(dest)).changed

@@ -300,8 +300,10 @@ def fetch_git(spec, state):
             raise FetchError("%s is not empty and is not a git checkout of %s; remove it or choose another dest" % (dest, repo))
         write_progress(state, 0, None, "cloning " + repo, phase="clone")
         run_logged(["git", "clone", "--no-checkout", "--", repo, dest], env=GIT_ENV)
-        rev = spec.get("revision") or "HEAD"
-        run_logged(["git", "checkout", "-q", "--detach", rev, "--"], cwd=dest, env=GIT_ENV)
+        git_checkout(dest, spec.get("revision"))
+    elif spec.get("revision"):
+        run_logged(["git", "fetch", "-q", "--tags", "--force", "origin"], cwd=dest, env=GIT_ENV)
+        git_checkout(dest, spec["revision"])
     expected = git_lfs_expected(dest)
     include, exclude = spec.get("include") or [], spec.get("exclude") or []
     wanted = {rel: e for rel, e in expected.items() if selected(rel, include, exclude)}
@@ -344,6 +346,19 @@ def fetch_git(spec, state):
     meta = {"commit": run_logged(["git", "rev-parse", "HEAD"], cwd=dest).strip(), "pointers_before": pointers, "reset": bad}
     # include/exclude choose LFS files only; every other file of the checkout is verified and kept.
     return wanted, total, meta, set(expected) - set(wanted)
+
+
+def git_checkout(dest, revision):
+    """Check out `revision` (a branch of origin, a tag or a commit; HEAD of origin when None), detached."""
+    target = "origin/HEAD" if not revision else revision
+    if revision:
+        branch = subprocess.run(["git", "rev-parse", "--verify", "-q", "refs/remotes/origin/%s^{commit}" % revision],
+                                cwd=dest, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, universal_newlines=True)
+        if branch.returncode == 0:
+            target = branch.stdout.strip()
+    elif subprocess.run(["git", "rev-parse", "--verify", "-q", "origin/HEAD"], cwd=dest, stdout=subprocess.DEVNULL).returncode != 0:
+        target = "HEAD"
+    run_logged(["git", "checkout", "-q", "--force", "--detach", target, "--"], cwd=dest, env=GIT_ENV)
 
 
 def git_repair(dest, bad):
