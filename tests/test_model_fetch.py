@@ -277,3 +277,49 @@ def test_revision_change_checks_out_the_new_revision(conn: Any, lfs_repo: dict, 
     assert second.changed and not second.failed, second.msg
     assert "extra.bin" in manifest(dest)["files"] and manifest(dest)["revision"] == "v2"
     assert not run_module(conn, "model_fetch", source="git", repo=lfs_repo["url"], revision="v2", dest=str(dest)).changed
+
+
+# -- hubs (the real clients against a loopback stand-in of each hub's file API) --------------
+
+HUB_FILES = {"config.json": b'{"model_type": "tiny"}', "model.safetensors": os.urandom(700 * 1024),
+             "pytorch_model.bin": os.urandom(100 * 1024), "tokenizer/tokenizer.model": os.urandom(3000)}
+
+
+@pytest.mark.parametrize("source", ["huggingface", "modelscope"])
+def test_hub_fetch_with_the_real_client_rerun_and_include(conn: Any, tmp_path: Path, source: str) -> None:
+    import sys
+
+    from hubserver import HubServer
+
+    dest = tmp_path / "tiny"
+    with HubServer("ZhipuAI/tiny", HUB_FILES) as hub:
+        args = dict(source=source, repo="ZhipuAI/tiny", dest=str(dest), endpoint=hub.url, python=sys.executable, exclude=["*.bin"])
+        result = run_module(conn, "model_fetch", **args)
+        assert result.changed and not result.failed, result.msg
+        assert sorted(manifest(dest)["files"]) == ["config.json", "model.safetensors", "tokenizer/tokenizer.model"]
+        for name in manifest(dest)["files"]:
+            assert (dest / name).read_bytes() == HUB_FILES[name]
+        assert "pytorch_model.bin" not in hub.sent and hub.unknown == []
+        again = run_module(conn, "model_fetch", **args)
+        assert not again.changed and not again.failed, again.msg
+        with open(dest / "model.safetensors", "r+b") as handle:  # a download cut short
+            handle.truncate(100 * 1024)
+        hub.sent.clear()
+        repaired = run_module(conn, "model_fetch", **args)
+        assert repaired.changed and not repaired.failed and repaired.data["changed_files"] == ["model.safetensors"], repaired.msg
+        assert (dest / "model.safetensors").read_bytes() == HUB_FILES["model.safetensors"]
+        assert set(hub.sent) <= {"model.safetensors"}  # the good files were not downloaded again
+
+
+def test_hub_client_missing_in_the_target_python_is_reported_with_the_fix(conn: Any, tmp_path: Path) -> None:
+    import venv
+
+    env = tmp_path / "bare"
+    venv.EnvBuilder(with_pip=False).create(env)
+    python = str(env / "bin" / "python")
+    check = run_module(conn, "model_fetch", check=True, source="modelscope", repo="ZhipuAI/tiny", dest=str(tmp_path / "m"), python=python,
+                       endpoint="http://127.0.0.1:9")
+    assert check.changed and "after installing modelscope into" in check.msg
+    result = run_module(conn, "model_fetch", source="modelscope", repo="ZhipuAI/tiny", dest=str(tmp_path / "m"), python=python,
+                        endpoint="http://127.0.0.1:9")
+    assert result.failed and f"cannot install modelscope into {python}" in result.msg and "-m pip install modelscope" in result.msg

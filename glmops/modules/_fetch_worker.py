@@ -408,8 +408,13 @@ def fetch_huggingface(spec, state):
 
 
 def fetch_modelscope(spec, state):
-    if spec.get("endpoint"):
-        os.environ["MODELSCOPE_DOMAIN"] = spec["endpoint"]
+    endpoint = spec.get("endpoint")
+    if endpoint:
+        # modelscope >= 1.38 (modelscope_hub) reads MODELSCOPE_ENDPOINT; older ones scheme + domain.
+        scheme, _, domain = endpoint.rstrip("/").rpartition("://")
+        os.environ["MODELSCOPE_ENDPOINT"] = endpoint.rstrip("/")
+        os.environ["MODELSCOPE_DOMAIN"] = domain
+        os.environ["MODELSCOPE_URL_SCHEME"] = (scheme or "https") + "://"
     from modelscope.hub.api import HubApi
     from modelscope.hub.snapshot_download import snapshot_download
 
@@ -444,7 +449,25 @@ def present_bytes(dest, expected):
     return done
 
 
+def drop_bad(dest, expected, drift):
+    """Delete files the hub client would otherwise keep: changed since verification, or of the wrong size."""
+    dropped = []
+    for rel, entry in expected.items():
+        path = os.path.join(dest, rel)
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            continue
+        if rel in drift or entry.get("size") is not None and size != entry["size"]:
+            os.unlink(path)
+            dropped.append(rel)
+    if dropped:
+        sys.stderr.write("deleted to be downloaded again: %s\n" % ", ".join(dropped))
+    return dropped
+
+
 def hub_preflight(spec, expected):
+    drop_bad(spec["dest"], expected, set(spec.get("drift") or ()))
     total = sum(e.get("size") or 0 for e in expected.values())
     needed = total - present_bytes(spec["dest"], expected)
     free, where = free_bytes(spec["dest"])
@@ -470,6 +493,10 @@ def op_probe(req):
         out["drift"] = manifest_drift(dest, manifest)
         out["manifest"] = manifest
     out["empty"] = not out["exists"] or not os.listdir(dest)
+    if req.get("client"):
+        import importlib.util
+
+        out["client_missing"] = importlib.util.find_spec(req["client"]) is None
     state = req.get("state")
     if state:
         for name in ("progress.json", "result.json"):
@@ -519,9 +546,12 @@ def op_fetch(req):
             hashes = verify(dest, expected, include, exclude, state, skip or ())
         except FetchError as exc:
             bad = exc.data.get("pointers", []) + [t.split(" (")[0] for t in exc.data.get("truncated", [])] + exc.data.get("mismatched", [])
-            if spec["source"] != "git" or not bad or not os.path.isdir(os.path.join(dest, ".git")):
+            if not bad or spec["source"] == "git" and not os.path.isdir(os.path.join(dest, ".git")):
                 raise
-            git_repair(dest, bad)  # once: back to pointers, then fetched and checked out again
+            if spec["source"] == "git":
+                git_repair(dest, bad)  # once: back to pointers, then fetched and checked out again
+            else:  # once: delete them and let the client download them again
+                SOURCES[spec["source"]](dict(spec, drift=bad), state)
             hashes = verify(dest, expected, include, exclude, state, skip or ())
     spec = dict(spec, source_meta=meta)
     manifest = write_manifest(dest, spec, hashes)

@@ -13,6 +13,7 @@ from glmops.modules import _fetch_worker as worker
 from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult
 
 SOURCES = ("modelscope", "huggingface", "git", "upload")
+CLIENTS = {"modelscope": ("modelscope", "modelscope"), "huggingface": ("huggingface_hub", "huggingface_hub")}  # import, pip name
 FETCH_TIMEOUT = 24 * 3600.0
 
 
@@ -143,7 +144,8 @@ class ModelFetchModule(Module):
         dest, python = args["dest"], args["python"]
         spec = self._spec(args)
         state = state_dir(dest)
-        probe = call_worker(ctx, python, {"op": "probe", "dest": dest, "state": state})
+        client = CLIENTS.get(args["source"])
+        probe = call_worker(ctx, python, {"op": "probe", "dest": dest, "state": state, "client": client[0] if client else None})
         data: dict[str, Any] = {"dest": dest, "source": args["source"], "repo": args["repo"]}
         if self.verified(probe, spec):
             manifest = probe["manifest"]
@@ -151,9 +153,14 @@ class ModelFetchModule(Module):
             return ModuleResult(changed=False, msg=f"{dest} is verified ({len(manifest['files'])} files)", data=data)
         if probe.get("drift"):
             data["changed_files"] = probe["drift"]
+        if client and probe.get("client_missing"):
+            data["installed"] = client[1]
         if ctx.check:
-            return ModuleResult(changed=True, msg=f"would fetch {args['repo']} into {dest}", data=data)
-        request = {"op": "fetch", "spec": spec, "state": state}
+            extra = f" (after installing {client[1]} into {python})" if data.get("installed") else ""
+            return ModuleResult(changed=True, msg=f"would fetch {args['repo']} into {dest}{extra}", data=data)
+        if data.get("installed"):
+            self._install_client(ctx, python, client[1])  # type: ignore[index]
+        request = {"op": "fetch", "spec": dict(spec, drift=probe.get("drift") or []), "state": state}
         mkdir = ctx.run(f"mkdir -p -- {shlex.quote(state)}")
         if mkdir.rc != 0:
             raise WorkerError(f"cannot create {state}: {mkdir.stderr.strip()}")
@@ -161,6 +168,16 @@ class ModelFetchModule(Module):
         data.update(out)
         data["manifest"] = posixpath.join(dest, worker.MANIFEST)
         return ModuleResult(changed=True, msg=f"fetched and verified {out['files']} files ({worker.human(out['bytes'])})", data=data)
+
+
+    @staticmethod
+    def _install_client(ctx: ModuleContext, python: str, package: str) -> None:
+        """pip install the hub client into the host's python (downloading needs no torch)."""
+        py = shlex.quote(python)
+        done = ctx.run(f"{py} -m pip install --disable-pip-version-check -q -- {shlex.quote(package)} 2>&1", timeout=1800)
+        if done.rc != 0:
+            raise WorkerError(f"cannot install {package} into {python}: {done.stdout.strip()[-1500:]}. Fix: install it there "
+                              f"yourself ({python} -m pip install {package}) or point `python` at an env that has it")
 
 
 MODULE = ModelFetchModule
