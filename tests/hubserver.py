@@ -31,6 +31,9 @@ class HubServer:
         self.requests: list[str] = []
         self.sent: dict[str, int] = {}  # file path -> body bytes sent
         self.unknown: list[str] = []
+        self.hold: str | None = None  # a file whose body stops half way until `release` is set
+        self.holding = threading.Event()  # set once the held file's first half went out
+        self.release = threading.Event()
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -74,6 +77,14 @@ class HubServer:
                 self.end_headers()
                 if self.command == "HEAD":
                     return
+                if path == hub.hold and not hub.release.is_set():
+                    half = len(body) // 2
+                    self.wfile.write(body[:half])
+                    self.wfile.flush()
+                    hub.sent[path] = hub.sent.get(path, 0) + half
+                    hub.holding.set()
+                    hub.release.wait(120)
+                    body = body[half:]
                 self.wfile.write(body)
                 hub.sent[path] = hub.sent.get(path, 0) + len(body)
 

@@ -323,3 +323,66 @@ def test_hub_client_missing_in_the_target_python_is_reported_with_the_fix(conn: 
     result = run_module(conn, "model_fetch", source="modelscope", repo="ZhipuAI/tiny", dest=str(tmp_path / "m"), python=python,
                         endpoint="http://127.0.0.1:9")
     assert result.failed and f"cannot install modelscope into {python}" in result.msg and "-m pip install modelscope" in result.msg
+
+
+def test_download_goes_on_when_the_ssh_session_dies_and_the_next_run_attaches(sshd_factory: Any, tmp_path: Path) -> None:
+    import sys
+    import threading
+
+    from hubserver import HubServer
+
+    from glmops.modules.model_fetch import fetch_paths, state_dir
+
+    server = sshd_factory()  # its own sshd: the test kills this one's sessions
+    dest = tmp_path / "tiny"
+    pid_file = Path(fetch_paths(state_dir(str(dest))).pid_file)
+    module = get_module("model_fetch")
+    with HubServer("ZhipuAI/tiny", HUB_FILES) as hub:
+        hub.hold = "model.safetensors"
+        args = validate_args(module, dict(source="huggingface", repo="ZhipuAI/tiny", dest=str(dest), endpoint=hub.url, python=sys.executable),
+                             final=True)
+        outcome: dict[str, Any] = {}
+
+        def first_run() -> None:
+            conn = open_connection("target", server.hostvars())
+            try:
+                outcome["result"] = module.run(ModuleContext(conn=conn, host="target", templar=Templar()), args)
+            except Exception as exc:  # noqa: BLE001 - the connection is cut under it
+                outcome["error"] = exc
+            finally:
+                conn.close()
+
+        thread = threading.Thread(target=first_run)
+        thread.start()
+        try:
+            assert hub.holding.wait(60), "the download never started"
+            worker_pid = int(pid_file.read_text())
+            server.stop()  # the SSH server and its sessions die (the detached fetch is not one of its processes)
+            thread.join(60)
+            assert not thread.is_alive()
+            assert "run the task again to attach" in str(outcome["error"])
+            os.kill(worker_pid, 0)  # the download goes on
+            server.start()  # the host is reachable again
+
+            polled = threading.Event()
+            conn = open_connection("target", server.hostvars())
+            conn.connect()
+            try:
+                ctx = ModuleContext(conn=conn, host="target", templar=Templar(), report=lambda event: polled.set())
+                ctx.PROGRESS_INTERVAL = 0  # type: ignore[misc]
+                second: dict[str, Any] = {}
+                attach = threading.Thread(target=lambda: second.setdefault("result", module.run(ctx, args)))
+                attach.start()
+                assert polled.wait(60), "the second run did not follow the running download"
+                hub.release.set()
+                attach.join(120)
+                result = second["result"]
+            finally:
+                conn.close()
+        finally:
+            hub.release.set()
+            thread.join(60)
+        assert result.changed and not result.failed, result.msg
+        assert result.data["attached"] is True and result.data["pid"] == worker_pid
+        assert (dest / "model.safetensors").read_bytes() == HUB_FILES["model.safetensors"]
+        assert hub.requests.count("GET /ZhipuAI/tiny/resolve/" + "0123456789abcdef0123456789abcdef01234567/model.safetensors") == 1

@@ -6,15 +6,16 @@ import json
 import os
 import posixpath
 import shlex
+import time
 from typing import Any
 
-from glmops.errors import ArgumentError
+from glmops.errors import ArgumentError, ConnectionFailure
+from glmops.modules import _detached
 from glmops.modules import _fetch_worker as worker
 from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult
 
 SOURCES = ("modelscope", "huggingface", "git", "upload")
 CLIENTS = {"modelscope": ("modelscope", "modelscope"), "huggingface": ("huggingface_hub", "huggingface_hub")}  # import, pip name
-FETCH_TIMEOUT = 24 * 3600.0
 
 
 class WorkerError(Exception):
@@ -57,6 +58,94 @@ def call_worker(ctx: ModuleContext, python: str, request: dict[str, Any], *, tim
     if not answer.get("ok"):
         raise WorkerError(answer.get("msg", "failed"), answer.get("data"))
     return answer["data"]
+
+
+def fetch_paths(state: str) -> _detached.Paths:
+    return _detached.Paths(pid_file=posixpath.join(state, "fetch.pid"), log_file=posixpath.join(state, "fetch.log"))
+
+
+def _poll_script(state: str, paths: _detached.Paths) -> str:
+    """sh: the detached fetch's status, then its request, progress and result files (one round trip)."""
+    q = lambda name: shlex.quote(posixpath.join(state, name))  # noqa: E731
+    return (_detached.FUNCTIONS + _detached.status_lines(paths)
+            + f"; echo @@request; cat {q('request.json')} 2>/dev/null; echo; echo @@progress; cat {q('progress.json')} 2>/dev/null;"
+            f" echo; echo @@result; cat {q('result.json')} 2>/dev/null; echo")
+
+
+def _poll(ctx: ModuleContext, state: str, paths: _detached.Paths) -> tuple[_detached.Status, dict[str, Any]]:
+    result = ctx.run(_poll_script(state, paths), timeout=120)
+    if "@@script" not in result.stdout:
+        raise WorkerError(f"cannot read the state of the fetch in {state}: {(result.stderr or result.stdout).strip()}")
+    status = _detached.parse_status(result.stdout)
+    files: dict[str, Any] = {}
+    rest = result.stdout.partition("\n@@status-end\n")[2]
+    for name in ("request", "progress", "result"):
+        text = rest.partition(f"@@{name}\n")[2].partition("\n@@")[0].strip()
+        try:
+            files[name] = json.loads(text) if text else None
+        except ValueError:
+            files[name] = None
+    return status, files
+
+
+def run_detached(ctx: ModuleContext, python: str, request: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """Run the fetch on the host detached from this SSH session, or attach to the one already running; follow it.
+
+    The download goes on when the connection drops or the user presses Ctrl-C; the next run attaches
+    to it (same request) or starts it again, and the sources resume where they stopped.
+    """
+    state = request["state"]
+    paths = fetch_paths(state)
+    status, files = _poll(ctx, state, paths)
+    wanted = {k: v for k, v in request["spec"].items() if k != "drift"}
+    if status.running:
+        running = {k: v for k, v in ((files.get("request") or {}).get("spec") or {}).items() if k != "drift"}
+        if running != wanted:
+            raise WorkerError(f"another fetch into {request['spec']['dest']} is running on the host (pid {status.pid}) with "
+                              "other arguments; wait for it or stop it (kill that pid), then run again",
+                              {"pid": status.pid, "running_request": running})
+        data["attached"] = True
+    else:
+        made = ctx.run(f"mkdir -p -- {shlex.quote(state)} && rm -f -- {shlex.quote(posixpath.join(state, 'result.json'))}")
+        if made.rc != 0:
+            raise WorkerError(f"cannot create {state} on the host: {made.stderr.strip()}")
+        ctx.conn.put_bytes(json.dumps(request).encode(), posixpath.join(state, "request.json"), become=ctx.become)
+        program = posixpath.join(state, "worker.py")
+        ctx.conn.put_bytes(worker_program(request), program, become=ctx.become)
+        script = _detached.build_script(f"exec {shlex.quote(python)} {shlex.quote(program)}", environment=ctx.environment)
+        status = _detached.start(ctx, paths, script, wait=0)
+        data["attached"] = False
+    data["pid"] = status.pid
+    data["log"] = paths.log_file
+    try:
+        return follow(ctx, state, paths)
+    except ConnectionFailure as exc:
+        raise ConnectionFailure(exc.message, hint=f"the download goes on on the host (pid {status.pid}, log {paths.log_file}); "
+                                "run the task again to attach to it") from None
+
+
+POLL_INTERVAL = 1.0
+
+
+def follow(ctx: ModuleContext, state: str, paths: _detached.Paths) -> dict[str, Any]:
+    """Poll the detached fetch until it ends, reporting its progress; return its result or raise WorkerError."""
+    delay = 0.1  # short fetches end quickly; long ones are polled every POLL_INTERVAL
+    while True:
+        status, files = _poll(ctx, state, paths)
+        progress = files.get("progress") or {}
+        if progress:
+            ctx.progress(progress.get("done") or 0, progress.get("total"), progress.get("msg") or "")
+        answer = files.get("result")
+        if not status.running:
+            if answer is None:
+                log = _detached.tail(ctx, paths.log_file, 20).strip()
+                raise WorkerError(f"the fetch on the host ended without a result (exit code {status.exit_code}); run again to "
+                                  f"resume it. Last lines of {paths.log_file}:\n{log}")
+            if not answer.get("ok"):
+                raise WorkerError(answer.get("msg", "failed"), answer.get("data"))
+            return answer["data"]
+        time.sleep(delay)
+        delay = min(delay * 1.5, POLL_INTERVAL)
 
 
 def _refuse_option(value: Any, field: str, pos: Any) -> None:
@@ -161,10 +250,7 @@ class ModelFetchModule(Module):
         if data.get("installed"):
             self._install_client(ctx, python, client[1])  # type: ignore[index]
         request = {"op": "fetch", "spec": dict(spec, drift=probe.get("drift") or []), "state": state}
-        mkdir = ctx.run(f"mkdir -p -- {shlex.quote(state)}")
-        if mkdir.rc != 0:
-            raise WorkerError(f"cannot create {state}: {mkdir.stderr.strip()}")
-        out = call_worker(ctx, python, request, timeout=FETCH_TIMEOUT)
+        out = run_detached(ctx, python, request, data)
         data.update(out)
         data["manifest"] = posixpath.join(dest, worker.MANIFEST)
         return ModuleResult(changed=True, msg=f"fetched and verified {out['files']} files ({worker.human(out['bytes'])})", data=data)
