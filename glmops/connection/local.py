@@ -119,6 +119,7 @@ class LocalConnection(Connection):
         mode: int | None = None,
         become: Become | None = None,
         progress: ProgressCallback | None = None,
+        sha256: str | None = None,
     ) -> None:
         if progress:
             progress(0, os.path.getsize(local_path))  # where the copy starts (a local copy never resumes)

@@ -470,6 +470,7 @@ class SSHConnection(Connection):
         mode: int | None = None,
         become: Become | None = None,
         progress: ProgressCallback | None = None,
+        sha256: str | None = None,
     ) -> None:
         """Upload over SFTP into a deterministic part file (resumed if an earlier upload broke off),
         check its size and sha256 on the host, then give it its mode and rename it into place.
@@ -478,10 +479,11 @@ class SSHConnection(Connection):
         writes the destination, so the file is created by (and owned by) the become user.
         """
         with self._lock:
-            self._put_file(local_path, remote_path, mode=mode, become=become, progress=progress)
+            self._put_file(local_path, remote_path, mode=mode, become=become, progress=progress, sha256=sha256)
 
     def _put_file(
-        self, local_path: str, remote_path: str, *, mode: int | None, become: Become | None, progress: ProgressCallback | None
+        self, local_path: str, remote_path: str, *, mode: int | None, become: Become | None, progress: ProgressCallback | None,
+        sha256: str | None = None,
     ) -> None:
         size = os.path.getsize(local_path)
         needs_sudo = become is not None and become.user != self.user
@@ -512,7 +514,7 @@ class SSHConnection(Connection):
         q = shlex.quote(part)
         verify = self.run(f"wc -c < {q} && {{ sha256sum {q} 2>/dev/null || shasum -a 256 {q}; }}")
         fields = verify.stdout.split()
-        if verify.rc != 0 or fields[:1] != [str(size)] or fields[1:2] != [_sha256_file(local_path)]:
+        if verify.rc != 0 or fields[:1] != [str(size)] or fields[1:2] != [sha256 or _sha256_file(local_path)]:
             self.run(f"rm -f {q}")
             got = f"{fields[0]} bytes" if fields else verify.stderr.strip()
             raise OSError(

@@ -493,10 +493,6 @@ def op_probe(req):
         out["drift"] = manifest_drift(dest, manifest)
         out["manifest"] = manifest
     out["empty"] = not out["exists"] or not os.listdir(dest)
-    if req.get("client"):
-        import importlib.util
-
-        out["client_missing"] = importlib.util.find_spec(req["client"]) is None
     state = req.get("state")
     if state:
         for name in ("progress.json", "result.json"):

@@ -74,7 +74,7 @@ def upload(ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
             ctx.progress(total_done + done, needed, rel)
 
         try:
-            ctx.conn.put_file(os.path.join(src, rel), posixpath.join(dest, rel), become=ctx.become, progress=progress)
+            ctx.conn.put_file(os.path.join(src, rel), posixpath.join(dest, rel), become=ctx.become, progress=progress, sha256=hashes[rel])
         except OSError as exc:
             raise WorkerError(f"upload of {rel} failed: {exc}; run again to resume", {"bytes_sent": sent}) from None
         # put_file first reports where the transfer starts (0, or the size of a part file kept from a broken upload).

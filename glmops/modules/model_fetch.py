@@ -52,8 +52,11 @@ def parse_result(stdout: str, stderr: str, rc: int) -> dict[str, Any]:
 
 
 def call_worker(ctx: ModuleContext, python: str, request: dict[str, Any], *, timeout: float | None = 600) -> dict[str, Any]:
-    """Run one worker request on the host with `python` (one round trip); return its data or raise WorkerError."""
-    result = ctx.run(f"{shlex.quote(python)} -", stdin=worker_program(request), timeout=timeout)
+    """Run one worker request on the host with `python` (one round trip); return its data or raise WorkerError.
+
+    `-S`: no site-packages (these requests use the standard library only), so python starts faster.
+    """
+    result = ctx.run(f"{shlex.quote(python)} -S -", stdin=worker_program(request), timeout=timeout)
     answer = parse_result(result.stdout, result.stderr, result.rc)
     if not answer.get("ok"):
         raise WorkerError(answer.get("msg", "failed"), answer.get("data"))
@@ -234,7 +237,7 @@ class ModelFetchModule(Module):
         spec = self._spec(args)
         state = state_dir(dest)
         client = CLIENTS.get(args["source"])
-        probe = call_worker(ctx, python, {"op": "probe", "dest": dest, "state": state, "client": client[0] if client else None})
+        probe = call_worker(ctx, python, {"op": "probe", "dest": dest, "state": state})
         data: dict[str, Any] = {"dest": dest, "source": args["source"], "repo": args["repo"]}
         if self.verified(probe, spec):
             manifest = probe["manifest"]
@@ -242,7 +245,7 @@ class ModelFetchModule(Module):
             return ModuleResult(changed=False, msg=f"{dest} is verified ({len(manifest['files'])} files)", data=data)
         if probe.get("drift"):
             data["changed_files"] = probe["drift"]
-        if client and probe.get("client_missing"):
+        if client and self._client_missing(ctx, python, client[0]):
             data["installed"] = client[1]
         if ctx.check:
             extra = f" (after installing {client[1]} into {python})" if data.get("installed") else ""
@@ -255,6 +258,13 @@ class ModelFetchModule(Module):
         data["manifest"] = posixpath.join(dest, worker.MANIFEST)
         return ModuleResult(changed=True, msg=f"fetched and verified {out['files']} files ({worker.human(out['bytes'])})", data=data)
 
+
+    @staticmethod
+    def _client_missing(ctx: ModuleContext, python: str, module: str) -> bool:
+        found = ctx.run(f"{shlex.quote(python)} -c {shlex.quote(f'import importlib.util, sys; sys.exit(importlib.util.find_spec({module!r}) is None)')}")
+        if found.rc not in (0, 1):
+            raise WorkerError(f"cannot run {python} on the host: {(found.stderr or found.stdout).strip()[-500:]}")
+        return found.rc == 1
 
     @staticmethod
     def _install_client(ctx: ModuleContext, python: str, package: str) -> None:
