@@ -386,3 +386,21 @@ def test_download_goes_on_when_the_ssh_session_dies_and_the_next_run_attaches(ss
         assert result.data["attached"] is True and result.data["pid"] == worker_pid
         assert (dest / "model.safetensors").read_bytes() == HUB_FILES["model.safetensors"]
         assert hub.requests.count("GET /ZhipuAI/tiny/resolve/" + "0123456789abcdef0123456789abcdef01234567/model.safetensors") == 1
+
+
+def test_check_mode_reports_files_and_bytes_for_hubs_and_clones(conn: Any, lfs_repo: dict, tmp_path: Path) -> None:
+    import sys
+
+    from hubserver import HubServer
+
+    with HubServer("ZhipuAI/tiny", HUB_FILES) as hub:
+        result = run_module(conn, "model_fetch", check=True, source="huggingface", repo="ZhipuAI/tiny", dest=str(tmp_path / "hf"),
+                            endpoint=hub.url, python=sys.executable, include=["*.safetensors", "*.json"])
+        assert result.changed and result.data["to_fetch"] == ["config.json", "model.safetensors"]
+        assert result.data["bytes_to_fetch"] == len(HUB_FILES["config.json"]) + len(HUB_FILES["model.safetensors"])
+        assert not (tmp_path / "hf").exists() and hub.sent == {}
+    dest = tmp_path / "tiny"
+    subprocess.run(["git", "clone", "-q", lfs_repo["url"], str(dest)], env={**os.environ, "GIT_LFS_SKIP_SMUDGE": "1"}, check=True)
+    pointers = run_module(conn, "model_fetch", check=True, source="git", repo=lfs_repo["url"], dest=str(dest))
+    assert pointers.data["to_fetch"] == ["model.safetensors", "pytorch_model.bin"] and pointers.data["bytes_to_fetch"] == 800 * 1024
+    assert "would fetch 2 files (800.0 KiB)" in pointers.msg

@@ -379,15 +379,19 @@ def human(n):
         n /= 1024.0
 
 
-def fetch_huggingface(spec, state):
+def huggingface_env(spec):
     if spec.get("endpoint"):
         os.environ["HF_ENDPOINT"] = spec["endpoint"]
         os.environ["HF_HUB_DISABLE_XET"] = "1"  # hf-xet does not honour HF_ENDPOINT
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    from huggingface_hub import HfApi, snapshot_download
 
-    api = HfApi(endpoint=spec.get("endpoint"))
-    info = api.model_info(spec["repo"], revision=spec.get("revision"), files_metadata=True)
+
+def huggingface_files(spec):
+    """{rel: {size, sha256}} of the selected files, from the hub's model info; and the commit."""
+    huggingface_env(spec)
+    from huggingface_hub import HfApi
+
+    info = HfApi(endpoint=spec.get("endpoint")).model_info(spec["repo"], revision=spec.get("revision"), files_metadata=True)
     expected = {}
     for sibling in info.siblings or []:
         entry = {"size": sibling.size}
@@ -395,7 +399,14 @@ def fetch_huggingface(spec, state):
             entry["sha256"] = sibling.lfs.sha256
         expected[sibling.rfilename] = entry
     include, exclude = spec.get("include") or [], spec.get("exclude") or []
-    expected = {rel: e for rel, e in expected.items() if selected(rel, include, exclude)}
+    return {rel: e for rel, e in expected.items() if selected(rel, include, exclude)}, getattr(info, "sha", None)
+
+
+def fetch_huggingface(spec, state):
+    expected, commit = huggingface_files(spec)
+    from huggingface_hub import snapshot_download
+
+    include, exclude = spec.get("include") or [], spec.get("exclude") or []
     total = hub_preflight(spec, expected)
     watcher = Watcher(state, [spec["dest"]], total, "huggingface " + spec["repo"], base=present_bytes(spec["dest"], expected))
     watcher.start()
@@ -404,10 +415,10 @@ def fetch_huggingface(spec, state):
                           allow_patterns=include or None, ignore_patterns=exclude or None)
     finally:
         watcher.stop()
-    return expected, total, {"commit": getattr(info, "sha", None)}, None
+    return expected, total, {"commit": commit}, None
 
 
-def fetch_modelscope(spec, state):
+def modelscope_env(spec):
     endpoint = spec.get("endpoint")
     if endpoint:
         # modelscope >= 1.38 (modelscope_hub) reads MODELSCOPE_ENDPOINT; older ones scheme + domain.
@@ -415,18 +426,29 @@ def fetch_modelscope(spec, state):
         os.environ["MODELSCOPE_ENDPOINT"] = endpoint.rstrip("/")
         os.environ["MODELSCOPE_DOMAIN"] = domain
         os.environ["MODELSCOPE_URL_SCHEME"] = (scheme or "https") + "://"
-    from modelscope.hub.api import HubApi
-    from modelscope.hub.snapshot_download import snapshot_download
 
-    revision = spec.get("revision") or None
-    files = HubApi().get_model_files(spec["repo"], revision=revision or "master", recursive=True)
+
+def modelscope_files(spec):
+    """{rel: {size, sha256}} of the selected files, from the hub's file list (sha256 when it gives one)."""
+    modelscope_env(spec)
+    from modelscope.hub.api import HubApi
+
+    files = HubApi().get_model_files(spec["repo"], revision=spec.get("revision") or "master", recursive=True)
     expected = {}
     for item in files:
         if item.get("Type") == "tree":
             continue
         expected[item["Path"]] = {"size": item.get("Size"), "sha256": item.get("Sha256") or None}
     include, exclude = spec.get("include") or [], spec.get("exclude") or []
-    expected = {rel: e for rel, e in expected.items() if selected(rel, include, exclude)}
+    return {rel: e for rel, e in expected.items() if selected(rel, include, exclude)}, None
+
+
+def fetch_modelscope(spec, state):
+    expected, _ = modelscope_files(spec)
+    from modelscope.hub.snapshot_download import snapshot_download
+
+    revision = spec.get("revision") or None
+    include, exclude = spec.get("include") or [], spec.get("exclude") or []
     total = hub_preflight(spec, expected)
     watcher = Watcher(state, [spec["dest"]], total, "modelscope " + spec["repo"], base=present_bytes(spec["dest"], expected))
     watcher.start()
@@ -504,6 +526,31 @@ def op_probe(req):
     return out
 
 
+def op_plan(req):
+    """Check mode: which files a fetch would download and how many bytes (None when only a clone can tell)."""
+    spec = req["spec"]
+    dest, drift = spec["dest"], set(spec.get("drift") or ())
+    if spec["source"] == "git":
+        if not os.path.isdir(os.path.join(dest, ".git")):
+            return {"files": None, "bytes": None, "why": "sizes are known once the repository is cloned"}
+        expected = git_lfs_expected(dest)
+        include, exclude = spec.get("include") or [], spec.get("exclude") or []
+        expected = {rel: e for rel, e in expected.items() if selected(rel, include, exclude)}
+    else:
+        expected, _ = (huggingface_files if spec["source"] == "huggingface" else modelscope_files)(spec)
+    todo = []
+    for rel, entry in sorted(expected.items()):
+        path = os.path.join(dest, rel)
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            todo.append(rel)
+            continue
+        if rel in drift or size != entry.get("size") or pointer_of(path, size) is not None:
+            todo.append(rel)
+    return {"files": todo, "bytes": sum(expected[rel].get("size") or 0 for rel in todo)}
+
+
 def op_hash(req):
     """sha256 of the listed files (those an upload finds without a manifest entry)."""
     out = {}
@@ -560,7 +607,7 @@ def op_fetch(req):
             "git_dir_dropped_bytes": dropped, "seconds": round(time.time() - started, 3), "meta": meta}
 
 
-OPS = {"probe": op_probe, "hash": op_hash, "seal": op_seal, "fetch": op_fetch}
+OPS = {"probe": op_probe, "plan": op_plan, "hash": op_hash, "seal": op_seal, "fetch": op_fetch}
 
 
 def main(req):

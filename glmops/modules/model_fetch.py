@@ -51,12 +51,13 @@ def parse_result(stdout: str, stderr: str, rc: int) -> dict[str, Any]:
     return json.loads(parts[-2])
 
 
-def call_worker(ctx: ModuleContext, python: str, request: dict[str, Any], *, timeout: float | None = 600) -> dict[str, Any]:
+def call_worker(ctx: ModuleContext, python: str, request: dict[str, Any], *, timeout: float | None = 600, site: bool = False) -> dict[str, Any]:
     """Run one worker request on the host with `python` (one round trip); return its data or raise WorkerError.
 
-    `-S`: no site-packages (these requests use the standard library only), so python starts faster.
+    Without `site` python starts with -S (no site-packages: faster; the request needs the standard library only).
     """
-    result = ctx.run(f"{shlex.quote(python)} -S -", stdin=worker_program(request), timeout=timeout)
+    flags = "" if site else " -S"
+    result = ctx.run(f"{shlex.quote(python)}{flags} -", stdin=worker_program(request), timeout=timeout)
     answer = parse_result(result.stdout, result.stderr, result.rc)
     if not answer.get("ok"):
         raise WorkerError(answer.get("msg", "failed"), answer.get("data"))
@@ -249,7 +250,13 @@ class ModelFetchModule(Module):
             data["installed"] = client[1]
         if ctx.check:
             extra = f" (after installing {client[1]} into {python})" if data.get("installed") else ""
-            return ModuleResult(changed=True, msg=f"would fetch {args['repo']} into {dest}{extra}", data=data)
+            what = ""
+            if not data.get("installed"):
+                plan = call_worker(ctx, python, {"op": "plan", "spec": dict(spec, drift=probe.get("drift") or [])}, site=True)
+                data.update(to_fetch=plan["files"], bytes_to_fetch=plan["bytes"])
+                if plan["bytes"] is not None:
+                    what = f" {len(plan['files'])} files ({worker.human(plan['bytes'])})"
+            return ModuleResult(changed=True, msg=f"would fetch{what} from {args['repo']} into {dest}{extra}", data=data)
         if data.get("installed"):
             self._install_client(ctx, python, client[1])  # type: ignore[index]
         request = {"op": "fetch", "spec": dict(spec, drift=probe.get("drift") or []), "state": state}
