@@ -18,7 +18,7 @@ def local_files(src: str, include: list[str], exclude: list[str]) -> dict[str, t
 
 
 def upload(ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
-    from glmops.modules.model_fetch import WorkerError, call_worker
+    from glmops.modules.model_fetch import WorkerError, call_worker, quick_probe
 
     src, dest, python = os.path.expanduser(args["src"]), args["dest"], args["python"]
     if not os.path.isdir(src):
@@ -27,7 +27,9 @@ def upload(ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
     files = local_files(src, include, exclude)
     if not files:
         raise WorkerError(f"src {src} holds no file to upload" + (" (after include/exclude)" if include or exclude else ""))
-    probe = call_worker(ctx, python, {"op": "probe", "dest": dest})
+    probe = quick_probe(ctx, dest)  # one shell command: enough when the folder is verified
+    if probe is None or probe["drift"] or set((probe["manifest"].get("files") or {})) != set(files):
+        probe = call_worker(ctx, python, {"op": "probe", "dest": dest})
     manifest = probe.get("manifest") or {}
     listed: dict[str, Any] = manifest.get("files", {}) if manifest.get("source") == "upload" else {}
     drift = set(probe.get("drift") or [])
@@ -55,6 +57,8 @@ def upload(ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
     if ctx.check:
         return ModuleResult(changed=bool(todo) or set(listed) != set(files),
                             msg=f"would upload {len(todo)} files ({worker.human(needed)})", data=data)
+    if "free" not in probe:
+        probe = call_worker(ctx, python, {"op": "probe", "dest": dest})
     if needed > probe["free"]:
         raise WorkerError(f"not enough disk space at {probe['free_path']}: need {needed} bytes ({worker.human(needed)}), "
                           f"{probe['free']} free ({worker.human(probe['free'])}); free space there or choose another dest",

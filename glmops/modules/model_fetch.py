@@ -152,6 +152,32 @@ def follow(ctx: ModuleContext, state: str, paths: _detached.Paths) -> dict[str, 
         delay = min(delay * 1.5, POLL_INTERVAL)
 
 
+def quick_probe(ctx: ModuleContext, dest: str) -> dict[str, Any] | None:
+    """The manifest and its drift from one shell command (cat + GNU find), no python and no hashing.
+
+    Returns a probe-shaped dict (manifest, drift) or None when this host's tools cannot tell (no GNU
+    find) or there is no manifest: the caller then asks the worker.
+    """
+    d = shlex.quote(dest)
+    result = ctx.run(f"cat {d}/{worker.MANIFEST} 2>/dev/null || exit 3; printf '\n@@glmops-files\n'; "
+                     f"cd {d} && find . -path ./.git -prune -o -type f -printf '%P\t%s\t%T@\n'")
+    if result.rc != 0:
+        return None
+    text, _, listing = result.stdout.partition("\n@@glmops-files\n")
+    try:
+        manifest = json.loads(text)
+        files = manifest["files"]
+        seen: dict[str, tuple[int, int]] = {}
+        for line in listing.splitlines():
+            rel, size, mtime = line.rsplit("\t", 2)
+            seconds, _, fraction = mtime.partition(".")
+            seen[rel] = (int(size), int(seconds) * 10**9 + int((fraction + "000000000")[:9]))
+        drift = [rel for rel, entry in files.items() if seen.get(rel) != (entry.get("size"), entry.get("mtime_ns"))]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return {"manifest": manifest, "drift": drift}
+
+
 def _refuse_option(value: Any, field: str, pos: Any) -> None:
     if isinstance(value, str) and value.startswith("-"):
         raise ArgumentError(f"{field} must not start with '-': {value!r}", pos=pos, field=field,
@@ -238,8 +264,9 @@ class ModelFetchModule(Module):
         spec = self._spec(args)
         state = state_dir(dest)
         client = CLIENTS.get(args["source"])
-        probe = call_worker(ctx, python, {"op": "probe", "dest": dest, "state": state})
         data: dict[str, Any] = {"dest": dest, "source": args["source"], "repo": args["repo"]}
+        quick = quick_probe(ctx, dest)
+        probe = quick if quick is not None and self.verified(quick, spec) else call_worker(ctx, python, {"op": "probe", "dest": dest, "state": state})
         if self.verified(probe, spec):
             manifest = probe["manifest"]
             data.update(files=len(manifest["files"]), bytes=manifest["total_bytes"], manifest=posixpath.join(dest, worker.MANIFEST))
