@@ -102,8 +102,8 @@ class Connection(ABC):
         become: Become | None = None,
         progress: ProgressCallback | None = None,
         sha256: str | None = None,
-    ) -> None:
-        """Upload a local file to `remote_path` atomically.
+    ) -> str:
+        """Upload a local file to `remote_path` atomically; return the sha256 (hex) of what landed.
 
         `progress(done, total)` is first called with where the transfer starts (0, or the bytes of an
         interrupted earlier upload that are kept), then as data goes out; done - first = bytes sent.

@@ -552,11 +552,11 @@ def op_plan(req):
 
 
 def op_hash(req):
-    """sha256 of the listed files (those an upload finds without a manifest entry)."""
+    """sha256 of the listed files {rel: size} that are there with that size (an upload without a manifest entry)."""
     out = {}
-    for rel in req["files"]:
+    for rel, size in req["files"].items():
         path = os.path.join(req["dest"], rel)
-        if os.path.isfile(path):
+        if os.path.isfile(path) and os.path.getsize(path) == size:
             out[rel] = sha256_of(path)
     return {"hashes": out}
 
