@@ -108,6 +108,13 @@ def test_include_selects_lfs_files_and_drop_git_dir(conn: Any, lfs_repo: dict, t
     assert sha(dest / "config.json") == lfs_repo["sha"]["config.json"]
     again = run_module(conn, "model_fetch", source="git", repo=lfs_repo["url"], dest=str(dest), include=["*.safetensors"], drop_git_dir=True)
     assert not again.changed and not again.failed, again.msg
+    with open(dest / "model.safetensors", "r+b") as handle:  # no .git to repair from: cloned again beside it
+        handle.truncate(5000)
+    repaired = run_module(conn, "model_fetch", source="git", repo=lfs_repo["url"], dest=str(dest), include=["*.safetensors"], drop_git_dir=True)
+    assert repaired.changed and not repaired.failed, repaired.msg
+    assert repaired.data["meta"]["reset"] == ["model.safetensors"] and not (dest / ".git").exists()
+    assert sha(dest / "model.safetensors") == lfs_repo["sha"]["model.safetensors"]
+    assert "pytorch_model.bin" not in manifest(dest)["files"] and not list(tmp_path.glob(".tiny.glmops-fetch/clone"))
 
 
 def test_verification_names_the_bad_files_and_the_fix(lfs_repo: dict, tmp_path: Path) -> None:

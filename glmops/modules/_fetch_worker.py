@@ -293,10 +293,36 @@ def git_lfs_expected(dest):
     return expected
 
 
+def repair_without_git_dir(spec, state):
+    """A folder fetched with drop_git_dir whose files changed: clone beside it, fetch only those, move them in."""
+    dest = spec["dest"]
+    bad = [rel for rel in spec.get("drift") or [] if rel != MANIFEST]
+    if not state or not bad:
+        raise FetchError("%s is not empty and is not a git checkout of %s; remove it or choose another dest" % (dest, spec["repo"]))
+    staging = os.path.join(state, "clone")
+    shutil.rmtree(staging, ignore_errors=True)
+    sys.stderr.write("no .git in %s (drop_git_dir): fetching %s again in %s\n" % (dest, ", ".join(bad), staging))
+    expected, total, meta, _ = fetch_git(dict(spec, dest=staging, include=bad, exclude=[], drift=[]), state)
+    include, exclude = spec.get("include") or [], spec.get("exclude") or []
+    everything = git_lfs_expected(staging)
+    wanted = {rel: e for rel, e in everything.items() if selected(rel, include, exclude)}
+    for rel in bad:
+        source = os.path.join(staging, rel)
+        if os.path.isfile(source):
+            os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
+            os.replace(source, os.path.join(dest, rel))
+    shutil.rmtree(staging, ignore_errors=True)
+    meta["reset"] = bad
+    return wanted, total, meta, set(everything) - set(wanted)
+
+
 def fetch_git(spec, state):
     dest, repo = spec["dest"], spec["repo"]
     if not os.path.isdir(os.path.join(dest, ".git")):
         if os.path.isdir(dest) and os.listdir(dest):
+            manifest = read_manifest(dest)
+            if manifest and manifest.get("source") == "git" and manifest.get("repo") == repo:
+                return repair_without_git_dir(spec, state)
             raise FetchError("%s is not empty and is not a git checkout of %s; remove it or choose another dest" % (dest, repo))
         write_progress(state, 0, None, "cloning " + repo, phase="clone")
         run_logged(["git", "clone", "--no-checkout", "--", repo, dest], env=GIT_ENV)
