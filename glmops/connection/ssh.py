@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import paramiko
@@ -30,6 +31,9 @@ from glmops.connection.base import Become, CommandResult, Connection, ProgressCa
 from glmops.errors import ConnectionFailure, HostKeyError
 
 CHUNK = 1 << 20
+# SFTP write requests that fit one SSH packet (OpenSSH channels take 32 KiB packets; paramiko's
+# default 32 KiB requests plus their header took two packets each: about 1.3x slower here).
+SFTP_WRITE = 32768 - 128
 SMALL_UPLOAD = 512 * 1024  # below this, files go through the shell (base64) instead of SFTP
 HOST_KEY_POLICIES = ("yes", "accept-new", "no")
 # Host key algorithms in the order we ask for them when known_hosts has none for the host yet.
@@ -502,17 +506,24 @@ class SSHConnection(Connection):
         if progress:
             progress(offset, size)  # where this transfer starts: 0, or the part kept from a broken upload
         try:
-            with open(local_path, "rb") as source, sftp.open(part, "ab" if offset else "wb") as target:
+            with open(local_path, "rb") as source, sftp.open(part, "ab" if offset else "wb") as target, \
+                    ThreadPoolExecutor(max_workers=1) as hasher:
                 target.set_pipelined(True)
+                target.MAX_REQUEST_SIZE = SFTP_WRITE  # type: ignore[misc]
                 source.seek(offset)
                 done = offset
+                hashing = None
                 while chunk := source.read(CHUNK):
+                    if sha256 is None:  # hashed as it is read (no second pass), in a thread while the chunk is sent
+                        if hashing is not None:
+                            hashing.result()
+                        hashing = hasher.submit(digest.update, chunk)
                     target.write(chunk)
-                    if sha256 is None:
-                        digest.update(chunk)  # hashed as it is read: no second pass over the file
                     done += len(chunk)
                     if progress:
                         progress(done, size)
+                if hashing is not None:
+                    hashing.result()
         except OSError as exc:
             if isinstance(exc, FileNotFoundError) and not os.path.exists(local_path):
                 raise
