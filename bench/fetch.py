@@ -6,7 +6,8 @@ One sshd on 127.0.0.1 (the test suite's, tests/sshd.py, with SetEnv SHLVL=1 so t
 for root's .bashrc). Measured, each into a fresh destination:
 - upload: `glmops run` of a one-task playbook (model_fetch source: upload: transfer, sha256 of every
   file on both sides, manifest) vs `scp -r` vs `rsync -a` (both without verification beyond their
-  own transport checksums), alternating, `--repeat` times; wall time of the whole command.
+  own transport checksums) vs `scp -r` followed by `sha256sum` of the files on the host (the same
+  work as glmops), alternating, `--repeat` times; wall time of the whole command.
 - resume: `glmops run` is SIGKILLed once half of the bytes are on the host; the re-run's bytes on the
   wire are read from the server's sftp-server process (/proc/PID/io rchar), compared with what was
   missing.
@@ -101,6 +102,10 @@ def main() -> None:
         "glmops model_fetch upload": [sys.executable, "-m", "glmops", "run", str(book), "-i", str(inv), "--json"],
         "scp -r": ["scp", "-q", "-r", *ssh_opts, "-P", str(server.port), str(src), f"root@127.0.0.1:{dest}"],
         "rsync -a": ["rsync", "-a", "-e", " ".join(["ssh", *ssh_opts, "-p", str(server.port)]), f"{src}/", f"root@127.0.0.1:{dest}/"],
+        # The same work as glmops (a SHA-256 of every file on the host after the copy), for a like-for-like figure.
+        "scp -r + sha256sum on the host": ["sh", "-c", " ".join(["scp", "-q", "-r", *ssh_opts, "-P", str(server.port), str(src), f"root@127.0.0.1:{dest}"])
+                                           + " && " + " ".join(["ssh", *ssh_opts, "-p", str(server.port), "root@127.0.0.1", f"'sha256sum {dest}/*'"])
+                                           + " > /dev/null"],
     }
 
     def fresh() -> None:

@@ -411,3 +411,13 @@ def test_check_mode_reports_files_and_bytes_for_hubs_and_clones(conn: Any, lfs_r
     pointers = run_module(conn, "model_fetch", check=True, source="git", repo=lfs_repo["url"], dest=str(dest))
     assert pointers.data["to_fetch"] == ["model.safetensors", "pytorch_model.bin"] and pointers.data["bytes_to_fetch"] == 800 * 1024
     assert "would fetch 2 files (800.0 KiB)" in pointers.msg
+
+
+def test_dest_under_home_and_relative_dest(conn: Any, tmp_path: Path) -> None:
+    src = make_folder(tmp_path / "src")
+    home = conn.run('printf %s "$HOME"').stdout
+    result = run_module(conn, "model_fetch", check=True, source="upload", src=str(src), dest="~/glmops-test-absent/model")
+    assert result.changed and result.data["dest"] == f"{home}/glmops-test-absent/model"
+    assert not Path(home, "glmops-test-absent").exists()
+    relative = run_module(conn, "model_fetch", source="upload", src=str(src), dest="models/x")
+    assert relative.failed and "dest must be an absolute path" in relative.msg

@@ -235,6 +235,11 @@ class ModelFetchModule(Module):
         for field in ("repo", "revision", "dest", "python", "endpoint"):
             _refuse_option(args.get(field), field, ctx.pos)
         dest = args["dest"].rstrip("/") or "/"
+        if dest == "~" or dest.startswith("~/"):  # the home of the user the task runs as
+            home = ctx.run('printf %s "$HOME"').stdout
+            dest = home.rstrip("/") + dest[1:]
+        if not dest.startswith("/"):
+            return ModuleResult(failed=True, msg=f"dest must be an absolute path on the host (or start with ~/), got {args['dest']!r}")
         args = dict(args, dest=dest)
         try:
             if args["source"] == "upload":
