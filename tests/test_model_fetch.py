@@ -421,3 +421,17 @@ def test_dest_under_home_and_relative_dest(conn: Any, tmp_path: Path) -> None:
     assert not Path(home, "glmops-test-absent").exists()
     relative = run_module(conn, "model_fetch", source="upload", src=str(src), dest="models/x")
     assert relative.failed and "dest must be an absolute path" in relative.msg
+
+
+def test_git_and_upload_on_the_controller_itself(lfs_repo: dict, tmp_path: Path) -> None:
+    from glmops.connection.local import LocalConnection
+
+    local = LocalConnection()
+    fetched = run_module(local, "model_fetch", source="git", repo=lfs_repo["url"], dest=str(tmp_path / "git"), drop_git_dir=True)
+    assert fetched.changed and not fetched.failed, fetched.msg
+    assert sha(tmp_path / "git" / "model.safetensors") == lfs_repo["sha"]["model.safetensors"]
+    src = make_folder(tmp_path / "src")
+    uploaded = run_module(local, "model_fetch", source="upload", src=str(src), dest=str(tmp_path / "up"))
+    assert uploaded.changed and uploaded.data["bytes_sent"] == 4 * 1024 * 1024 + 300 * 1024 + len('{"a": 1}')
+    assert not run_module(local, "model_fetch", source="upload", src=str(src), dest=str(tmp_path / "up")).changed
+    assert not run_module(local, "model_fetch", source="git", repo=lfs_repo["url"], dest=str(tmp_path / "git"), drop_git_dir=True).changed
