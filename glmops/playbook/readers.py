@@ -19,7 +19,7 @@ PLAY_KEYWORDS = {
 COMMON_KEYWORDS = {"name", "when", "tags", "become", "become_user", "environment", "vars", "ignore_errors", "no_log", "check_mode"}
 TASK_KEYWORDS = COMMON_KEYWORDS | {
     "register", "loop", "with_items", "loop_control", "notify", "listen", "changed_when", "failed_when",
-    "retries", "until", "delay", "args",
+    "retries", "until", "delay", "args", "async", "poll",
 }
 BLOCK_KEYWORDS = COMMON_KEYWORDS | {"block", "rescue", "always"}
 LOOP_CONTROL_KEYS = {"loop_var", "index_var", "label"}

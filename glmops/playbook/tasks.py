@@ -7,7 +7,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from glmops.errors import LoadError, Pos
-from glmops.modules import canonical_name, is_module, module_names, nearest_modules
+from glmops.modules import canonical_name, get_module, is_module, module_names, nearest_modules
 from glmops.playbook.model import Block, Item, Role, Task
 from glmops.playbook.readers import _IDENTIFIER, BLOCK_KEYWORDS, INCLUDE_ACTIONS, TASK_KEYWORDS, _nearest_hint, _pos, _Reader
 from glmops.playbook.includes import read_loop
@@ -141,4 +141,10 @@ class Tasks:
         task.until = reader.conditions("until")
         task.retries = reader.int_or_template("retries")
         task.delay = reader.int_or_template("delay")
+        task.async_ = reader.int_or_template("async")
+        task.poll = reader.int_or_template("poll")
+        if task.async_ is not None and not get_module(module_name).supports_async:
+            supported = ", ".join(name for name in module_names() if get_module(name).supports_async)
+            raise reader.error("async", f"module '{module_name}' does not support async",
+                               hint=f"async/poll work with: {supported}")
         return task
