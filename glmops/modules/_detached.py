@@ -1,0 +1,243 @@
+"""Detached processes on a host: start one in its own session, ask whether it runs, stop it, read its log.
+
+Modules (`daemon`, `model_fetch`, async work) use this instead of writing `nohup ... &` by hand.
+
+A process is started as::
+
+    setsid /bin/sh -c WRAPPER glmops-detached CMD_FILE RC_FILE >> LOG 2>&1 < /dev/null &
+
+- `setsid` gives it its own session and process group, so nothing that kills the persistent remote
+  shell's process group (a command timeout) reaches it, and it has no terminal to lose;
+- stdin is /dev/null and stdout+stderr are appended to the log, so no descriptor of the SSH channel
+  is left open (the channel's commands never wait for it, its output never leaks into them);
+- the wrapper runs the script stored in CMD_FILE (the command with its `cd` and `export`s, mode
+  0600: it may hold secrets) and writes the exit code to RC_FILE when it ends;
+- its pid goes to the pid file and its start time (from /proc, else `ps -o lstart`) to a `.start`
+  file beside it, so a later status is not fooled by a reused pid.
+
+Files beside the pid file `DIR/NAME.pid`: `DIR/NAME.cmd`, `DIR/NAME.rc`, `DIR/NAME.start`.
+All functions take anything with `run(cmd, *, stdin=None, timeout=None) -> CommandResult` (a
+Connection or a ModuleContext). Every path is shlex-quoted.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from glmops.connection.base import CommandResult
+
+WRAPPER = 'trap : TERM INT HUP; /bin/sh "$1"; rc=$?; printf "%s\\n" "$rc" > "$2.tmp" && mv -f "$2.tmp" "$2"'
+ARGV0 = "glmops-detached"
+
+# sh functions shared by the scripts below. ident PID: a token that changes when the pid is reused
+# (start time since boot in clock ticks from /proc; `ps -o lstart` elsewhere); empty when PID is not
+# running (a zombie counts as not running). group_alive PGID: a live member of the process group.
+FUNCTIONS = r"""
+ident() {
+  if [ -r "/proc/$1/stat" ]; then
+    sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '$1 != "Z" { print $20 }'
+  elif [ -d /proc/1 ]; then
+    :
+  else
+    ps -o lstart= -p "$1" 2>/dev/null | tr -s ' ' '_'
+  fi
+}
+uptime_of() {
+  if [ -r "/proc/$1/stat" ] && [ -r /proc/uptime ]; then
+    t=$(sed 's/.*) //' "/proc/$1/stat" | awk '{ print $20 }'); hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
+    awk -v t="$t" -v hz="$hz" '{ printf "%d\n", $1 - t / hz }' /proc/uptime
+  else
+    ps -o etime= -p "$1" 2>/dev/null | tr -d ' '
+  fi
+}
+group_alive() {
+  if [ -d /proc/1 ]; then
+    cat /proc/[0-9]*/stat 2>/dev/null | sed 's/.*) //' | awk -v g="$1" '$3 == g && $1 != "Z" { n++ } END { exit n == 0 }'
+  else
+    kill -0 "-$1" 2>/dev/null
+  fi
+}
+"""
+
+
+class Runner(Protocol):
+    def run(self, cmd: str, *, stdin: bytes | None = None, timeout: float | None = None) -> CommandResult: ...
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where one detached process keeps its state on the host."""
+
+    pid_file: str
+    log_file: str
+
+    @property
+    def base(self) -> str:
+        return self.pid_file[: -len(".pid")] if self.pid_file.endswith(".pid") else self.pid_file
+
+    @property
+    def cmd_file(self) -> str:
+        """The script that was started (restart runs it again)."""
+        return self.base + ".cmd"
+
+    @property
+    def rc_file(self) -> str:
+        """The exit code, written when the process ends."""
+        return self.base + ".rc"
+
+    @property
+    def start_file(self) -> str:
+        """The process's start time as recorded at start (guards against pid reuse)."""
+        return self.base + ".start"
+
+
+@dataclass
+class Status:
+    """What the host says about a detached process."""
+
+    running: bool
+    pid: int | None = None
+    exit_code: int | None = None  # once it ended (None: still running, never started, or killed hard)
+    script: str | None = None  # the script it was started with (the .cmd file)
+    uptime_s: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"running": self.running, "pid": self.pid, "exit_code": self.exit_code, "uptime_s": self.uptime_s}
+
+
+def build_script(command: str, *, chdir: str | None = None, environment: Mapping[str, Any] | None = None) -> str:
+    """The sh script a detached process runs: `cd`, `export`s, then the command on its own line."""
+    lines = []
+    if chdir:
+        lines.append(f"cd {shlex.quote(chdir)} || exit 1")
+    for key, value in (environment or {}).items():
+        if not key or not key.replace("_", "a").isalnum() or key[0].isdigit():
+            raise ValueError(f"invalid environment variable name: {key!r}")
+        lines.append(f"export {key}={shlex.quote(str(value))}")
+    lines.append(command)
+    return "\n".join(lines) + "\n"
+
+
+def parse_duration(text: str) -> int | None:
+    """Seconds from `123` (Linux /proc) or ps's etime `[[dd-]hh:]mm:ss`; None when unreadable."""
+    text = text.strip()
+    if not text:
+        return None
+    if text.isdigit():
+        return int(text)
+    days, _, rest = text.rpartition("-")
+    try:
+        parts = [int(p) for p in rest.split(":")]
+        seconds = 0
+        for part in parts:
+            seconds = seconds * 60 + part
+        return seconds + (int(days) * 86400 if days else 0)
+    except ValueError:
+        return None
+
+
+def _status_lines(paths: Paths) -> str:
+    """sh that prints key=value lines about the process (after FUNCTIONS)."""
+    q = shlex.quote
+    return (
+        f"pid=$(cat {q(paths.pid_file)} 2>/dev/null | head -n 1); "
+        f"if [ -f {q(paths.start_file)} ]; then rec=$(cat {q(paths.start_file)}); else rec=any; fi; "
+        'case "$pid" in ""|*[!0-9]*) pid="";; esac; echo "pid=$pid"; '
+        'running=0; if [ -n "$pid" ]; then cur=$(ident "$pid"); '
+        '[ -n "$cur" ] && { [ "$rec" = any ] || [ "$cur" = "$rec" ]; } && running=1; fi; echo "running=$running"; '
+        '[ "$running" = 1 ] && echo "uptime=$(uptime_of "$pid")"; '
+        f"[ -f {q(paths.rc_file)} ] && echo \"rc=$(cat {q(paths.rc_file)})\"; "
+        f"echo @@script; cat {q(paths.cmd_file)} 2>/dev/null; true"
+    )
+
+
+def parse_status(text: str) -> Status:
+    """Turn the status script's output into a Status."""
+    head, _, script = text.partition("@@script\n")
+    values: dict[str, str] = {}
+    for line in head.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            values[key.strip()] = value.strip()
+    pid = int(values["pid"]) if values.get("pid", "").isdigit() else None
+    running = values.get("running") == "1" and pid is not None
+    rc_text = values.get("rc", "")
+    exit_code = int(rc_text) if rc_text.lstrip("-").isdigit() and not running else None
+    return Status(
+        running=running,
+        pid=pid,
+        exit_code=exit_code,
+        script=script if script else None,
+        uptime_s=parse_duration(values.get("uptime", "")) if running else None,
+    )
+
+
+def _checked(result: CommandResult, action: str) -> CommandResult:
+    if result.rc != 0 and "@@script" not in result.stdout:
+        raise OSError(f"{action} failed: {(result.stderr or result.stdout).strip()}")
+    return result
+
+
+def status(runner: Runner, paths: Paths) -> Status:
+    """Is the process of this pid file running (the same process that was started, not a reused pid)?"""
+    return parse_status(_checked(runner.run(FUNCTIONS + _status_lines(paths)), "reading the process status").stdout)
+
+
+def start(runner: Runner, paths: Paths, script: str, *, wait: float = 1.0) -> Status:
+    """Start `script` (see build_script) detached; then watch it for up to `wait` seconds.
+
+    Returns the status after the wait: `running` False with an `exit_code` when it died at once.
+    The caller decides whether one already runs (this starts another regardless).
+    """
+    q = shlex.quote
+    launch_args = f"/bin/sh -c {q(WRAPPER)} {ARGV0} {q(paths.cmd_file)} {q(paths.rc_file)} >> {q(paths.log_file)} 2>&1 < /dev/null &"
+    perl = "perl -MPOSIX -e 'POSIX::setsid() >= 0 or die qq(setsid: $!\\n); exec @ARGV or die qq(exec: $!\\n)'"
+    steps = int(max(wait, 0) * 10)
+    body = (
+        f"mkdir -p {q(posixpath.dirname(paths.pid_file) or '.')} {q(posixpath.dirname(paths.log_file) or '.')} || exit 1; "
+        f"umask 077; cat > {q(paths.cmd_file)}.tmp && mv -f {q(paths.cmd_file)}.tmp {q(paths.cmd_file)} || exit 1; umask 022; "
+        f"rm -f {q(paths.rc_file)}; : >> {q(paths.log_file)} || exit 1; "
+        f"if command -v setsid >/dev/null 2>&1; then setsid {launch_args} else {perl} {launch_args} fi; "
+        f"pid=$!; echo \"$pid\" > {q(paths.pid_file)}.tmp && mv -f {q(paths.pid_file)}.tmp {q(paths.pid_file)}; "
+        f"cur=$(ident \"$pid\"); echo \"${{cur:-ended}}\" > {q(paths.start_file)}; "
+        f"i=0; while [ $i -lt {steps} ] && [ -n \"$(ident \"$pid\")\" ]; do sleep 0.1; i=$((i + 1)); done; "
+    )
+    result = runner.run(FUNCTIONS + body + _status_lines(paths), stdin=script.encode(), timeout=max(wait, 0) + 60)
+    return parse_status(_checked(result, "starting the process").stdout)
+
+
+@dataclass
+class StopResult:
+    was_running: bool
+    killed: bool = False  # needed SIGKILL after the grace period
+    status: Status | None = None
+
+
+def stop(runner: Runner, paths: Paths, *, grace: float = 10.0) -> StopResult:
+    """TERM the process group, wait up to `grace` seconds for all of it to end, then KILL it.
+
+    Only the process the pid file recorded is signalled (a reused pid is left alone).
+    """
+    steps = int(max(grace, 0) * 10)
+    body = (
+        FUNCTIONS + _status_lines(paths).rpartition("echo @@script")[0]
+        + 'if [ "$running" = 1 ]; then echo stopping=1; kill -TERM "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null; '
+        f'i=0; while [ $i -lt {steps} ] && group_alive "$pid"; do sleep 0.1; i=$((i + 1)); done; '
+        'if group_alive "$pid"; then kill -KILL "-$pid" 2>/dev/null; echo killed=1; '
+        'j=0; while [ $j -lt 50 ] && group_alive "$pid"; do sleep 0.1; j=$((j + 1)); done; fi; fi; '
+        "echo @@after; " + _status_lines(paths)
+    )
+    result = _checked(runner.run(body, timeout=max(grace, 0) + 60), "stopping the process")
+    before, _, after = result.stdout.partition("@@after\n")
+    return StopResult(was_running="stopping=1" in before.splitlines(), killed="killed=1" in before.splitlines(),
+                      status=parse_status(after))
+
+
+def tail(runner: Runner, log_file: str, lines: int = 50) -> str:
+    """The last `lines` lines of the log ('' when there is none)."""
+    result = runner.run(f"tail -n {int(lines)} -- {shlex.quote(log_file)} 2>/dev/null || true")
+    return result.stdout

@@ -1,0 +1,104 @@
+"""daemon: keep a command running detached on the host (setsid, pid file, log), without systemd."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from glmops.errors import ArgumentError
+from glmops.modules import _detached
+from glmops.modules.base import Arg, Diff, Module, ModuleContext, ModuleResult
+
+
+class DaemonModule(Module):
+    name = "daemon"
+    doc = (
+        "Run a shell command as a daemon that outlives the SSH session (for hosts without systemd, "
+        "such as AutoDL containers): started in its own session with setsid, stdin from /dev/null, "
+        "stdout and stderr appended to `log_file`, its pid in `pid_file`, its exit code in the `.rc` "
+        "file beside it when it ends. The started command (with `chdir` and `environment`) is kept in "
+        "the `.cmd` file beside the pid file (mode 0600), so `glmops restart` can start it again. "
+        "`started` is a no-op when the same command already runs from that pid file (a reused pid is "
+        "recognised by its start time), and restarts it when the command changed; `stopped` sends "
+        "TERM to its process group, waits `stop_timeout`, then KILL; `restarted` always restarts. "
+        "After a start it watches the process for `wait` seconds: when it dies, the task fails with "
+        "its exit code and the log's last `log_lines` lines. Returns pid, running, command, "
+        "exit_code, uptime_s."
+    )
+    args = {
+        "name": Arg("str", help="A label for messages (e.g. glmops-serve)."),
+        "command": Arg("str", required=True, aliases=("cmd",), help="The shell command line to run (sh syntax)."),
+        "state": Arg("str", default="started", choices=("started", "stopped", "restarted"), help="What to ensure."),
+        "pid_file": Arg("path", required=True, help="Where the pid goes; .cmd, .rc, .start files go beside it."),
+        "log_file": Arg("path", required=True, help="stdout and stderr are appended here."),
+        "chdir": Arg("path", help="Working directory of the command."),
+        "environment": Arg("dict", help="Environment variables of the command (with the task's `environment:`)."),
+        "wait": Arg("float", default=2.0, help="Seconds to watch a started process before calling the start good."),
+        "stop_timeout": Arg("float", default=30.0, help="Seconds between TERM and KILL when stopping."),
+        "log_lines": Arg("int", default=20, help="Lines of the log shown when the start fails."),
+    }
+
+    def check_args(self, args: dict[str, Any]) -> None:
+        if not str(args.get("command") or "").strip():
+            raise ArgumentError("'command' is empty", field="command")
+        if args["pid_file"] == args["log_file"]:
+            raise ArgumentError("'pid_file' and 'log_file' must differ", field="log_file")
+        for key in args.get("environment") or {}:
+            name = str(key)
+            if not name or not name.replace("_", "a").isalnum() or name[0].isdigit():
+                raise ArgumentError(f"invalid environment variable name {name!r}", field="environment",
+                                    hint="names are letters, digits and _, not starting with a digit")
+
+    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+        paths = _detached.Paths(args["pid_file"], args["log_file"])
+        label = args.get("name") or args["command"].split()[0]
+        environment = {**ctx.environment, **(args.get("environment") or {})}
+        script = _detached.build_script(args["command"], chdir=args.get("chdir"), environment=environment)
+        current = _detached.status(ctx, paths)
+        state = args["state"]
+        same = current.running and current.script == script
+
+        if state == "started" and same:
+            return self._result(False, f"{label} is running (pid {current.pid})", current, args)
+        if state == "stopped":
+            if not current.running:
+                return self._result(False, f"{label} is not running", current, args)
+            if ctx.check:
+                return self._result(True, f"{label} would be stopped (pid {current.pid})", current, args)
+            stopped = _detached.stop(ctx, paths, grace=args["stop_timeout"])
+            after = stopped.status or current
+            if after.running:
+                return self._result(False, f"{label} (pid {current.pid}) did not stop", after, args, failed=True)
+            how = " (killed after the TERM grace period)" if stopped.killed else ""
+            return self._result(True, f"{label} stopped (was pid {current.pid}){how}", after, args)
+
+        why = ("restarted" if state == "restarted" else "command changed" if current.running else "was not running")
+        diff = []
+        if ctx.diff and current.script != script:
+            diff.append(Diff(current.script or "", script, f"{paths.cmd_file} (running)" if current.running else "(not running)",
+                             paths.cmd_file))
+        if ctx.check:
+            verb = "restarted" if current.running else "started"
+            return self._result(True, f"{label} would be {verb} ({why})", current, args, diff=diff)
+        if current.running:
+            stopped = _detached.stop(ctx, paths, grace=args["stop_timeout"])
+            if stopped.status is not None and stopped.status.running:
+                return self._result(False, f"{label} (pid {current.pid}) did not stop", stopped.status, args, failed=True)
+        started = _detached.start(ctx, paths, script, wait=args["wait"])
+        if not started.running:
+            log = _detached.tail(ctx, paths.log_file, args["log_lines"]).rstrip("\n")
+            code = f"exit code {started.exit_code}" if started.exit_code is not None else "no exit code recorded"
+            msg = f"{label} exited right after the start ({code}); last lines of {paths.log_file}:\n{log or '(empty)'}"
+            result = self._result(True, msg, started, args, failed=True, diff=diff)
+            result.data["log_tail"] = log
+            return result
+        verb = "restarted" if current.running else "started"
+        return self._result(True, f"{label} {verb} (pid {started.pid}; {why})", started, args, diff=diff)
+
+    @staticmethod
+    def _result(changed: bool, msg: str, status: _detached.Status, args: dict[str, Any], *, failed: bool = False,
+                diff: list[Diff] | None = None) -> ModuleResult:
+        data = {**status.as_dict(), "command": args["command"], "pid_file": args["pid_file"], "log_file": args["log_file"]}
+        return ModuleResult(changed=changed, failed=failed, msg=msg, data=data, diff=diff or [])
+
+
+MODULE = DaemonModule
