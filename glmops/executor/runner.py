@@ -556,6 +556,8 @@ class PlaybookRunner:
         environment: dict[str, str] = {}
         for layer in scope.environment + ([task.environment] if task.environment else []):
             rendered = self.templar.render(layer, variables, pos=task.pos, field="environment")
+            if not isinstance(rendered, Mapping):
+                raise TemplateError(f"'environment' must give a mapping (name: value), got {type(rendered).__name__}", pos=task.pos, field="environment")
             environment.update({str(k): str(v) for k, v in rendered.items()})
         check = self.options.check if (task.check_mode is None and scope.check_mode is None) else bool(
             task.check_mode if task.check_mode is not None else scope.check_mode)
