@@ -102,7 +102,11 @@ class Connection(ABC):
         become: Become | None = None,
         progress: ProgressCallback | None = None,
     ) -> None:
-        """Upload a local file to `remote_path` atomically."""
+        """Upload a local file to `remote_path` atomically.
+
+        `progress(done, total)` is first called with where the transfer starts (0, or the bytes of an
+        interrupted earlier upload that are kept), then as data goes out; done - first = bytes sent.
+        """
 
     @abstractmethod
     def get_file(self, remote_path: str, local_path: str, *, become: Become | None = None) -> None:

@@ -120,6 +120,8 @@ class LocalConnection(Connection):
         become: Become | None = None,
         progress: ProgressCallback | None = None,
     ) -> None:
+        if progress:
+            progress(0, os.path.getsize(local_path))  # where the copy starts (a local copy never resumes)
         if self._sudo(become):
             self._install_as(become, remote_path, mode, source=local_path)  # type: ignore[arg-type]
             if progress:

@@ -493,6 +493,8 @@ class SSHConnection(Connection):
             part = posixpath.join(directory, f".{name}.glmops-part")
         sftp = self._sftp_client()
         offset = self._resumable_offset(sftp, local_path, part, size)
+        if progress:
+            progress(offset, size)  # where this transfer starts: 0, or the part kept from a broken upload
         try:
             with open(local_path, "rb") as source, sftp.open(part, "ab" if offset else "wb") as target:
                 target.set_pipelined(True)
@@ -503,8 +505,6 @@ class SSHConnection(Connection):
                     done += len(chunk)
                     if progress:
                         progress(done, size)
-            if progress and done == offset:  # nothing left to send (empty file, or resumed at the end)
-                progress(done, size)
         except OSError as exc:
             if isinstance(exc, FileNotFoundError) and not os.path.exists(local_path):
                 raise
