@@ -14,6 +14,7 @@ from glmops import __version__
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "run": ("glmops.commands.run", "run", "Run a playbook against the hosts of an inventory."),
     "inventory": ("glmops.commands.inventory", "inventory", "List hosts, or add one from an `ssh -p PORT user@host` line."),
+    "tunnel": ("glmops.commands.tunnel", "tunnel", "Reach a host's API server through an SSH tunnel that reconnects; status, stop."),
     "serve": ("glmops.server.cli", "serve", "Start the OpenAI-compatible ChatGLM3 API server (target side)."),
 }
 

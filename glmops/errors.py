@@ -75,3 +75,7 @@ class ConnectionFailure(GlmopsError):
 
 class HostKeyError(ConnectionFailure):
     """The host's key is unknown or has changed."""
+
+
+class AuthenticationFailure(ConnectionFailure):
+    """The host refused our key or password (trying again will not help)."""

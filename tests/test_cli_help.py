@@ -9,7 +9,7 @@ def test_help_lists_commands_without_heavy_imports():
         "from glmops.cli import cli\n"
         "r = CliRunner().invoke(cli, ['--help'])\n"
         "assert r.exit_code == 0, r.output\n"
-        "assert 'run' in r.output and 'inventory' in r.output\n"
+        "assert 'run' in r.output and 'inventory' in r.output and 'tunnel' in r.output\n"
         "heavy = [m for m in ('torch', 'transformers', 'paramiko') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 import paramiko
 
 from glmops.connection.base import Become, CommandResult, Connection, ProgressCallback, wrap_command
-from glmops.errors import ConnectionFailure, HostKeyError
+from glmops.errors import AuthenticationFailure, ConnectionFailure, HostKeyError
 
 CHUNK = 1 << 20
 SMALL_UPLOAD = 512 * 1024  # below this, files go through the shell (base64) instead of SFTP
@@ -323,7 +323,7 @@ class SSHConnection(Connection):
             raise
         except paramiko.AuthenticationException as exc:
             transport.close()
-            raise ConnectionFailure(
+            raise AuthenticationFailure(
                 f"authentication failed for {self._where()}: {exc}",
                 hint="check ansible_user and ansible_ssh_private_key_file (or ansible_password)",
             ) from None
