@@ -16,6 +16,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "inventory": ("glmops.commands.inventory", "inventory", "List hosts, or add one from an `ssh -p PORT user@host` line."),
     "tunnel": ("glmops.commands.tunnel", "tunnel", "Reach a host's API server through an SSH tunnel that reconnects; status, stop."),
     "serve": ("glmops.server.cli", "serve", "Start the OpenAI-compatible ChatGLM3 API server (target side)."),
+    "status": ("glmops.commands.day2", "status", "Is the API server up? pid, uptime, model, device, GPU memory, /health per host."),
+    "logs": ("glmops.commands.day2", "logs", "Show (or follow with -f) the API server's log on a host."),
+    "stop": ("glmops.commands.day2", "stop", "Stop the API server on a host."),
+    "restart": ("glmops.commands.day2", "restart", "Restart the API server on a host and wait until it is healthy."),
+    "facts": ("glmops.commands.day2", "facts", "GPUs, VRAM, driver, CUDA, RAM, disk, AutoDL, and the profile a deploy would choose."),
+    "doctor": ("glmops.commands.doctor", "doctor", "Look for the known ChatGLM3 deployment failures on a host; print each fix."),
+    "chat": ("glmops.commands.chat", "chat", "Ask the deployed model one question (through a tunnel or the host's SSH)."),
 }
 
 

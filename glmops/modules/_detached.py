@@ -140,8 +140,9 @@ def parse_duration(text: str) -> int | None:
         return None
 
 
-def _status_lines(paths: Paths) -> str:
-    """sh that prints key=value lines about the process (after FUNCTIONS)."""
+def status_lines(paths: Paths) -> str:
+    """sh (to run after FUNCTIONS) that prints key=value lines about the process, then its script
+    between '@@script' and '@@status-end' lines; other output may follow."""
     q = shlex.quote
     return (
         f"pid=$(cat {q(paths.pid_file)} 2>/dev/null | head -n 1); "
@@ -151,13 +152,14 @@ def _status_lines(paths: Paths) -> str:
         '[ -n "$cur" ] && { [ "$rec" = any ] || [ "$cur" = "$rec" ]; } && running=1; fi; echo "running=$running"; '
         '[ "$running" = 1 ] && echo "uptime=$(uptime_of "$pid")"; '
         f"[ -f {q(paths.rc_file)} ] && echo \"rc=$(cat {q(paths.rc_file)})\"; "
-        f"echo @@script; cat {q(paths.cmd_file)} 2>/dev/null; true"
+        f"echo @@script; cat {q(paths.cmd_file)} 2>/dev/null; printf '\\n@@status-end\\n'"
     )
 
 
 def parse_status(text: str) -> Status:
     """Turn the status script's output into a Status."""
-    head, _, script = text.partition("@@script\n")
+    head, _, rest = text.partition("@@script\n")
+    script = rest.partition("\n@@status-end\n")[0]
     values: dict[str, str] = {}
     for line in head.splitlines():
         key, sep, value = line.partition("=")
@@ -184,7 +186,7 @@ def _checked(result: CommandResult, action: str) -> CommandResult:
 
 def status(runner: Runner, paths: Paths) -> Status:
     """Is the process of this pid file running (the same process that was started, not a reused pid)?"""
-    return parse_status(_checked(runner.run(FUNCTIONS + _status_lines(paths)), "reading the process status").stdout)
+    return parse_status(_checked(runner.run(FUNCTIONS + status_lines(paths)), "reading the process status").stdout)
 
 
 def start(runner: Runner, paths: Paths, script: str, *, wait: float = 1.0) -> Status:
@@ -206,7 +208,7 @@ def start(runner: Runner, paths: Paths, script: str, *, wait: float = 1.0) -> St
         f"cur=$(ident \"$pid\"); echo \"${{cur:-ended}}\" > {q(paths.start_file)}; "
         f"i=0; while [ $i -lt {steps} ] && [ -n \"$(ident \"$pid\")\" ]; do sleep 0.1; i=$((i + 1)); done; "
     )
-    result = runner.run(FUNCTIONS + body + _status_lines(paths), stdin=script.encode(), timeout=max(wait, 0) + 60)
+    result = runner.run(FUNCTIONS + body + status_lines(paths), stdin=script.encode(), timeout=max(wait, 0) + 60)
     return parse_status(_checked(result, "starting the process").stdout)
 
 
@@ -224,12 +226,12 @@ def stop(runner: Runner, paths: Paths, *, grace: float = 10.0) -> StopResult:
     """
     steps = int(max(grace, 0) * 10)
     body = (
-        FUNCTIONS + _status_lines(paths).rpartition("echo @@script")[0]
+        FUNCTIONS + status_lines(paths).partition("echo @@script")[0]
         + 'if [ "$running" = 1 ]; then echo stopping=1; kill -TERM "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null; '
         f'i=0; while [ $i -lt {steps} ] && group_alive "$pid"; do sleep 0.1; i=$((i + 1)); done; '
         'if group_alive "$pid"; then kill -KILL "-$pid" 2>/dev/null; echo killed=1; '
         'j=0; while [ $j -lt 50 ] && group_alive "$pid"; do sleep 0.1; j=$((j + 1)); done; fi; fi; '
-        "echo @@after; " + _status_lines(paths)
+        "echo @@after; " + status_lines(paths)
     )
     result = _checked(runner.run(body, timeout=max(grace, 0) + 60), "stopping the process")
     before, _, after = result.stdout.partition("@@after\n")

@@ -1,0 +1,129 @@
+"""What the day-2 commands share: the hosts of a pattern with their variables and layout, a
+connection per host (the same code `glmops run` uses), errors printed without tracebacks."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import click
+
+from glmops.errors import EXIT_ERROR, EXIT_INTERRUPTED, GlmopsError
+from glmops.layout import Layout
+
+T = TypeVar("T")
+CONNECTION_VARS = ("ansible_host", "ansible_port", "ansible_user", "ansible_connection", "ansible_password",
+                   "ansible_ssh_private_key_file", "glmops_known_hosts", "host_key_checking")
+LAYOUT_VARS = ("deploy_dir", "api_host", "api_port")
+
+
+@dataclass
+class Target:
+    """One inventory host as the day-2 commands see it."""
+
+    name: str
+    variables: dict[str, Any]  # inventory variables, -e on top; the ones used are rendered
+    layout: Layout
+
+    def var(self, name: str, default: Any = None) -> Any:
+        value = self.variables.get(name)
+        return default if value is None else value
+
+
+def inventory_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """-i/--inventory, -e/--extra-vars and --accept-new-host-keys, as `glmops run` has them."""
+    func = click.option("--accept-new-host-keys", "accept_new", is_flag=True,
+                        help="Record the key of a host seen for the first time.")(func)
+    func = click.option("-e", "--extra-vars", multiple=True,
+                        help="Variables (deploy_dir, api_port, ...): NAME=VALUE, @file.yml or JSON.")(func)
+    func = click.option("-i", "--inventory", "inventories", multiple=True,
+                        help="Inventory file, directory, or 'host1,host2,' list (repeatable; default $GLMOPS_INVENTORY).")(func)
+    return func
+
+
+def load_targets(pattern: str, inventories: tuple[str, ...], extra_vars: tuple[str, ...] = (), *, single: bool = False) -> list[Target]:
+    """The hosts matching `pattern`, with rendered layout and connection variables."""
+    from glmops.commands.run import parse_extra_vars
+    from glmops.inventory import load_inventory
+    from glmops.playbook.templating import Templar
+
+    if not inventories and os.environ.get("GLMOPS_INVENTORY"):
+        inventories = (os.environ["GLMOPS_INVENTORY"],)
+    inventory = load_inventory(list(inventories))
+    extra = parse_extra_vars(extra_vars)
+    names = inventory.select(pattern)
+    if not names:
+        known = ", ".join(sorted(inventory.hosts)[:10]) or "none"
+        raise GlmopsError(f"no host matches {pattern!r}", field="HOST",
+                          hint=f"hosts in the inventory: {known}" + ("" if inventories else "; give the inventory with -i"))
+    if single and len(names) > 1:
+        raise GlmopsError(f"{pattern!r} matches {len(names)} hosts ({', '.join(names[:5])}); this command works on one",
+                          field="HOST", hint="name one host")
+    templar = Templar()
+    targets = []
+    for name in names:
+        variables = {**inventory.host_vars(name), **extra, "inventory_hostname": name}
+        for key in CONNECTION_VARS + LAYOUT_VARS + ("api_keys", "profile", "network_turbo_path", "embedding_model",
+                                                    "served_model_name", "model_path"):
+            if key in variables:
+                variables[key] = templar.render(variables[key], variables, field=f"{name}: {key}")
+        try:
+            layout = Layout.from_hostvars(variables)
+        except (TypeError, ValueError):
+            raise GlmopsError(f"host {name}: api_port must be a number, got {variables.get('api_port')!r}", field="api_port") from None
+        targets.append(Target(name, variables, layout))
+    return targets
+
+
+def connect(target: Target, accept_new: bool = False) -> Any:
+    """An open connection to the host (raises ConnectionFailure when it cannot be reached)."""
+    from glmops.connection.factory import open_connection
+
+    conn = open_connection(target.name, target.variables, host_key_checking="accept-new" if accept_new else None)
+    conn.connect()
+    return conn
+
+
+@contextmanager
+def connected(target: Target, accept_new: bool = False) -> Iterator[Any]:
+    conn = connect(target, accept_new)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def run_command(body: Callable[[], int], *, as_json: bool = False) -> None:
+    """Run a command body and exit with its code; user errors print without a traceback."""
+    try:
+        code = body()
+    except GlmopsError as exc:
+        if as_json:
+            import json
+
+            click.echo(json.dumps({"error": exc.message, "field": exc.field, "hint": exc.hint, "exit_code": exc.exit_code}))
+        click.secho(f"ERROR: {exc}", fg="red", err=True)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - never a bare traceback for users
+        if os.environ.get("GLMOPS_DEBUG"):
+            traceback.print_exc()
+        click.secho(f"internal error: {type(exc).__name__}: {exc} (GLMOPS_DEBUG=1 for the traceback)", fg="red", err=True)
+        code = EXIT_ERROR
+    sys.exit(code)
+
+
+def for_each(targets: list[Target], work: Callable[[Target], T], forks: int = 10) -> list[T]:
+    """`work` on every target at once (threads), results in the targets' order."""
+    if len(targets) == 1:
+        return [work(targets[0])]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(forks, len(targets))) as pool:
+        return list(pool.map(work, targets))
