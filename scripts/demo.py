@@ -50,11 +50,18 @@ def start_sshd() -> dict | None:
     if _alive(state / "sshd.pid") and port_file.exists():
         server = SshServer(str(state), port=int(port_file.read_text()))
         return {**server.hostvars(), "glmops_demo_sshd": True}
+    saved = os.dup(1)  # sshd keeps running after this script: it must not hold our stdout open
     try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
         server = SshServer(str(state), fast_shell=True).start()
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         print(f"(no throwaway sshd: {exc}; deploying with connection: local)")
         return None
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
     port_file.write_text(str(server.port))
     return {**server.hostvars(), "glmops_demo_sshd": True}
 
