@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build glmops's wheel from a source checkout, reproducibly, with the standard library only.
 
-    python3 build_wheel.py SOURCE_DIR CACHE_DIR     -> prints the wheel's path, then BUILT or CACHED
+    python3 build_wheel.py SOURCE_DIR CACHE_DIR     -> prints the wheel's path, its SHA-256, then BUILT or CACHED
 
 The wheel lands in CACHE_DIR/<source hash>/; an unchanged tree is not built again, and the same
 tree always gives the same bytes (sorted entries, fixed timestamps, fixed permissions), so copying
@@ -103,6 +103,7 @@ def main(argv: list[str]) -> int:
         return 2
     wheel, built = build(root, Path(argv[2]).expanduser().resolve())
     print(wheel)
+    print(hashlib.sha256(wheel.read_bytes()).hexdigest())
     print("BUILT" if built else "CACHED")
     return 0
 
