@@ -74,3 +74,13 @@ def test_playbooks_and_inventory_examples_load(name: str, tmp_path: Path) -> Non
     inventory.write_text(yaml.safe_dump(data))
     run = glmops("run", str(ROOT / "playbooks" / f"{name}.yml"), "-i", str(inventory), "--tags", "nothing-has-this-tag", "--json")
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+
+
+def test_roles_agree_on_shared_defaults() -> None:
+    """All roles' defaults are merged into one namespace: a variable two roles define must mean the same."""
+    seen: dict[str, dict[str, str]] = {}
+    for path in sorted(ROLES.glob("*/defaults/main.yml")):
+        for name, value in (yaml.safe_load(path.read_text()) or {}).items():
+            seen.setdefault(name, {})[path.parent.parent.name] = str(value)
+    clashes = {name: roles for name, roles in seen.items() if len(set(roles.values())) > 1}
+    assert not clashes, clashes
