@@ -221,3 +221,56 @@ def test_unreachable_and_unknown_hosts(deployed, tmp_path: Path, unreachable_hos
     assert result.returncode == 4 and row["state"] == "unreachable" and "connection refused" in row["message"]
     unknown = glmops("status", "nosuchhost", "-i", deployed["inv"])
     assert unknown.returncode == 1 and "no host matches" in unknown.stderr and "gpu1" in unknown.stderr
+
+
+def test_commands_are_listed_and_load_lazily() -> None:
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from glmops.cli import cli\n"
+        "out = CliRunner().invoke(cli, ['--help']).output\n"
+        "assert all(c in out for c in ('status', 'logs', 'stop', 'restart', 'facts', 'doctor', 'chat')), out\n"
+        "for command in ('status', 'logs', 'stop', 'restart', 'facts', 'doctor', 'chat'):\n"
+        "    assert CliRunner().invoke(cli, [command, '--help']).exit_code == 0, command\n"
+        "heavy = [m for m in ('torch', 'transformers', 'paramiko') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_become_runs_the_day2_commands_as_the_deploy_user(sshd, world_dir: Path) -> None:
+    from glmops.connection.factory import open_connection
+    from glmops.modules import _detached
+
+    deploy = world_dir / "deploy"
+    inv = inventory(world_dir / "inv.yml", {"box": {**sshd.hostvars(), "deploy_dir": str(deploy), "api_port": free_port()}})
+    paths = _detached.Paths(str(deploy / "run" / "server.pid"), str(deploy / "logs" / "server.log"))
+    conn = open_connection("box", sshd.hostvars())
+    try:
+        first = _detached.start(_AsUser(conn, "nobody"), paths, _detached.build_script("exec sleep 300"), wait=0)
+        assert first.running and Path(f"/proc/{first.pid}").stat().st_uid == 65534
+        restarted = glmops("restart", "box", "-i", str(inv), "--become", "--become-user", "nobody", "--no-wait")
+        assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+        pid = int(Path(paths.pid_file).read_text())
+        assert pid != first.pid and Path(f"/proc/{pid}").stat().st_uid == 65534  # started again as nobody, not root
+        assert Path(paths.pid_file).stat().st_uid == 65534
+        stopped = glmops("stop", "box", "-i", str(inv), "-b", "--become-user", "nobody")
+        assert stopped.returncode == 0 and "box: stopped" in stopped.stdout
+    finally:
+        pid_file = Path(paths.pid_file)
+        if pid_file.exists():
+            try:
+                os.killpg(int(pid_file.read_text()), 9)
+            except (ProcessLookupError, ValueError):
+                pass
+        conn.close()
+
+
+class _AsUser:
+    def __init__(self, conn, user: str):
+        from glmops.connection.base import Become
+
+        self.conn, self.become = conn, Become(user)
+
+    def run(self, cmd: str, **kwargs):
+        return self.conn.run(cmd, become=self.become, **kwargs)

@@ -64,12 +64,14 @@ def test_start_runs_in_its_own_session_with_log_and_files(conn, paths: Paths) ->
     assert not Path(f"/proc/{status.pid}").exists() or "Z" in Path(f"/proc/{status.pid}/stat").read_text().split(") ")[1][:1]
 
 
-def test_a_timeout_kill_of_the_shell_does_not_reach_the_daemon(conn, paths: Paths) -> None:
+def test_a_timeout_kill_of_the_shell_does_not_reach_the_daemon(any_conn, paths: Paths) -> None:
+    conn = any_conn  # over SSH: the persistent shell's group is killed; locally: the command's group
     status = _detached.start(conn, paths, build_script("exec sleep 300"), wait=0)
     assert status.running
-    timed_out = conn.run("sleep 30", timeout=0.5)  # kills the persistent shell's whole process group
-    assert timed_out.rc == 124
-    assert _detached.status(conn, paths).running  # a new shell sees it still running
+    timed_out = conn.run("sleep 30", timeout=0.5)
+    assert timed_out.rc != 0
+    assert _detached.status(conn, paths).running  # still running afterwards
+    assert _session_and_group(status.pid)[0] == status.pid
     assert _detached.stop(conn, paths, grace=5).was_running
 
 
@@ -127,3 +129,28 @@ def test_parse_status_and_build_script() -> None:
     assert build_script("run it", chdir="/a b", environment={"K": "v'1"}) == "cd '/a b' || exit 1\nexport K='v'\"'\"'1'\nrun it\n"
     with pytest.raises(ValueError):
         build_script("x", environment={"1BAD": "v"})
+
+
+def test_without_setsid_perl_starts_the_session(paths: Paths, tmp_path: Path) -> None:
+    """macOS has no setsid(1): the same start through perl's POSIX::setsid."""
+    from glmops.connection.local import LocalConnection
+
+    bin_dir = tmp_path / "bin-without-setsid"
+    bin_dir.mkdir()
+    for folder in ("/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"):
+        if os.path.isdir(folder):
+            for name in os.listdir(folder):
+                if name != "setsid" and not (bin_dir / name).exists():
+                    (bin_dir / name).symlink_to(os.path.join(folder, name))
+    conn = LocalConnection()
+
+    class NoSetsid:
+        def run(self, cmd: str, **kwargs):
+            return conn.run(cmd, env={"PATH": str(bin_dir)}, **kwargs)
+
+    runner = NoSetsid()
+    assert runner.run("command -v setsid || echo none").stdout.strip() == "none"
+    status = _detached.start(runner, paths, build_script("umask; exec sleep 300"), wait=0.3)  # the .cmd file is written under umask 077
+    assert status.running and _session_and_group(status.pid) == (status.pid, status.pid)
+    assert _detached.tail(runner, paths.log_file).strip() == runner.run("umask").stdout.strip()  # the caller's umask, kept
+    assert _detached.stop(runner, paths, grace=5).was_running

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
+from glmops.connection.base import Become
 from glmops.errors import EXIT_ERROR, EXIT_INTERRUPTED, GlmopsError
 from glmops.layout import Layout
 
@@ -29,14 +30,24 @@ class Target:
     name: str
     variables: dict[str, Any]  # inventory variables, -e on top; the ones used are rendered
     layout: Layout
+    become: Become | None = None  # run the commands on the host as this user (sudo), as the deploy did
 
     def var(self, name: str, default: Any = None) -> Any:
         value = self.variables.get(name)
         return default if value is None else value
 
 
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    ctx.meta[f"glmops.{param.name}"] = value
+    return value
+
+
 def inventory_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    """-i/--inventory, -e/--extra-vars and --accept-new-host-keys, as `glmops run` has them."""
+    """-i/--inventory, -e/--extra-vars, --accept-new-host-keys, -b/--become, --become-user, as `glmops run` has them."""
+    func = click.option("--become-user", expose_value=False, callback=_remember,
+                        help="With --become: the user (default root, or the host's ansible_become_user).")(func)
+    func = click.option("-b", "--become", is_flag=True, expose_value=False, callback=_remember,
+                        help="Run the commands on the host with sudo (when the deploy ran with become).")(func)
     func = click.option("--accept-new-host-keys", "accept_new", is_flag=True,
                         help="Record the key of a host seen for the first time.")(func)
     func = click.option("-e", "--extra-vars", multiple=True,
@@ -68,7 +79,7 @@ def load_targets(pattern: str, inventories: tuple[str, ...], extra_vars: tuple[s
     targets = []
     for name in names:
         variables = {**inventory.host_vars(name), **extra, "inventory_hostname": name}
-        for key in CONNECTION_VARS + LAYOUT_VARS + ("api_keys", "profile", "network_turbo_path", "embedding_model",
+        for key in CONNECTION_VARS + LAYOUT_VARS + ("ansible_become", "ansible_become_user", "api_keys", "profile", "network_turbo_path", "embedding_model",
                                                     "served_model_name", "model_path"):
             if key in variables:
                 variables[key] = templar.render(variables[key], variables, field=f"{name}: {key}")
@@ -76,8 +87,36 @@ def load_targets(pattern: str, inventories: tuple[str, ...], extra_vars: tuple[s
             layout = Layout.from_hostvars(variables)
         except (TypeError, ValueError):
             raise GlmopsError(f"host {name}: api_port must be a number, got {variables.get('api_port')!r}", field="api_port") from None
-        targets.append(Target(name, variables, layout))
+        targets.append(Target(name, variables, layout, _become_of(variables)))
     return targets
+
+
+def _become_of(variables: dict[str, Any]) -> Become | None:
+    """-b/--become-user from the command line, else the host's ansible_become / ansible_become_user."""
+    from glmops.modules.base import coerce
+
+    meta = click.get_current_context(silent=True).meta if click.get_current_context(silent=True) else {}
+    wanted = bool(meta.get("glmops.become"))
+    if not wanted and variables.get("ansible_become") is not None:
+        wanted = bool(coerce(variables["ansible_become"], "bool", name="ansible_become"))
+    if not wanted:
+        return None
+    return Become(user=str(meta.get("glmops.become_user") or variables.get("ansible_become_user") or "root"))
+
+
+class _BecomeConnection:
+    """A connection whose commands run with the target's become unless a call names its own."""
+
+    def __init__(self, conn: Any, become: Become):
+        self._conn, self._become = conn, become
+
+    def run(self, cmd: str, **kwargs: Any) -> Any:
+        if kwargs.get("become") is None:
+            kwargs["become"] = self._become
+        return self._conn.run(cmd, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
 
 
 def connect(target: Target, accept_new: bool = False) -> Any:
@@ -86,7 +125,7 @@ def connect(target: Target, accept_new: bool = False) -> Any:
 
     conn = open_connection(target.name, target.variables, host_key_checking="accept-new" if accept_new else None)
     conn.connect()
-    return conn
+    return _BecomeConnection(conn, target.become) if target.become else conn
 
 
 @contextmanager

@@ -139,19 +139,25 @@ STATE_STYLE = {"up": "green", "loading": "yellow", "unhealthy": "red", "down": "
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
+    """A table of the hosts; notes (why a host is not up) on lines below it."""
+    import shutil
+
     from rich.console import Console
     from rich.table import Table
 
+    console = Console(highlight=False, width=max(shutil.get_terminal_size((160, 24)).columns, 100))
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("HOST", "STATE", "PID", "UPTIME", "PORT", "MODEL", "BACKEND", "DEVICE", "DTYPE", "GPU MEM", "NOTE"):
-        table.add_column(column, overflow="fold")
+    for column in ("HOST", "STATE", "PID", "UPTIME", "PORT", "MODEL", "BACKEND", "DEVICE", "DTYPE", "GPU MEM"):
+        table.add_column(column, no_wrap=True)
     for row in rows:
         state = row["state"]
         table.add_row(row["host"], f"[{STATE_STYLE.get(state, 'white')}]{state}[/]", str(row.get("pid") or "-"),
                       _uptime(row.get("uptime_s")), str(row.get("port") or "-"), row.get("model") or "-",
-                      row.get("backend") or "-", row.get("device") or "-", row.get("dtype") or "-",
-                      row.get("gpu_memory") or "-", row.get("message") or "")
-    Console(highlight=False, soft_wrap=False).print(table)
+                      row.get("backend") or "-", row.get("device") or "-", row.get("dtype") or "-", row.get("gpu_memory") or "-")
+    console.print(table)
+    for row in rows:
+        if row.get("message"):
+            console.print(f"{row['host']}: {row['message']}", markup=False, soft_wrap=True)
 
 
 def exit_code_of(rows: list[dict[str, Any]]) -> int:

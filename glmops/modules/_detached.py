@@ -201,7 +201,7 @@ def start(runner: Runner, paths: Paths, script: str, *, wait: float = 1.0) -> St
     steps = int(max(wait, 0) * 10)
     body = (
         f"mkdir -p {q(posixpath.dirname(paths.pid_file) or '.')} {q(posixpath.dirname(paths.log_file) or '.')} || exit 1; "
-        f"umask 077; cat > {q(paths.cmd_file)}.tmp && mv -f {q(paths.cmd_file)}.tmp {q(paths.cmd_file)} || exit 1; umask 022; "
+        f"mask=$(umask); umask 077; cat > {q(paths.cmd_file)}.tmp && mv -f {q(paths.cmd_file)}.tmp {q(paths.cmd_file)} || exit 1; umask \"$mask\"; "
         f"rm -f {q(paths.rc_file)}; : >> {q(paths.log_file)} || exit 1; "
         f"if command -v setsid >/dev/null 2>&1; then setsid {launch_args} else {perl} {launch_args} fi; "
         f"pid=$!; echo \"$pid\" > {q(paths.pid_file)}.tmp && mv -f {q(paths.pid_file)}.tmp {q(paths.pid_file)}; "
