@@ -108,6 +108,13 @@ def test_include_selects_lfs_files_and_drop_git_dir(conn: Any, lfs_repo: dict, t
     assert sha(dest / "config.json") == lfs_repo["sha"]["config.json"]
     again = run_module(conn, "model_fetch", source="git", repo=lfs_repo["url"], dest=str(dest), include=["*.safetensors"], drop_git_dir=True)
     assert not again.changed and not again.failed, again.msg
+    with open(dest / "model.safetensors", "r+b") as handle:  # no .git to repair from: cloned again beside it
+        handle.truncate(5000)
+    repaired = run_module(conn, "model_fetch", source="git", repo=lfs_repo["url"], dest=str(dest), include=["*.safetensors"], drop_git_dir=True)
+    assert repaired.changed and not repaired.failed, repaired.msg
+    assert repaired.data["meta"]["reset"] == ["model.safetensors"] and not (dest / ".git").exists()
+    assert sha(dest / "model.safetensors") == lfs_repo["sha"]["model.safetensors"]
+    assert "pytorch_model.bin" not in manifest(dest)["files"] and not list(tmp_path.glob(".tiny.glmops-fetch/clone"))
 
 
 def test_verification_names_the_bad_files_and_the_fix(lfs_repo: dict, tmp_path: Path) -> None:
@@ -277,3 +284,140 @@ def test_revision_change_checks_out_the_new_revision(conn: Any, lfs_repo: dict, 
     assert second.changed and not second.failed, second.msg
     assert "extra.bin" in manifest(dest)["files"] and manifest(dest)["revision"] == "v2"
     assert not run_module(conn, "model_fetch", source="git", repo=lfs_repo["url"], revision="v2", dest=str(dest)).changed
+
+
+# -- hubs (the real clients against a loopback stand-in of each hub's file API) --------------
+
+HUB_FILES = {"config.json": b'{"model_type": "tiny"}', "model.safetensors": os.urandom(700 * 1024),
+             "pytorch_model.bin": os.urandom(100 * 1024), "tokenizer/tokenizer.model": os.urandom(3000)}
+
+
+@pytest.mark.parametrize("source", ["huggingface", "modelscope"])
+def test_hub_fetch_with_the_real_client_rerun_and_include(conn: Any, tmp_path: Path, source: str) -> None:
+    import sys
+
+    from hubserver import HubServer
+
+    dest = tmp_path / "tiny"
+    with HubServer("ZhipuAI/tiny", HUB_FILES) as hub:
+        args = dict(source=source, repo="ZhipuAI/tiny", dest=str(dest), endpoint=hub.url, python=sys.executable, exclude=["*.bin"])
+        result = run_module(conn, "model_fetch", **args)
+        assert result.changed and not result.failed, result.msg
+        assert sorted(manifest(dest)["files"]) == ["config.json", "model.safetensors", "tokenizer/tokenizer.model"]
+        for name in manifest(dest)["files"]:
+            assert (dest / name).read_bytes() == HUB_FILES[name]
+        assert "pytorch_model.bin" not in hub.sent and hub.unknown == []
+        again = run_module(conn, "model_fetch", **args)
+        assert not again.changed and not again.failed, again.msg
+        with open(dest / "model.safetensors", "r+b") as handle:  # a download cut short
+            handle.truncate(100 * 1024)
+        hub.sent.clear()
+        repaired = run_module(conn, "model_fetch", **args)
+        assert repaired.changed and not repaired.failed and repaired.data["changed_files"] == ["model.safetensors"], repaired.msg
+        assert (dest / "model.safetensors").read_bytes() == HUB_FILES["model.safetensors"]
+        assert set(hub.sent) <= {"model.safetensors"}  # the good files were not downloaded again
+
+
+def test_hub_client_missing_in_the_target_python_is_reported_with_the_fix(conn: Any, tmp_path: Path) -> None:
+    import venv
+
+    env = tmp_path / "bare"
+    venv.EnvBuilder(with_pip=False).create(env)
+    python = str(env / "bin" / "python")
+    check = run_module(conn, "model_fetch", check=True, source="modelscope", repo="ZhipuAI/tiny", dest=str(tmp_path / "m"), python=python,
+                       endpoint="http://127.0.0.1:9")
+    assert check.changed and "after installing modelscope into" in check.msg
+    result = run_module(conn, "model_fetch", source="modelscope", repo="ZhipuAI/tiny", dest=str(tmp_path / "m"), python=python,
+                        endpoint="http://127.0.0.1:9")
+    assert result.failed and f"cannot install modelscope into {python}" in result.msg and "-m pip install modelscope" in result.msg
+
+
+def test_download_goes_on_when_the_ssh_session_dies_and_the_next_run_attaches(sshd_factory: Any, tmp_path: Path) -> None:
+    import sys
+    import threading
+
+    from hubserver import HubServer
+
+    from glmops.modules.model_fetch import fetch_paths, state_dir
+
+    server = sshd_factory()  # its own sshd: the test kills this one's sessions
+    dest = tmp_path / "tiny"
+    pid_file = Path(fetch_paths(state_dir(str(dest))).pid_file)
+    module = get_module("model_fetch")
+    with HubServer("ZhipuAI/tiny", HUB_FILES) as hub:
+        hub.hold = "model.safetensors"
+        args = validate_args(module, dict(source="huggingface", repo="ZhipuAI/tiny", dest=str(dest), endpoint=hub.url, python=sys.executable),
+                             final=True)
+        outcome: dict[str, Any] = {}
+
+        def first_run() -> None:
+            conn = open_connection("target", server.hostvars())
+            try:
+                outcome["result"] = module.run(ModuleContext(conn=conn, host="target", templar=Templar()), args)
+            except Exception as exc:  # noqa: BLE001 - the connection is cut under it
+                outcome["error"] = exc
+            finally:
+                conn.close()
+
+        thread = threading.Thread(target=first_run)
+        thread.start()
+        try:
+            assert hub.holding.wait(60), "the download never started"
+            worker_pid = int(pid_file.read_text())
+            server.stop()  # the SSH server and its sessions die (the detached fetch is not one of its processes)
+            thread.join(60)
+            assert not thread.is_alive()
+            assert "run the task again to attach" in str(outcome["error"])
+            os.kill(worker_pid, 0)  # the download goes on
+            server.start()  # the host is reachable again
+
+            polled = threading.Event()
+            conn = open_connection("target", server.hostvars())
+            conn.connect()
+            try:
+                ctx = ModuleContext(conn=conn, host="target", templar=Templar(), report=lambda event: polled.set())
+                ctx.PROGRESS_INTERVAL = 0  # type: ignore[misc]
+                second: dict[str, Any] = {}
+                attach = threading.Thread(target=lambda: second.setdefault("result", module.run(ctx, args)))
+                attach.start()
+                assert polled.wait(60), "the second run did not follow the running download"
+                hub.release.set()
+                attach.join(120)
+                result = second["result"]
+            finally:
+                conn.close()
+        finally:
+            hub.release.set()
+            thread.join(60)
+        assert result.changed and not result.failed, result.msg
+        assert result.data["attached"] is True and result.data["pid"] == worker_pid
+        assert (dest / "model.safetensors").read_bytes() == HUB_FILES["model.safetensors"]
+        assert hub.requests.count("GET /ZhipuAI/tiny/resolve/" + "0123456789abcdef0123456789abcdef01234567/model.safetensors") == 1
+
+
+def test_check_mode_reports_files_and_bytes_for_hubs_and_clones(conn: Any, lfs_repo: dict, tmp_path: Path) -> None:
+    import sys
+
+    from hubserver import HubServer
+
+    with HubServer("ZhipuAI/tiny", HUB_FILES) as hub:
+        result = run_module(conn, "model_fetch", check=True, source="huggingface", repo="ZhipuAI/tiny", dest=str(tmp_path / "hf"),
+                            endpoint=hub.url, python=sys.executable, include=["*.safetensors", "*.json"])
+        assert result.changed and result.data["to_fetch"] == ["config.json", "model.safetensors"]
+        assert result.data["bytes_to_fetch"] == len(HUB_FILES["config.json"]) + len(HUB_FILES["model.safetensors"])
+        assert not (tmp_path / "hf").exists() and hub.sent == {}
+    dest = tmp_path / "tiny"
+    subprocess.run(["git", "clone", "-q", lfs_repo["url"], str(dest)], env={**os.environ, "GIT_LFS_SKIP_SMUDGE": "1"}, check=True)
+    pointers = run_module(conn, "model_fetch", check=True, source="git", repo=lfs_repo["url"], dest=str(dest))
+    assert pointers.data["to_fetch"] == ["model.safetensors", "pytorch_model.bin"] and pointers.data["bytes_to_fetch"] == 800 * 1024
+    assert "would fetch 2 files (800.0 KiB)" in pointers.msg
+
+
+def test_dest_under_home_and_relative_dest(conn: Any, tmp_path: Path) -> None:
+    src = make_folder(tmp_path / "src")
+    home = conn.run('printf %s "$HOME"').stdout
+    result = run_module(conn, "model_fetch", check=True, source="upload", src=str(src), dest="~/glmops-test-absent/model")
+    assert result.changed and result.data["dest"] == f"{home}/glmops-test-absent/model"
+    assert not Path(home, "glmops-test-absent").exists()
+    relative = run_module(conn, "model_fetch", source="upload", src=str(src), dest="models/x")
+    assert relative.failed and "dest must be an absolute path" in relative.msg

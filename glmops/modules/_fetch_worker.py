@@ -293,10 +293,36 @@ def git_lfs_expected(dest):
     return expected
 
 
+def repair_without_git_dir(spec, state):
+    """A folder fetched with drop_git_dir whose files changed: clone beside it, fetch only those, move them in."""
+    dest = spec["dest"]
+    bad = [rel for rel in spec.get("drift") or [] if rel != MANIFEST]
+    if not state or not bad:
+        raise FetchError("%s is not empty and is not a git checkout of %s; remove it or choose another dest" % (dest, spec["repo"]))
+    staging = os.path.join(state, "clone")
+    shutil.rmtree(staging, ignore_errors=True)
+    sys.stderr.write("no .git in %s (drop_git_dir): fetching %s again in %s\n" % (dest, ", ".join(bad), staging))
+    expected, total, meta, _ = fetch_git(dict(spec, dest=staging, include=bad, exclude=[], drift=[]), state)
+    include, exclude = spec.get("include") or [], spec.get("exclude") or []
+    everything = git_lfs_expected(staging)
+    wanted = {rel: e for rel, e in everything.items() if selected(rel, include, exclude)}
+    for rel in bad:
+        source = os.path.join(staging, rel)
+        if os.path.isfile(source):
+            os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
+            os.replace(source, os.path.join(dest, rel))
+    shutil.rmtree(staging, ignore_errors=True)
+    meta["reset"] = bad
+    return wanted, total, meta, set(everything) - set(wanted)
+
+
 def fetch_git(spec, state):
     dest, repo = spec["dest"], spec["repo"]
     if not os.path.isdir(os.path.join(dest, ".git")):
         if os.path.isdir(dest) and os.listdir(dest):
+            manifest = read_manifest(dest)
+            if manifest and manifest.get("source") == "git" and manifest.get("repo") == repo:
+                return repair_without_git_dir(spec, state)
             raise FetchError("%s is not empty and is not a git checkout of %s; remove it or choose another dest" % (dest, repo))
         write_progress(state, 0, None, "cloning " + repo, phase="clone")
         run_logged(["git", "clone", "--no-checkout", "--", repo, dest], env=GIT_ENV)
@@ -379,15 +405,19 @@ def human(n):
         n /= 1024.0
 
 
-def fetch_huggingface(spec, state):
+def huggingface_env(spec):
     if spec.get("endpoint"):
         os.environ["HF_ENDPOINT"] = spec["endpoint"]
         os.environ["HF_HUB_DISABLE_XET"] = "1"  # hf-xet does not honour HF_ENDPOINT
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    from huggingface_hub import HfApi, snapshot_download
 
-    api = HfApi(endpoint=spec.get("endpoint"))
-    info = api.model_info(spec["repo"], revision=spec.get("revision"), files_metadata=True)
+
+def huggingface_files(spec):
+    """{rel: {size, sha256}} of the selected files, from the hub's model info; and the commit."""
+    huggingface_env(spec)
+    from huggingface_hub import HfApi
+
+    info = HfApi(endpoint=spec.get("endpoint")).model_info(spec["repo"], revision=spec.get("revision"), files_metadata=True)
     expected = {}
     for sibling in info.siblings or []:
         entry = {"size": sibling.size}
@@ -395,7 +425,14 @@ def fetch_huggingface(spec, state):
             entry["sha256"] = sibling.lfs.sha256
         expected[sibling.rfilename] = entry
     include, exclude = spec.get("include") or [], spec.get("exclude") or []
-    expected = {rel: e for rel, e in expected.items() if selected(rel, include, exclude)}
+    return {rel: e for rel, e in expected.items() if selected(rel, include, exclude)}, getattr(info, "sha", None)
+
+
+def fetch_huggingface(spec, state):
+    expected, commit = huggingface_files(spec)
+    from huggingface_hub import snapshot_download
+
+    include, exclude = spec.get("include") or [], spec.get("exclude") or []
     total = hub_preflight(spec, expected)
     watcher = Watcher(state, [spec["dest"]], total, "huggingface " + spec["repo"], base=present_bytes(spec["dest"], expected))
     watcher.start()
@@ -404,24 +441,40 @@ def fetch_huggingface(spec, state):
                           allow_patterns=include or None, ignore_patterns=exclude or None)
     finally:
         watcher.stop()
-    return expected, total, {"commit": getattr(info, "sha", None)}, None
+    return expected, total, {"commit": commit}, None
 
 
-def fetch_modelscope(spec, state):
-    if spec.get("endpoint"):
-        os.environ["MODELSCOPE_DOMAIN"] = spec["endpoint"]
+def modelscope_env(spec):
+    endpoint = spec.get("endpoint")
+    if endpoint:
+        # modelscope >= 1.38 (modelscope_hub) reads MODELSCOPE_ENDPOINT; older ones scheme + domain.
+        scheme, _, domain = endpoint.rstrip("/").rpartition("://")
+        os.environ["MODELSCOPE_ENDPOINT"] = endpoint.rstrip("/")
+        os.environ["MODELSCOPE_DOMAIN"] = domain
+        os.environ["MODELSCOPE_URL_SCHEME"] = (scheme or "https") + "://"
+
+
+def modelscope_files(spec):
+    """{rel: {size, sha256}} of the selected files, from the hub's file list (sha256 when it gives one)."""
+    modelscope_env(spec)
     from modelscope.hub.api import HubApi
-    from modelscope.hub.snapshot_download import snapshot_download
 
-    revision = spec.get("revision") or None
-    files = HubApi().get_model_files(spec["repo"], revision=revision or "master", recursive=True)
+    files = HubApi().get_model_files(spec["repo"], revision=spec.get("revision") or "master", recursive=True)
     expected = {}
     for item in files:
         if item.get("Type") == "tree":
             continue
         expected[item["Path"]] = {"size": item.get("Size"), "sha256": item.get("Sha256") or None}
     include, exclude = spec.get("include") or [], spec.get("exclude") or []
-    expected = {rel: e for rel, e in expected.items() if selected(rel, include, exclude)}
+    return {rel: e for rel, e in expected.items() if selected(rel, include, exclude)}, None
+
+
+def fetch_modelscope(spec, state):
+    expected, _ = modelscope_files(spec)
+    from modelscope.hub.snapshot_download import snapshot_download
+
+    revision = spec.get("revision") or None
+    include, exclude = spec.get("include") or [], spec.get("exclude") or []
     total = hub_preflight(spec, expected)
     watcher = Watcher(state, [spec["dest"]], total, "modelscope " + spec["repo"], base=present_bytes(spec["dest"], expected))
     watcher.start()
@@ -444,7 +497,25 @@ def present_bytes(dest, expected):
     return done
 
 
+def drop_bad(dest, expected, drift):
+    """Delete files the hub client would otherwise keep: changed since verification, or of the wrong size."""
+    dropped = []
+    for rel, entry in expected.items():
+        path = os.path.join(dest, rel)
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            continue
+        if rel in drift or entry.get("size") is not None and size != entry["size"]:
+            os.unlink(path)
+            dropped.append(rel)
+    if dropped:
+        sys.stderr.write("deleted to be downloaded again: %s\n" % ", ".join(dropped))
+    return dropped
+
+
 def hub_preflight(spec, expected):
+    drop_bad(spec["dest"], expected, set(spec.get("drift") or ()))
     total = sum(e.get("size") or 0 for e in expected.values())
     needed = total - present_bytes(spec["dest"], expected)
     free, where = free_bytes(spec["dest"])
@@ -481,12 +552,37 @@ def op_probe(req):
     return out
 
 
+def op_plan(req):
+    """Check mode: which files a fetch would download and how many bytes (None when only a clone can tell)."""
+    spec = req["spec"]
+    dest, drift = spec["dest"], set(spec.get("drift") or ())
+    if spec["source"] == "git":
+        if not os.path.isdir(os.path.join(dest, ".git")):
+            return {"files": None, "bytes": None, "why": "sizes are known once the repository is cloned"}
+        expected = git_lfs_expected(dest)
+        include, exclude = spec.get("include") or [], spec.get("exclude") or []
+        expected = {rel: e for rel, e in expected.items() if selected(rel, include, exclude)}
+    else:
+        expected, _ = (huggingface_files if spec["source"] == "huggingface" else modelscope_files)(spec)
+    todo = []
+    for rel, entry in sorted(expected.items()):
+        path = os.path.join(dest, rel)
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            todo.append(rel)
+            continue
+        if rel in drift or size != entry.get("size") or pointer_of(path, size) is not None:
+            todo.append(rel)
+    return {"files": todo, "bytes": sum(expected[rel].get("size") or 0 for rel in todo)}
+
+
 def op_hash(req):
-    """sha256 of the listed files (those an upload finds without a manifest entry)."""
+    """sha256 of the listed files {rel: size} that are there with that size (an upload without a manifest entry)."""
     out = {}
-    for rel in req["files"]:
+    for rel, size in req["files"].items():
         path = os.path.join(req["dest"], rel)
-        if os.path.isfile(path):
+        if os.path.isfile(path) and os.path.getsize(path) == size:
             out[rel] = sha256_of(path)
     return {"hashes": out}
 
@@ -519,9 +615,12 @@ def op_fetch(req):
             hashes = verify(dest, expected, include, exclude, state, skip or ())
         except FetchError as exc:
             bad = exc.data.get("pointers", []) + [t.split(" (")[0] for t in exc.data.get("truncated", [])] + exc.data.get("mismatched", [])
-            if spec["source"] != "git" or not bad or not os.path.isdir(os.path.join(dest, ".git")):
+            if not bad or spec["source"] == "git" and not os.path.isdir(os.path.join(dest, ".git")):
                 raise
-            git_repair(dest, bad)  # once: back to pointers, then fetched and checked out again
+            if spec["source"] == "git":
+                git_repair(dest, bad)  # once: back to pointers, then fetched and checked out again
+            else:  # once: delete them and let the client download them again
+                SOURCES[spec["source"]](dict(spec, drift=bad), state)
             hashes = verify(dest, expected, include, exclude, state, skip or ())
     spec = dict(spec, source_meta=meta)
     manifest = write_manifest(dest, spec, hashes)
@@ -534,7 +633,7 @@ def op_fetch(req):
             "git_dir_dropped_bytes": dropped, "seconds": round(time.time() - started, 3), "meta": meta}
 
 
-OPS = {"probe": op_probe, "hash": op_hash, "seal": op_seal, "fetch": op_fetch}
+OPS = {"probe": op_probe, "plan": op_plan, "hash": op_hash, "seal": op_seal, "fetch": op_fetch}
 
 
 def main(req):

@@ -6,8 +6,8 @@ import shlex
 from typing import Any
 
 from glmops.errors import ArgumentError
-from glmops.modules._commands import COMMON_ARGS, run_command
-from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult
+from glmops.modules._commands import COMMON_ARGS, prepare_command, run_command
+from glmops.modules.base import Arg, AsyncCommand, Module, ModuleContext, ModuleResult
 
 
 class CommandModule(Module):
@@ -28,7 +28,10 @@ class CommandModule(Module):
         if bool(args.get("cmd")) == bool(args.get("argv")):
             raise ArgumentError("give exactly one of 'cmd' (or free-form text) and 'argv'", field="cmd")
 
-    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+    supports_async = True
+
+    @staticmethod
+    def _script(args: dict[str, Any]) -> tuple[str, Any] | ModuleResult:
         if args.get("argv"):
             words = [str(w) for w in args["argv"]]
         else:
@@ -36,8 +39,15 @@ class CommandModule(Module):
                 words = shlex.split(args["cmd"])
             except ValueError as exc:
                 return ModuleResult(failed=True, msg=f"cannot split the command into words: {exc}")
-        script = "exec " + " ".join(shlex.quote(w) for w in words)
-        return run_command(ctx, script, args, args.get("cmd") or words)
+        return "exec " + " ".join(shlex.quote(w) for w in words), args.get("cmd") or words
+
+    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+        built = self._script(args)
+        return built if isinstance(built, ModuleResult) else run_command(ctx, built[0], args, built[1])
+
+    def async_command(self, ctx: ModuleContext, args: dict[str, Any]) -> AsyncCommand | ModuleResult:
+        built = self._script(args)
+        return built if isinstance(built, ModuleResult) else prepare_command(ctx, built[0], args, built[1])
 
 
 MODULE = CommandModule
