@@ -47,6 +47,9 @@ PHASES = {
 }
 
 
+SLOWEST: list[tuple[float, str]] = []  # the last run's slowest tasks
+
+
 def deploy(inventory: Path, env: dict[str, str]) -> tuple[float, dict[str, float], dict]:
     started = time.monotonic()
     run = subprocess.run([sys.executable, "-m", "glmops", "run", str(ROOT / "playbooks" / "local.yml"), "-i", str(inventory), "--json"],
@@ -58,6 +61,7 @@ def deploy(inventory: Path, env: dict[str, str]) -> tuple[float, dict[str, float
         failed = [f"{e['task']}: {e.get('msg')}" for e in events if e["event"] == "host_result" and e["status"] == "failed"]
         raise SystemExit(f"deploy failed (exit {run.returncode}): {failed or run.stderr[-2000:]}")
     phases = dict.fromkeys([*PHASES, "overhead"], 0.0)
+    SLOWEST[:] = sorted(((float(e.get("duration") or 0), f"{e['host']}: {e['task']}") for e in events if e["event"] == "host_result"), reverse=True)[:6]
     for event in events:
         if event["event"] != "host_result":
             continue
@@ -95,10 +99,11 @@ def main() -> int:
         print(f"cold deploy: {cold_wall:.1f} s   " + "  ".join(f"{k} {v:.1f} s" for k, v in cold.items()))
         print(f"  overhead beyond pip, the model transfer and loading: {cold['overhead'] + cold['start'] + cold['chat']:.1f} s (target <= 15 s)")
         print(f"re-run (nothing to do): {' '.join(f'{w:.2f}' for w in reruns)} s, best {min(reruns):.2f} s (target <= 3 s)")
+        print("  slowest tasks of the last re-run: " + "; ".join(f"{name} {d:.2f} s" for d, name in SLOWEST))
         if options.json_out:
             Path(options.json_out).write_text(json.dumps({
                 "cold_s": cold_wall, "cold_phases_s": cold, "cold_changed": {h: s["changed"] for h, s in cold_recap.items()},
-                "rerun_s": reruns, "command": " ".join(sys.argv)}, indent=2))
+                "rerun_s": reruns, "rerun_slowest": SLOWEST, "command": " ".join(sys.argv)}, indent=2))
         return 0
     finally:
         deploy_dir = work / "deploy"
