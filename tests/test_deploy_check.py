@@ -6,7 +6,6 @@ rendered. Nothing is installed or started (check mode)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
