@@ -109,13 +109,13 @@ class PlaybookRunner(TaskVars, TaskCall, Includes):
             raise LoadError(f"--limit '{self.options.limit}' matches no host", hint="known hosts: " + ", ".join(self.inventory.hosts) or "none")
         plan = []
         for play in self.playbook.plays:
-            hosts = self.inventory.select(play.hosts)
+            hosts = self.inventory.select(self.play_pattern(play))
             if limit is not None:
                 hosts = [h for h in hosts if h in limit]
             if not hosts:
                 known = [g for g in self.inventory.groups if g not in ("all", "ungrouped")] + list(self.inventory.hosts)
                 raise LoadError(
-                    f"play '{play.display_name}': host pattern '{play.hosts}' matches no host"
+                    f"play '{play.display_name}': host pattern '{self.play_pattern(play)}' matches no host"
                     + (f" within --limit '{self.options.limit}'" if limit is not None else ""),
                     pos=play.pos,
                     field="hosts",
@@ -123,6 +123,13 @@ class PlaybookRunner(TaskVars, TaskCall, Includes):
                 )
             plan.append((play, hosts))
         return plan
+
+    def play_pattern(self, play: Play) -> Any:
+        """The play's host pattern; a template (`hosts: "{{ target | default('autodl') }}"`) is rendered
+        with the extra vars only, as in Ansible (inventory and play vars are per host)."""
+        if not Templar.is_template(play.hosts):
+            return play.hosts
+        return self.templar.render(play.hosts, dict(self.options.extra_vars), pos=play.pos, field="hosts")
 
     def run(self) -> int:
         plan = self.plan()

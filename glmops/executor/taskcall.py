@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from glmops.connection.base import Become, Connection
@@ -110,6 +110,8 @@ class TaskCall:
         environment: dict[str, str] = {}
         for layer in scope.environment + ([task.environment] if task.environment else []):
             rendered = self.templar.render(layer, variables, pos=task.pos, field="environment")
+            if not isinstance(rendered, Mapping):
+                raise TemplateError(f"'environment' must give a mapping (name: value), got {type(rendered).__name__}", pos=task.pos, field="environment")
             environment.update({str(k): str(v) for k, v in rendered.items()})
         check = self.options.check if (task.check_mode is None and scope.check_mode is None) else bool(
             task.check_mode if task.check_mode is not None else scope.check_mode)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from glmops.executor.state import HostState, RunOptions, Scope
@@ -20,6 +20,7 @@ class TaskVars:
     hosts: dict[str, HostState]
     _inventory_vars: dict[str, dict[str, Any]]
     _groups: dict[str, list[str]]
+    play_pattern: Callable[[Play], Any]
 
     def task_vars(self, state: HostState, scope: Scope, task: Task | None = None) -> dict[str, Any]:
         assert self.play is not None
@@ -50,7 +51,7 @@ class TaskVars:
             "playbook_dir": self.play.base_dir,
             "ansible_check_mode": self.options.check,
             "ansible_diff_mode": self.options.diff,
-            "ansible_play_hosts": [s for s in self.inventory.select(self.play.hosts) if self.hosts.get(s) and self.hosts[s].active],
+            "ansible_play_hosts": [s for s in self.inventory.select(self.play_pattern(self.play)) if self.hosts.get(s) and self.hosts[s].active],
             "omit": "__omit_place_holder__",
         }
         if role is not None:

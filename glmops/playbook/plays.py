@@ -45,7 +45,7 @@ class Plays:
         play.gather_facts = bool(reader.bool("gather_facts", True))
         play.become = bool(reader.bool("become", False))
         play.become_user = reader.str("become_user", "root") or "root"
-        play.environment = reader.mapping("environment")
+        play.environment = reader.environment()
         play.tags = reader.str_list("tags", comma=True)
         connection = reader.str("connection")
         if connection is not None and connection not in ("ssh", "local", "paramiko"):

@@ -105,6 +105,13 @@ class _Reader:
             raise self.error(key, f"expected a mapping (key: value), got {type(value).__name__}")
         return value
 
+    def environment(self) -> dict[str, Any] | str:
+        """`environment:` is a mapping, or one template that gives a mapping (`"{{ proxy_env }}"`)."""
+        value = self.node.get("environment")
+        if isinstance(value, str) and "{{" in value:
+            return value
+        return self.mapping("environment")
+
     def variables(self, key: str) -> dict[str, Any]:
         """A `vars:` mapping: its keys must be valid variable names."""
         value = self.mapping(key)

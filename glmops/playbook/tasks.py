@@ -82,7 +82,7 @@ class Tasks:
         target.tags = reader.str_list("tags", comma=True)
         target.become = reader.bool("become")
         target.become_user = reader.str("become_user")
-        target.environment = reader.mapping("environment")
+        target.environment = reader.environment()
         target.vars = reader.variables("vars")
         target.ignore_errors = reader.bool_or_template("ignore_errors")
         target.no_log = reader.bool_or_template("no_log")
