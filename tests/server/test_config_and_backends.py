@@ -104,11 +104,10 @@ def test_chatglm_cpp_checks_the_file_and_the_package(tmp_path: Path) -> None:
     ggml.write_bytes(b"ggml" + b"\x00" * 64)
     with pytest.raises(BackendError, match="is a model type 0 file, not ChatGLM3"):
         check_ggml_file(str(ggml))
-    ggml.write_bytes(b"ggml" + struct.pack("ii", 3, 1) + b"\x00" * 64)  # a version-1 header: left to chatglm.cpp to read
-    check_ggml_file(str(ggml))
+    ggml.write_bytes(b"ggml" + struct.pack("ii", 3, 1) + b"\x00" * 64)
     config = load_config(config_file(tmp_path, f"model_path: {ggml}\nbackend: chatglm_cpp\n"), environ={})
-    with pytest.raises(BackendError, match="chatglm.cpp could not load .*chatglm3-ggml.bin"):  # chatglm-cpp is installed (the cpu extra)
-        ChatglmCppBackend(config).load()
+    with pytest.raises(BackendError, match="is a version 1 chatglm.cpp file.*chatglm_cpp.convert"):
+        ChatglmCppBackend(config).load()  # refused before chatglm.cpp reads it
 
 
 def test_controller_cli_does_not_import_the_server_stack() -> None:

@@ -145,7 +145,8 @@ def check_ggml_file(path: str) -> dict[str, Any]:
             name = GGML_MODEL_TYPES.get(model_type, f"model type {model_type}")
             raise BackendError(f"{path} is a {name} file, not ChatGLM3 (model type 3); convert ChatGLM3-6B: {GGML_CONVERT}")
         if version != 2:
-            return {"version": version}  # older layout: chatglm.cpp checks it itself
+            raise BackendError(f"{path} is a version {version} chatglm.cpp file; chatglm-cpp 0.4.2's converter writes version 2: "
+                               f"convert the checkpoint again: {GGML_CONVERT}")
         (dtype, vocab, hidden, heads, kv_heads, layers, ffn, _eps, _pre_seq, _theta, max_length, _eos, _pad) = _read(handle, "iiiiiiififiii", path)
         (proto_size,) = _read(handle, "i", path)
         handle.seek(proto_size, os.SEEK_CUR)
