@@ -85,38 +85,44 @@ def train_tokenizer(pieces: int = 400) -> bytes:
     return model.getvalue()
 
 
-def tensors(shape: Shape, seed: int) -> Iterator[tuple[str, Any]]:
-    """(HF name, float32 array in HF's [out, in] layout), in chatglm.cpp's order. Large enough weights
-    that the logits of the top tokens are far apart: both engines then pick the same greedy token.
-    Output rows past the tokenizer's ids (6b's padding) and, for 6b, of eos/<|user|>/<|observation|>
-    are zero: greedy decoding never picks them, so a benchmark decodes as many tokens as it asks."""
+def tensors(shape: Shape, seed: int, direct_q4_0: bool = False) -> Iterator[tuple[str, list[int], Any]]:
+    """(HF name, HF's [out, in] dims, float32 array), in chatglm.cpp's order. Large enough weights that the
+    logits of the top tokens are far apart: both engines then pick the same greedy token. Output rows
+    past the tokenizer's ids (6b's padding) and, for 6b, of eos/<|user|>/<|observation|> are zero:
+    greedy decoding never picks them, so a benchmark decodes as many tokens as it asks.
+    `direct_q4_0`: matrices come as random q4_0 bytes (rows x bytes, uint8), fast enough for 6b."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
 
     def normal(rows: int, cols: int, std: float) -> Any:
+        if direct_q4_0:
+            blocks = rows * cols // QK4_0
+            scales = np.full(blocks, std / 4.6, dtype=np.float16)  # nibbles uniform in 0..15: std of (q - 8) is ~4.6
+            nibbles = rng.integers(0, 256, (blocks, 16), dtype=np.uint8)
+            return np.concatenate([scales[:, None].view(np.uint8), nibbles], axis=1).reshape(rows, cols // QK4_0 * 18)
         return rng.standard_normal((rows, cols), dtype=np.float32) * np.float32(std)
 
     def ones_ish(size: int) -> Any:
         return (1.0 + 0.1 * rng.standard_normal(size, dtype=np.float32)).astype(np.float32)
 
     scale = shape.hidden ** -0.5
-    yield "transformer.embedding.word_embeddings.weight", normal(shape.vocab, shape.hidden, 1.0)
+    yield "transformer.embedding.word_embeddings.weight", [shape.vocab, shape.hidden], normal(shape.vocab, shape.hidden, 1.0)
     for i in range(shape.layers):
         layer = f"transformer.encoder.layers.{i}"
-        yield f"{layer}.input_layernorm.weight", ones_ish(shape.hidden)
-        yield f"{layer}.self_attention.query_key_value.weight", normal(shape.qkv_rows, shape.hidden, 2 * scale)
-        yield f"{layer}.self_attention.query_key_value.bias", (0.1 * rng.standard_normal(shape.qkv_rows, dtype=np.float32))
-        yield f"{layer}.self_attention.dense.weight", normal(shape.hidden, shape.hidden, scale)
-        yield f"{layer}.post_attention_layernorm.weight", ones_ish(shape.hidden)
-        yield f"{layer}.mlp.dense_h_to_4h.weight", normal(2 * shape.ffn, shape.hidden, 2 * scale)
-        yield f"{layer}.mlp.dense_4h_to_h.weight", normal(shape.hidden, shape.ffn, shape.ffn ** -0.5)
-    yield "transformer.encoder.final_layernorm.weight", ones_ish(shape.hidden)
+        yield f"{layer}.input_layernorm.weight", [shape.hidden], ones_ish(shape.hidden)
+        yield f"{layer}.self_attention.query_key_value.weight", [shape.qkv_rows, shape.hidden], normal(shape.qkv_rows, shape.hidden, 2 * scale)
+        yield f"{layer}.self_attention.query_key_value.bias", [shape.qkv_rows], 0.1 * rng.standard_normal(shape.qkv_rows, dtype=np.float32)
+        yield f"{layer}.self_attention.dense.weight", [shape.hidden, shape.hidden], normal(shape.hidden, shape.hidden, scale)
+        yield f"{layer}.post_attention_layernorm.weight", [shape.hidden], ones_ish(shape.hidden)
+        yield f"{layer}.mlp.dense_h_to_4h.weight", [2 * shape.ffn, shape.hidden], normal(2 * shape.ffn, shape.hidden, 2 * scale)
+        yield f"{layer}.mlp.dense_4h_to_h.weight", [shape.hidden, shape.ffn], normal(shape.hidden, shape.ffn, shape.ffn ** -0.5)
+    yield "transformer.encoder.final_layernorm.weight", [shape.hidden], ones_ish(shape.hidden)
     output = normal(shape.vocab, shape.hidden, 1.0)
-    output[shape.used:] = 0.0
+    output[shape.used:] = 0  # all-zero q4_0 blocks are zeros too
     if shape.vocab > shape.used:
-        output[[2, shape.used - 3, shape.used - 1]] = 0.0  # eos, <|user|>, <|observation|>
-    yield "transformer.output_layer.weight", output
+        output[[2, shape.used - 3, shape.used - 1]] = 0  # eos, <|user|>, <|observation|>
+    yield "transformer.output_layer.weight", [shape.vocab, shape.hidden], output
 
 
 def quantize_q4_0(array: Any) -> Any:
@@ -137,6 +143,8 @@ def quantize_q4_0(array: Any) -> Any:
 
 def stored(name: str, array: Any, dtype: str) -> tuple[Any, int]:
     """(data, chatglm.cpp GGMLType): matrices in `dtype`, norms and biases always f32 (as convert.py)."""
+    if array.dtype.name == "uint8":  # already q4_0 bytes
+        return array, GGML_TYPES["q4_0"]
     if dtype == "q4_0" and array.ndim == 2:
         return quantize_q4_0(array), GGML_TYPES["q4_0"]
     return array, GGML_TYPES["f32"]
@@ -225,14 +233,15 @@ def write_gguf(path: Path, shape: Shape, sp_model: bytes, dtype: str, seed: int)
     writer.add_eos_token_id(2)
     quant = gguf.GGMLQuantizationType
     # headers first (name, shape, type), then the data tensor by tensor: a 6b model never sits in memory whole
-    for name, array in tensors(shape, seed):
+    direct = dtype == "q4_0" and shape.vocab > shape.used
+    for name, _, array in tensors(shape, seed, direct):
         data, kind = stored(name, array, dtype)
         writer.add_tensor_info(gguf_name(name), data.shape, data.dtype, data.nbytes,
                                raw_dtype=quant.Q4_0 if kind == GGML_TYPES["q4_0"] else quant.F32)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
-    for name, array in tensors(shape, seed):
+    for name, _, array in tensors(shape, seed, direct):
         writer.write_tensor_data(stored(name, array, dtype)[0])
     writer.close()
 
@@ -247,12 +256,12 @@ def write_ggml(path: Path, shape: Shape, sp_model: bytes, dtype: str, seed: int)
                                  shape.layers, shape.ffn, shape.eps, 0, 10000.0, shape.seq_length, 2, 0))
         handle.write(struct.pack("i", len(sp_model)))
         handle.write(sp_model)
-        for name, array in tensors(shape, seed):
+        for name, dims, array in tensors(shape, seed, dtype == "q4_0" and shape.vocab > shape.used):
             data, kind = stored(name, array, dtype)
-            write_ggml_tensor(handle, name, array.shape, kind, data)
+            write_ggml_tensor(handle, name, dims, kind, data)
 
 
-def write_ggml_tensor(handle: BinaryIO, name: str, dims: tuple[int, ...], kind: int, data: Any) -> None:
+def write_ggml_tensor(handle: BinaryIO, name: str, dims: list[int], kind: int, data: Any) -> None:
     encoded = name.encode()
     handle.write(struct.pack("i", len(encoded)) + encoded)
     handle.write(struct.pack("i" * (2 + len(dims)), len(dims), *dims, kind))
