@@ -119,7 +119,7 @@ def main() -> None:
             for label, result in (("own Python API", own), ("glmops serve", api)):
                 rows.append((engine, label, result))
             print(f"{engine}: API decode = {api['decode_tps'] / own['decode_tps']:.1%} of the engine's own", flush=True)
-        print(f"\n| engine | through | load s | prompt tok/s | decode tok/s | peak RSS MB |\n| --- | --- | ---: | ---: | ---: | ---: |")
+        print("\n| engine | through | load s | prompt tok/s | decode tok/s | peak RSS MB |\n| --- | --- | ---: | ---: | ---: | ---: |")
         for engine, label, r in rows:
             print(f"| {engine} | {label} | {r['load_s']:.2f} | {r['prompt_tokens'] / r['first_s']:.1f} | {r['decode_tps']:.2f} | {r['peak_rss_mb']:.0f} |")
     finally:
