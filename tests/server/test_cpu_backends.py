@@ -58,10 +58,16 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="session")
 def cpu_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """q4_0 files (what CPU boxes serve), and f32 files of the same weights for the exact cross-engine comparison:
+    in q4_0 the two engines' kernels round differently enough that a near-tie between two logits can flip."""
     out = tmp_path_factory.mktemp("cpu-models")
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_tiny_ggml.py"), str(out)], capture_output=True, text=True, check=True)
-    gguf, ggml, tokenizer = (Path(line) for line in result.stdout.split())
-    return {"gguf": gguf, "ggml": ggml, "tokenizer": tokenizer}
+    models: dict[str, Path] = {}
+    for dtype, suffix in (("q4_0", ""), ("f32", "_f32")):
+        result = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_tiny_ggml.py"), str(out / dtype), "--dtype", dtype],
+                                capture_output=True, text=True, check=True)
+        gguf, ggml, tokenizer = (Path(line) for line in result.stdout.split())
+        models.update({f"gguf{suffix}": gguf, f"ggml{suffix}": ggml, "tokenizer": tokenizer})
+    return models
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +75,7 @@ def probes(cpu_models: dict[str, Path]) -> dict[str, dict]:
     requests = json.dumps([[MESSAGES, None], [TOOL_MESSAGES, TOOLS]])
     results = {}
     for backend, kind in BACKENDS.items():
-        done = subprocess.run([sys.executable, "-c", PROBE, backend, str(cpu_models[kind]), requests], capture_output=True, text=True,
+        done = subprocess.run([sys.executable, "-c", PROBE, backend, str(cpu_models[kind + "_f32"]), requests], capture_output=True, text=True,
                               env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=240)
         assert done.returncode == 0, done.stderr[-3000:]
         results[backend] = json.loads(done.stdout.strip().splitlines()[-1])
