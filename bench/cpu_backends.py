@@ -54,7 +54,9 @@ print(json.dumps({"load_s": loaded, "prompt_tokens": len(ids), "first_s": times[
 
 
 def native(engine: str, path: Path, tokens: int) -> dict:
-    done = subprocess.run([sys.executable, "-c", NATIVE, engine, str(path), str(tokens), PROMPT], capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, "-c", NATIVE, engine, str(path), str(tokens), PROMPT], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{engine}'s own API failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -118,6 +120,7 @@ def main() -> None:
             api = served(engine, path, args.tokens, work)
             for label, result in (("own Python API", own), ("glmops serve", api)):
                 rows.append((engine, label, result))
+                print(engine, label, json.dumps(result), flush=True)
             print(f"{engine}: API decode = {api['decode_tps'] / own['decode_tps']:.1%} of the engine's own", flush=True)
         print("\n| engine | through | load s | prompt tok/s | decode tok/s | peak RSS MB |\n| --- | --- | ---: | ---: | ---: | ---: |")
         for engine, label, r in rows:
