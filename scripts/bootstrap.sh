@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepare a fresh Debian machine for glmops development and tests: system packages, a virtualenv in
-# .venv with glmops (controller + server extras), the CPU build of torch and the test tools.
+# .venv with glmops (controller + server + cpu extras), the CPU build of torch, the CPU engines
+# (llama-cpp-python, chatglm-cpp) and the test tools.
 # Safe to run again: each step checks first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,4 +24,11 @@ fi
 # torch first, pinned: a bare `torch` would pull a multi-GB CUDA build.
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q torch==2.13.0
 .venv/bin/pip install -q -e '.[server,dev]'
+# The CPU engines (the `cpu` extra) build from source, one at a time with two jobs, as portable code
+# (pip caches the built wheels, so a second run takes seconds). chatglm-cpp's vendored CMake files need
+# CMAKE_POLICY_VERSION_MINIMUM with CMake 4.
+export CMAKE_BUILD_PARALLEL_LEVEL=2
+.venv/bin/python -c "import llama_cpp" 2>/dev/null || CMAKE_ARGS=-DGGML_NATIVE=OFF .venv/bin/pip install -q 'llama-cpp-python==0.3.36'
+.venv/bin/python -c "import chatglm_cpp" 2>/dev/null || CMAKE_POLICY_VERSION_MINIMUM=3.5 .venv/bin/pip install -q 'chatglm-cpp==0.4.2'
+.venv/bin/pip install -q -e '.[server,dev,cpu]'
 .venv/bin/python -m compileall -q glmops >/dev/null || true  # byte-code, as a regular install has

@@ -16,7 +16,7 @@ import click
 @click.option("--model-path", help="Overrides model_path.")
 @click.option("--host", help="Overrides host (default 127.0.0.1).")
 @click.option("--port", type=int, help="Overrides port (default 6006).")
-@click.option("--backend", type=click.Choice(["transformers", "chatglm_cpp", "vllm"]), help="Overrides backend.")
+@click.option("--backend", type=click.Choice(["transformers", "llama_cpp", "chatglm_cpp", "vllm"]), help="Overrides backend.")
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu", "mps"]), help="Overrides device.")
 @click.option("--check-config", is_flag=True, help="Only check the config file and exit.")
 def serve(config_path: str | None, model_path: str | None, host: str | None, port: int | None, backend: str | None,

@@ -8,7 +8,7 @@ from typing import Any
 
 from glmops.errors import LoadError, Pos
 
-BACKENDS = ("transformers", "chatglm_cpp", "vllm")
+BACKENDS = ("transformers", "llama_cpp", "chatglm_cpp", "vllm")
 DEVICES = ("auto", "cuda", "cpu", "mps")
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 
@@ -41,6 +41,7 @@ class ServerConfig:
     trust_remote_code: bool = True
     tensor_parallel_size: int | None = None  # vllm
     embedding_batch_size: int = 32
+    threads: int | None = None  # llama_cpp: CPU threads (default: every core)
 
     @property
     def tokenizer(self) -> str:
@@ -61,9 +62,10 @@ TYPES: dict[str, type] = {
     "device": str, "dtype": str, "quantize": int, "device_map": str, "served_model_name": str, "model_aliases": list,
     "embedding_model_name": str, "embedding_model_aliases": list, "max_body_bytes": int, "max_context": int,
     "max_tokens": int, "api_keys": list, "log_file": str, "queue_size": int, "concurrency": int, "trust_remote_code": bool,
-    "tensor_parallel_size": int, "embedding_batch_size": int,
+    "tensor_parallel_size": int, "embedding_batch_size": int, "threads": int,
 }
-NULLABLE = {"tokenizer_path", "embedding_model_path", "embedding_model_name", "quantize", "device_map", "log_file", "tensor_parallel_size"}
+NULLABLE = {"tokenizer_path", "embedding_model_path", "embedding_model_name", "quantize", "device_map", "log_file", "tensor_parallel_size",
+            "threads"}
 
 
 def _coerce(key: str, value: Any, pos: Pos) -> Any:
@@ -98,7 +100,7 @@ def _validate(config: ServerConfig, positions: dict[str, Pos], source: str) -> N
         return positions.get(key, Pos(source))
 
     if not config.model_path:
-        raise LoadError("'model_path' is required", pos=Pos(source), field="model_path", hint="the directory of the model (or the .bin GGML file for chatglm_cpp)")
+        raise LoadError("'model_path' is required", pos=Pos(source), field="model_path", hint="the directory of the model (the .gguf file for llama_cpp, the .bin GGML file for chatglm_cpp)")
     for key, allowed in (("backend", BACKENDS), ("device", DEVICES), ("dtype", DTYPES)):
         if getattr(config, key) not in allowed:
             raise LoadError(f"'{key}' must be one of {', '.join(allowed)}, got {getattr(config, key)!r}", pos=pos(key), field=key)
@@ -113,6 +115,8 @@ def _validate(config: ServerConfig, positions: dict[str, Pos], source: str) -> N
     for key in ("max_context", "max_tokens", "queue_size", "concurrency", "embedding_batch_size"):
         if getattr(config, key) < 1:
             raise LoadError(f"'{key}' must be at least 1", pos=pos(key), field=key)
+    if config.threads is not None and config.threads < 1:
+        raise LoadError("'threads' must be at least 1 (or null: every core)", pos=pos("threads"), field="threads")
     if config.device == "cpu" and config.dtype == "float16":
         raise LoadError("float16 is not supported on the CPU", pos=pos("dtype"), field="dtype", hint="use dtype: float32 (or auto) with device: cpu")
 

@@ -12,6 +12,10 @@ def get_backend(config: ServerConfig) -> Backend:
         from glmops.server.backends.transformers_backend import TransformersBackend
 
         return TransformersBackend(config)
+    if config.backend == "llama_cpp":
+        from glmops.server.backends.llama_cpp import LlamaCppBackend
+
+        return LlamaCppBackend(config)
     if config.backend == "chatglm_cpp":
         from glmops.server.backends.chatglm_cpp import ChatglmCppBackend
 
