@@ -13,11 +13,12 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from glmops.server.backends.base import Backend, BackendError, Delta, GenerationParams
-from glmops.server.backends.ggml_files import CHATGLM3_SPECIAL, chatglm3_prompt_ids
+from glmops.server.backends.base import BackendError, GenerationParams
+from glmops.server.backends.cpp_engine import CppEngineBackend
+from glmops.server.backends.ggml_files import CHATGLM3_SPECIAL
 from glmops.server.backends.ggml_files import check_ggml_file as _check_ggml_file
 from glmops.server.config import ServerConfig
-from glmops.server.prompt import STOP_TOKENS, Turn
+from glmops.server.prompt import STOP_TOKENS
 
 INSTALL = "CMAKE_POLICY_VERSION_MINIMUM=3.5 pip install 'chatglm-cpp==0.4.2'  (builds from source, 5-16 minutes), or pip install 'glmops[cpu]'"
 
@@ -27,16 +28,16 @@ def check_ggml_file(path: str) -> None:
     _check_ggml_file(path)
 
 
-class ChatglmCppBackend(Backend):
+class ChatglmCppBackend(CppEngineBackend):
     name = "chatglm_cpp"
     # chatglm.cpp samples inside C++ from its own unseeded generator and has no penalties but repetition's
     unsupported = frozenset({"seed", "min_tokens", "presence_penalty", "frequency_penalty"})
 
     def __init__(self, config: ServerConfig):
+        super().__init__()
         self.config = config
         self.pipeline: Any = None
         self.facts: dict[str, Any] = {}
-        self.lock = threading.Lock()
 
     def load(self) -> None:
         self.facts = _check_ggml_file(self.config.model_path)
@@ -67,14 +68,7 @@ class ChatglmCppBackend(Backend):
         """Plain text to ids with chatglm.cpp's sentencepiece (its encode() adds [gMASK] sop: dropped here)."""
         return list(self.pipeline.tokenizer.encode(text, len(text.encode()) + 8))[2:]
 
-    def prompt_ids(self, turns: list[Turn], prefix: str = "") -> list[int]:
-        return chatglm3_prompt_ids(turns, self.text_ids, self.special.__getitem__, prefix)
-
-    def count_tokens(self, turns: list[Turn]) -> int:
-        return len(self.prompt_ids(turns))
-
     def token_ids(self, ids: list[int], params: GenerationParams, cancel: threading.Event, limit: int) -> Iterator[int]:
-        """Generated ids, at most `limit`, up to (not including) a stop token. Call with self.lock held."""
         model = self.pipeline.model
         config = self.module._C.GenerationConfig(
             max_length=self.n_ctx, max_new_tokens=limit, max_context_length=self.n_ctx, do_sample=params.temperature > 1e-5,
@@ -92,35 +86,9 @@ class ChatglmCppBackend(Backend):
             tokens.append(token)
             yield int(token)
 
-    def generate(self, turns: list[Turn], params: GenerationParams, cancel: threading.Event) -> Iterator[Delta]:
-        ids = self.prompt_ids(turns, getattr(params, "prefix", ""))
-        prompt_tokens = len(ids)
-        if prompt_tokens >= self.n_ctx:
-            raise BackendError(f"the conversation has {prompt_tokens} tokens; the limit (max_context) is {self.n_ctx}")
-        limit = min(params.max_tokens, self.n_ctx - prompt_tokens)
-        generated: list[int] = []
-        text, stopped_by_string = "", False
-        with self.lock:
-            for token in self.token_ids(ids, params, cancel, limit):
-                generated.append(token)
-                try:
-                    whole = self.pipeline.tokenizer.decode(generated, skip_special_tokens=False)
-                except UnicodeDecodeError:
-                    continue
-                if whole.endswith("\ufffd") or len(whole) <= len(text):
-                    continue  # a character split over tokens: wait for its last byte
-                piece, text = whole[len(text):], whole
-                cut = min((text.find(s) for s in params.stop if s in text), default=-1)
-                if cut >= 0:
-                    keep = cut - (len(text) - len(piece))
-                    if keep > 0:
-                        yield Delta(piece[:keep])
-                    stopped_by_string = True
-                    break
-                yield Delta(piece)
-            if not stopped_by_string and generated:
-                whole = self.pipeline.tokenizer.decode(generated, skip_special_tokens=False).encode("utf-8", "replace").decode()
-                if len(whole) > len(text):
-                    yield Delta(whole[len(text):])
-        finish = "length" if len(generated) >= limit and not stopped_by_string else "stop"
-        yield Delta("", done=True, prompt_tokens=prompt_tokens, completion_tokens=len(generated), finish_reason=finish)
+    def decoded(self, generated: list[int], *, final: bool) -> str:
+        try:
+            text = self.pipeline.tokenizer.decode(generated, skip_special_tokens=False)
+        except UnicodeDecodeError:
+            return ""
+        return text.encode("utf-8", "replace").decode() if final else text.rstrip("\ufffd")

@@ -14,23 +14,24 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from glmops.server.backends.base import Backend, BackendError, Delta, GenerationParams
-from glmops.server.backends.ggml_files import chatglm3_prompt_ids, check_gguf
+from glmops.server.backends.base import BackendError, GenerationParams
+from glmops.server.backends.cpp_engine import CppEngineBackend
+from glmops.server.backends.ggml_files import check_gguf
 from glmops.server.config import ServerConfig
-from glmops.server.prompt import STOP_TOKENS, Turn
+from glmops.server.prompt import STOP_TOKENS
 
 INSTALL = "CMAKE_ARGS=-DGGML_NATIVE=OFF pip install 'llama-cpp-python==0.3.36'  (builds from source, 5-10 minutes), or pip install 'glmops[cpu]'"
 
 
-class LlamaCppBackend(Backend):
+class LlamaCppBackend(CppEngineBackend):
     name = "llama_cpp"
     unsupported = frozenset({"min_tokens"})  # llama.cpp's sampler chain has no "no eos before N tokens"
 
     def __init__(self, config: ServerConfig):
+        super().__init__()
         self.config = config
         self.llm: Any = None
         self.facts: dict[str, Any] = {}
-        self.lock = threading.Lock()
         self.threads = config.threads or os.cpu_count() or 1
 
     def load(self) -> None:
@@ -66,14 +67,7 @@ class LlamaCppBackend(Backend):
         """Plain text to ids (sentencepiece's dummy prefix included; special-token spellings stay text)."""
         return [int(i) for i in self.llm.tokenize(text.encode(), add_bos=False, special=False)]
 
-    def prompt_ids(self, turns: list[Turn], prefix: str = "") -> list[int]:
-        return chatglm3_prompt_ids(turns, self.text_ids, self.special.__getitem__, prefix)
-
-    def count_tokens(self, turns: list[Turn]) -> int:
-        return len(self.prompt_ids(turns))
-
     def token_ids(self, ids: list[int], params: GenerationParams, cancel: threading.Event, limit: int) -> Iterator[int]:
-        """Generated ids, at most `limit`, up to (not including) a stop token. Call with self.lock held."""
         greedy = params.temperature <= 1e-5
         self.llm.set_seed(params.seed if params.seed is not None else random.randrange(2**31))
         stream = self.llm.generate(
@@ -90,35 +84,6 @@ class LlamaCppBackend(Backend):
             if produced >= limit:  # return before the generator evaluates one more token
                 return
 
-    def generate(self, turns: list[Turn], params: GenerationParams, cancel: threading.Event) -> Iterator[Delta]:
-        ids = self.prompt_ids(turns, getattr(params, "prefix", ""))
-        prompt_tokens = len(ids)
-        if prompt_tokens >= self.n_ctx:
-            raise BackendError(f"the conversation has {prompt_tokens} tokens; the limit (max_context) is {self.n_ctx}")
-        limit = min(params.max_tokens, self.n_ctx - prompt_tokens)
-        generated: list[int] = []
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        text, sent, stopped_by_string = "", 0, False
-        with self.lock:
-            for token in self.token_ids(ids, params, cancel, limit):
-                generated.append(token)
-                raw = self.llm.detokenize(generated, special=True)  # whole answer: the first piece's space is dropped
-                piece = decoder.decode(raw[sent:])
-                sent = len(raw)
-                if not piece:
-                    continue
-                text += piece
-                cut = min((text.find(s) for s in params.stop if s in text), default=-1)
-                if cut >= 0:
-                    keep = cut - (len(text) - len(piece))
-                    if keep > 0:
-                        yield Delta(piece[:keep])
-                    stopped_by_string = True
-                    break
-                yield Delta(piece)
-            if not stopped_by_string:
-                rest = decoder.decode(b"", final=True)
-                if rest:
-                    yield Delta(rest)
-        finish = "length" if len(generated) >= limit and not stopped_by_string else "stop"
-        yield Delta("", done=True, prompt_tokens=prompt_tokens, completion_tokens=len(generated), finish_reason=finish)
+    def decoded(self, generated: list[int], *, final: bool) -> str:
+        raw = self.llm.detokenize(generated, special=True)  # the whole answer: its first piece's space is dropped
+        return codecs.getincrementaldecoder("utf-8")("replace").decode(raw, final=final)
