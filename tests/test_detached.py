@@ -8,17 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from glmops.connection.factory import open_connection
 from glmops.modules import _detached
 from glmops.modules._detached import Paths, build_script, parse_duration, parse_status
 
 
-@pytest.fixture
-def conn(sshd):
-    connection = open_connection("target", sshd.hostvars())
-    connection.connect()
-    yield connection
-    connection.close()
 
 
 @pytest.fixture

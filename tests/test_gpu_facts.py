@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from glmops.connection.factory import open_connection
 from glmops.modules import get_module
 from glmops.modules.base import ModuleContext, validate_args
 from glmops.modules.gpu_facts import parse_cuda, parse_df, parse_facts, parse_meminfo, parse_nvidia_smi, parse_sysctl
@@ -82,12 +81,6 @@ esac
 """
 
 
-@pytest.fixture
-def conn(sshd):
-    connection = open_connection("target", sshd.hostvars())
-    connection.connect()
-    yield connection
-    connection.close()
 
 
 def _run(conn, bin_dir: Path, **args):

@@ -48,12 +48,6 @@ def lfs_repo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"url": f"file://{bare}", "src": src, "sha": {p.name: sha(p) for p in src.iterdir() if p.is_file()}}
 
 
-@pytest.fixture
-def conn(sshd: Any) -> Iterator[Any]:
-    connection = open_connection("target", sshd.hostvars())
-    connection.connect()
-    yield connection
-    connection.close()
 
 
 def manifest(dest: Path) -> dict[str, Any]:

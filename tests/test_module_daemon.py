@@ -10,16 +10,9 @@ import pytest
 from helpers import events, glmops, inventory, results, write
 from modhelp import run_module
 
-from glmops.connection.factory import open_connection
 from glmops.errors import ArgumentError
 
 
-@pytest.fixture
-def conn(sshd):
-    connection = open_connection("target", sshd.hostvars())
-    connection.connect()
-    yield connection
-    connection.close()
 
 
 @pytest.fixture
@@ -42,7 +35,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_started_is_idempotent_and_restarts_on_a_changed_command(conn, files, tmp_path: Path) -> None:
-    command = f"echo serving from $(pwd) with $MODE; exec sleep 300"
+    command = "echo serving from $(pwd) with $MODE; exec sleep 300"
     first = run_module(conn, "daemon", name="app", command=command, chdir=str(tmp_path), environment={"MODE": "fast"}, wait=0.3, **files)
     assert first.changed and not first.failed and first.data["running"] and _alive(first.data["pid"])
     assert first.data["command"] == command and "started" in first.msg

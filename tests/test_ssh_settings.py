@@ -4,14 +4,13 @@ passwords (--ask-pass, --ask-become-pass, inventory add --copy-id). Real sshd se
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, events, glmops, inventory, recap, results, write
+from helpers import ROOT, events, inventory, results, write
 from sshd import SshServer
 
 from glmops.connection.sshopts import parse_ssh_args, resolve
