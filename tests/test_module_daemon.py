@@ -105,6 +105,10 @@ def test_in_a_playbook_the_daemon_outlives_the_run(sshd, files, tmp_path: Path) 
     """)
     first = glmops("run", str(book), "-i", str(inv), "--json")
     assert first.returncode == 0, first.stdout + first.stderr
+    # while it watches the new process (`wait`, 2 s by default) the task reports progress as it goes
+    watched = [e for e in events(first.stdout) if e["event"] == "progress" and e["task"] == "start"]
+    assert watched and watched[-1]["done"] == watched[-1]["total"] == 2.0 and watched[-1]["unit"] == "s"
+    assert watched[-1]["msg"] == "watching sleeper"
     shown = results(first.stdout, "show")["target"]
     pid = int(Path(files["pid_file"]).read_text())
     assert f"pid {pid} running True" in str(shown) and _alive(pid)  # the SSH session is gone, the daemon is not

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import posixpath
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -64,8 +64,12 @@ group_alive() {
 """
 
 
+WATCH_MARK = "@@watched"  # start()'s progress lines while it watches a new process (they hold no '=')
+
+
 class Runner(Protocol):
-    def run(self, cmd: str, *, stdin: bytes | None = None, timeout: float | None = None) -> CommandResult: ...
+    def run(self, cmd: str, *, stdin: bytes | None = None, timeout: float | None = None,
+            on_line: Callable[[str, str], None] | None = None) -> CommandResult: ...
 
 
 @dataclass(frozen=True)
@@ -189,10 +193,12 @@ def status(runner: Runner, paths: Paths) -> Status:
     return parse_status(_checked(runner.run(FUNCTIONS + status_lines(paths)), "reading the process status").stdout)
 
 
-def start(runner: Runner, paths: Paths, script: str, *, wait: float = 1.0) -> Status:
+def start(runner: Runner, paths: Paths, script: str, *, wait: float = 1.0,
+          on_watch: Callable[[float], None] | None = None) -> Status:
     """Start `script` (see build_script) detached; then watch it for up to `wait` seconds.
 
     Returns the status after the wait: `running` False with an `exit_code` when it died at once.
+    `on_watch(seconds)` is told, as the host reports it, how long the process has been watched.
     The caller decides whether one already runs (this starts another regardless).
     """
     q = shlex.quote
@@ -206,9 +212,15 @@ def start(runner: Runner, paths: Paths, script: str, *, wait: float = 1.0) -> St
         f"if command -v setsid >/dev/null 2>&1; then setsid {launch_args} else {perl} {launch_args} fi; "
         f"pid=$!; echo \"$pid\" > {q(paths.pid_file)}.tmp && mv -f {q(paths.pid_file)}.tmp {q(paths.pid_file)}; "
         f"cur=$(ident \"$pid\"); echo \"${{cur:-ended}}\" > {q(paths.start_file)}; "
-        f"i=0; while [ $i -lt {steps} ] && [ -n \"$(ident \"$pid\")\" ]; do sleep 0.1; i=$((i + 1)); done; "
+        f"i=0; while [ $i -lt {steps} ] && [ -n \"$(ident \"$pid\")\" ]; do sleep 0.1; i=$((i + 1)); "
+        f"[ $((i % 5)) = 0 ] && echo \"{WATCH_MARK} $i\"; done; "
     )
-    result = runner.run(FUNCTIONS + body + status_lines(paths), stdin=script.encode(), timeout=max(wait, 0) + 60)
+
+    def watched(stream: str, line: str) -> None:
+        if on_watch is not None and stream == "stdout" and line.startswith(WATCH_MARK + " "):
+            on_watch(int(line.split()[1]) / 10)
+
+    result = runner.run(FUNCTIONS + body + status_lines(paths), stdin=script.encode(), timeout=max(wait, 0) + 60, on_line=watched)
     return parse_status(_checked(result, "starting the process").stdout)
 
 

@@ -83,7 +83,8 @@ class DaemonModule(Module):
             stopped = _detached.stop(ctx, paths, grace=args["stop_timeout"])
             if stopped.status is not None and stopped.status.running:
                 return self._result(False, f"{label} (pid {current.pid}) did not stop", stopped.status, args, failed=True)
-        started = _detached.start(ctx, paths, script, wait=args["wait"])
+        started = _detached.start(ctx, paths, script, wait=args["wait"],
+                                  on_watch=lambda seconds: ctx.progress(seconds, args["wait"], f"watching {label}", unit="s"))
         if not started.running:
             log = _detached.tail(ctx, paths.log_file, args["log_lines"]).rstrip("\n")
             code = f"exit code {started.exit_code}" if started.exit_code is not None else "no exit code recorded"
