@@ -99,3 +99,42 @@ def test_unsafe_tag_and_non_boolean_conditions(tmp_path: Path) -> None:
     # Conditionals must have a boolean result."
     assert results[1]["status"] == "failed" and "must have a boolean result" in results[1]["result"]["msg"]
     assert results[2]["status"] == "skipped"
+
+
+# The keys ansible-core 2.19's stat returned for a regular file (bench/ansible_compat/stat.yml),
+# less attributes/attr_flags/version (lsattr), which glmops does not report.
+ANSIBLE_STAT_KEYS = {
+    "atime", "block_size", "blocks", "charset", "checksum", "ctime", "dev", "device_type", "executable", "exists",
+    "gid", "gr_name", "inode", "isblk", "ischr", "isdir", "isfifo", "isgid", "islnk", "isreg", "issock", "isuid",
+    "mimetype", "mode", "mtime", "nlink", "path", "pw_name", "readable", "rgrp", "roth", "rusr", "size", "uid",
+    "wgrp", "woth", "writeable", "wusr", "xgrp", "xoth", "xusr",
+}
+
+
+def test_stat_fields_and_checksum_as_ansible(any_conn, tmp_path: Path) -> None:
+    import hashlib
+
+    from modhelp import run_module
+
+    f = tmp_path / "f"
+    f.write_text("data\n")
+    (tmp_path / "l").symlink_to("f")
+    info = run_module(any_conn, "stat", path=str(f)).data["stat"]
+    assert set(info) == ANSIBLE_STAT_KEYS
+    st = f.stat()
+    assert info["checksum"] == hashlib.sha1(b"data\n").hexdigest() == "c5d84736ba451747dd5f0eb9d17e104f3697ef47"
+    assert (info["inode"], info["dev"], info["nlink"], info["size"]) == (st.st_ino, st.st_dev, 1, 5)
+    assert info["mode"] == "0644" or info["mode"] == format(st.st_mode & 0o7777, "04o")
+    assert abs(info["mtime"] - st.st_mtime) < 0.001 and isinstance(info["atime"], float)
+    assert info["isreg"] and not info["isdir"] and info["readable"] and info["mimetype"] == "text/plain"
+    assert info["charset"] == "us-ascii" and info["rusr"] and not info["xusr"]
+    sha256 = run_module(any_conn, "stat", path=str(f), checksum_algorithm="sha256").data["stat"]["checksum"]
+    assert sha256 == hashlib.sha256(b"data\n").hexdigest()
+    link = run_module(any_conn, "stat", path=str(tmp_path / "l")).data["stat"]
+    assert link["islnk"] and not link["isreg"] and link["lnk_target"] == "f" and link["lnk_source"] == str(f)
+    assert "checksum" not in link and link["mode"] == "0777"
+    followed = run_module(any_conn, "stat", path=str(tmp_path / "l"), follow=True, get_mime=False).data["stat"]
+    assert followed["isreg"] and followed["inode"] == st.st_ino and "checksum" in followed and "lnk_target" not in followed
+    d = run_module(any_conn, "stat", path=str(tmp_path)).data["stat"]
+    assert d["isdir"] and d["executable"] and d["mimetype"] == "inode/directory"
+    assert run_module(any_conn, "stat", path=str(tmp_path / "nope")).data["stat"] == {"exists": False}
