@@ -288,3 +288,45 @@ def test_ping_pause_tempfile_group_user_as_ansible(tmp_path: Path) -> None:
     assert Path(got["td"]["path"]).is_dir() and Path(got["td"]["path"]).name.startswith("glm.")
     check = [r for r in results if r["task"] == "user"][0]
     assert check["status"] == "changed"  # check mode: would create, did not (u1 then creates it for real)
+
+
+def test_ini_inventory_as_ansible(tmp_path: Path) -> None:
+    """bench/ansible_compat/hosts.ini; expectations from `ansible-inventory -i hosts.ini --list` (2.19)."""
+    from glmops.inventory import load_inventory
+
+    inv = load_inventory([str(ROOT / "bench" / "ansible_compat" / "hosts.ini")])
+    gpu = {"ansible_port": 2222, "count": 4, "flag": True, "greeting": "hello world", "l": [1, 2], "model": "chatglm3",
+           "n": 3, "on": "true", "s": "two words", "y": "yes"}
+    assert {h: inv.host_vars(h) for h in inv.hosts} == {
+        "box1": gpu, "box2": gpu,
+        "box3": {"ansible_port": 2200, "count": 4, "greeting": "hello world", "model": "chatglm3", "on": "true"},
+        "cpu1": {"ansible_connection": "local", "greeting": "hello world"},
+        "loose1": {"ansible_host": "10.0.0.9", "greeting": "hello world"},
+    }
+    assert inv.groups["all"].children == ["ungrouped", "all_boxes"]
+    assert inv.groups["all_boxes"].children == ["gpu", "cpu"]
+    assert inv.groups["gpu"].hosts == ["box1", "box2", "box3"] and inv.groups["ungrouped"].hosts == ["loose1"]
+    assert inv.select("all_boxes:!cpu") == ["box1", "box2", "box3"]
+    # a file without extension that holds YAML is still read as YAML
+    write(tmp_path / "hosts", "all:\n  hosts:\n    y1:\n      a: 1\n")
+    assert load_inventory([str(tmp_path / "hosts")]).host_vars("y1") == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("box\n\n[gpu:bogus]\nbox\n", "hosts:3:1"),
+        ("[gpu:vars]\nnovalue\n", "expected key=value in [gpu:vars]"),
+        ("[gpu]\nbox port\n", "host 'box': expected key=value, got 'port'"),
+        ("[gpu]\nbox:99999\n", "invalid port in host 'box:99999'"),
+        ("[gpu\nbox\n", "section header not closed"),
+    ],
+)
+def test_ini_inventory_errors_name_the_line(tmp_path: Path, text: str, message: str) -> None:
+    from glmops.errors import LoadError
+    from glmops.inventory import load_inventory
+
+    write(tmp_path / "hosts", text)
+    with pytest.raises(LoadError) as info:
+        load_inventory([str(tmp_path / "hosts")])
+    assert message in str(info.value)
