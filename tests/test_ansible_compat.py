@@ -330,3 +330,24 @@ def test_ini_inventory_errors_name_the_line(tmp_path: Path, text: str, message: 
     with pytest.raises(LoadError) as info:
         load_inventory([str(tmp_path / "hosts")])
     assert message in str(info.value)
+
+
+def test_template_block_options_as_ansible(tmp_path: Path) -> None:
+    """bench/ansible_compat/template.yml: ansible-core 2.19 wrote these bytes."""
+    write(tmp_path / "templates" / "blk.j2", "a\n  {% if true %}\nb\n  {% endif %}\nc\n")
+    results = run_play(tmp_path, f"""
+        - hosts: all
+          gather_facts: false
+          tasks:
+            - template: {{src: blk.j2, dest: {tmp_path}/out1}}
+            - template: {{src: blk.j2, dest: {tmp_path}/out2, trim_blocks: false}}
+            - template: {{src: blk.j2, dest: {tmp_path}/out3, lstrip_blocks: true}}
+            - template: {{src: blk.j2, dest: {tmp_path}/out4, newline_sequence: "\\r\\n"}}
+            - debug: {{msg: "{{{{ lookup('template', 'blk.j2') }}}}"}}
+        """)
+    assert [r["status"] for r in results] == ["changed"] * 4 + ["ok"]
+    assert (tmp_path / "out1").read_bytes() == b"a\n  b\n  c\n"
+    assert (tmp_path / "out2").read_bytes() == b"a\n  \nb\n  \nc\n"
+    assert (tmp_path / "out3").read_bytes() == b"a\nb\nc\n"
+    assert (tmp_path / "out4").read_bytes() == b"a\r\n  b\r\n  c\r\n"
+    assert results[4]["result"]["msg"] == "a\n  b\n  c\n"

@@ -16,7 +16,13 @@ class TemplateModule(Module):
         "directory) with the host's variables, on the controller, then install it like `copy`: "
         "checksum compare, atomic write, diff with --diff."
     )
-    args = {"src": Arg("path", required=True, help="The template file on the controller."), **CONTENT_ARGS}
+    args = {
+        "src": Arg("path", required=True, help="The template file on the controller."),
+        "trim_blocks": Arg("bool", default=True, help="Remove the newline after a block tag ({% ... %}), as Ansible."),
+        "lstrip_blocks": Arg("bool", default=False, help="Strip blanks before a block tag at the start of a line."),
+        "newline_sequence": Arg("str", default="\n", choices=("\n", "\r", "\r\n"), help="How lines end in the result."),
+        **CONTENT_ARGS,
+    }
 
     def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
         source = ctx.find_file("templates", args["src"])
@@ -24,7 +30,8 @@ class TemplateModule(Module):
             text = handle.read()
         assert ctx.templar is not None
         variables = {**ctx.variables, "template_path": source, "template_host": ctx.host}
-        rendered = ctx.templar.render_text(text, variables, name=source)
+        rendered = ctx.templar.render_text(text, variables, name=source, trim_blocks=args["trim_blocks"],
+                                           lstrip_blocks=args["lstrip_blocks"], newline_sequence=args["newline_sequence"])
         return install_content(ctx, args["dest"], rendered.encode(), args, what="template")
 
 

@@ -247,6 +247,7 @@ class Templar:
         self.env.glmops_on_secret = on_secret  # type: ignore[attr-defined]  # read by lookup()
         self.env.glmops_templar = self  # type: ignore[attr-defined]  # the template and vars lookups render
         self._compile = lru_cache(maxsize=4096)(self.env.from_string)
+        self._file_envs: dict[tuple[bool, bool, str], Any] = {}  # template files: one environment per option set
         self._compile_expr = lru_cache(maxsize=4096)(self.env.compile_expression)
         self._parse = lru_cache(maxsize=4096)(self.env.parse)  # one parse per source, for both name lists
         self._names = lru_cache(maxsize=4096)(self._referenced_names)
@@ -426,11 +427,26 @@ class Templar:
                 return False
         return True
 
-    def render_text(self, text: str, variables: Mapping[str, Any], *, name: str) -> str:
-        """Render a whole template file (the template module); errors name the file and line."""
+    def _file_environment(self, trim_blocks: bool, lstrip_blocks: bool, newline_sequence: str) -> Any:
+        """The environment a template file renders in (Ansible's template options), one per combination."""
+        key = (trim_blocks, lstrip_blocks, newline_sequence)
+        cache = self._file_envs
+        if key not in cache:
+            overlay = self.env.overlay(trim_blocks=trim_blocks, lstrip_blocks=lstrip_blocks, newline_sequence=newline_sequence)
+            overlay.glmops_on_secret, overlay.glmops_templar = self.on_secret, self  # type: ignore[attr-defined]
+            cache[key] = lru_cache(maxsize=256)(overlay.from_string)
+        return cache[key]
+
+    def render_text(self, text: str, variables: Mapping[str, Any], *, name: str, trim_blocks: bool = True,
+                    lstrip_blocks: bool = False, newline_sequence: str = "\n") -> str:
+        """Render a whole template file (the template module, the template lookup); errors name the file and line.
+
+        As Ansible's template module: trim_blocks on (the newline after a block tag is removed),
+        lstrip_blocks off, lines end with `newline_sequence`.
+        """
         try:
             variables = self._resolve(text, variables, 0, Pos(name))
-            return self._compile(text).render(**variables)
+            return self._file_environment(trim_blocks, lstrip_blocks, newline_sequence)(text).render(**variables)
         except TemplateSyntaxError as exc:
             raise TemplateError(f"template syntax error: {exc.message}", pos=Pos(name, exc.lineno or 0),
                                 hint="check the {{ }} / {% %} pairs around this line") from None
