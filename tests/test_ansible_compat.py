@@ -351,3 +351,28 @@ def test_template_block_options_as_ansible(tmp_path: Path) -> None:
     assert (tmp_path / "out3").read_bytes() == b"a\nb\nc\n"
     assert (tmp_path / "out4").read_bytes() == b"a\r\n  b\r\n  c\r\n"
     assert results[4]["result"]["msg"] == "a\n  b\n  c\n"
+
+
+def tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_copy_directories_and_remote_src_as_ansible(tmp_path: Path) -> None:
+    """bench/ansible_compat/copy.yml: the trees and results ansible-core 2.19 produced."""
+    write(tmp_path / "files" / "tree" / "a", "1\n")
+    write(tmp_path / "files" / "tree" / "sub" / "b", "2\n")
+    play = (ROOT / "bench" / "ansible_compat" / "copy.yml").read_text().replace("/tmp/ansible_compat_", f"{tmp_path}/")
+    results = run_play(tmp_path, play)
+    got = results[-1]["result"]["msg"]
+    got = json.loads(got) if isinstance(got, str) else got
+    assert [got[k]["changed"] for k in sorted(got)] == [True, False, True, True, False, True, True, False]
+    assert tree(tmp_path / "outd1") == ["tree", "tree/a", "tree/sub", "tree/sub/b"]
+    assert tree(tmp_path / "outd2") == tree(tmp_path / "outd3") == ["a", "sub", "sub/b"]
+    assert tree(tmp_path / "outd4") == ["a"] and (tmp_path / "outf").read_text() == "1\n"
+    assert got["c1"]["dest"] == f"{tmp_path}/outd1/" and got["c1"]["src"] == f"{tmp_path}/files/tree"
+    assert got["c3"]["src"] == f"{tmp_path}/files/tree/"
+    assert got["c6"]["dest"] == f"{tmp_path}/outd4/a"
+    for key in ("c6", "c7", "c8"):
+        assert got[key]["checksum"] == "e5fa44f2b31c1fb553b6021e7360d07d5d91ff5e"  # SHA-1, as Ansible
+        assert got[key]["md5sum"] == "b026324c6904b2a9cb4b88d6d61c81d1" and got[key]["state"] == "file"
+    assert got["c4"]["state"] == "directory" and got["c4"]["checksum"] is None
