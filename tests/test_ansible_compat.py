@@ -376,3 +376,16 @@ def test_copy_directories_and_remote_src_as_ansible(tmp_path: Path) -> None:
         assert got[key]["checksum"] == "e5fa44f2b31c1fb553b6021e7360d07d5d91ff5e"  # SHA-1, as Ansible
         assert got[key]["md5sum"] == "b026324c6904b2a9cb4b88d6d61c81d1" and got[key]["state"] == "file"
     assert got["c4"]["state"] == "directory" and got["c4"]["checksum"] is None
+
+
+def test_command_expands_argument_vars_as_ansible(tmp_path: Path) -> None:
+    """bench/ansible_compat/command.yml; ansible-core 2.19 printed
+    ["/root /root val valx $NOPE /root", "$HOME ~ $GLMV", <warning for executable>, "/bin/bash", "/root"] as root."""
+    play = (ROOT / "bench" / "ansible_compat" / "command.yml").read_text()
+    results = run_play(tmp_path, play)
+    home = os.path.expanduser("~")
+    msg = results[-1]["result"]["msg"]
+    assert msg[0] == f"{home} {home} val valx $NOPE {home}"
+    assert msg[1] == "$HOME ~ $GLMV"
+    assert msg[2]["stdout"] == "hi" and "'executable' is no longer supported" in msg[2]["warnings"][0]
+    assert msg[3] == "/bin/bash" and msg[4] == home
