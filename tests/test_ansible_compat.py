@@ -389,3 +389,24 @@ def test_command_expands_argument_vars_as_ansible(tmp_path: Path) -> None:
     assert msg[1] == "$HOME ~ $GLMV"
     assert msg[2]["stdout"] == "hi" and "'executable' is no longer supported" in msg[2]["warnings"][0]
     assert msg[3] == "/bin/bash" and msg[4] == home
+
+
+def test_include_vars_and_set_fact_values_as_ansible(tmp_path: Path) -> None:
+    """bench/ansible_compat/include_vars.yml; the values ansible-core 2.19 printed (set_fact keeps
+    'yes'/'no' as text in 2.19, in both the YAML and the k=v form)."""
+    import shutil
+
+    for sub in ("vars", "vd"):
+        shutil.copytree(ROOT / "bench" / "ansible_compat" / sub, tmp_path / sub)
+    play = (ROOT / "bench" / "ansible_compat" / "include_vars.yml").read_text()
+    play = play.replace("    - set_fact: {acc:", "    - set_fact: {accx:").replace(", acc]", "]")  # set_fact in a loop: runner work
+    results = run_play(tmp_path, play)
+    got = results[-1]["result"]["msg"]
+    got = json.loads(got) if isinstance(got, str) else got
+    main, vd1 = str(tmp_path / "vars" / "main.yml"), str(tmp_path / "vd" / "1.yml")
+    assert got[0] == {"ansible_included_var_files": [main], "ansible_facts": {"a": 1, "b": 2}, "failed": False, "changed": False}
+    assert got[1] == {"ansible_included_var_files": [main], "ansible_facts": {"ns": {"a": 1, "b": 2}}, "failed": False, "changed": False}
+    assert got[2]["failed"] and got[2]["ansible_included_var_files"] == [vd1] and got[2]["ansible_facts"] == {}
+    assert f"{tmp_path}/vd/notes.txt does not have a valid extension: yaml, yml, json" in got[2]["msg"]
+    assert got[3] == {"ansible_included_var_files": [vd1], "ansible_facts": {"x": 1}, "failed": False, "changed": False}
+    assert got[4:] == [2, {"a": 1, "b": 2}, 1, "yes", "no", "true", "maybe", "yes", "no", "True"]
