@@ -410,3 +410,28 @@ def test_include_vars_and_set_fact_values_as_ansible(tmp_path: Path) -> None:
     assert f"{tmp_path}/vd/notes.txt does not have a valid extension: yaml, yml, json" in got[2]["msg"]
     assert got[3] == {"ansible_included_var_files": [vd1], "ansible_facts": {"x": 1}, "failed": False, "changed": False}
     assert got[4:] == [2, {"a": 1, "b": 2}, 1, "yes", "no", "true", "maybe", "yes", "no", "True"]
+
+
+def test_with_loops_and_ansible_loop_as_ansible(tmp_path: Path) -> None:
+    """Items ansible-core 2.19 looped over (bench/ansible_compat/loops.yml)."""
+    from glmops.executor.loops import LoopError, ansible_loop, with_items
+
+    assert with_items("dict", {"b": 1, "a": 2}) == [{"key": "b", "value": 1}, {"key": "a", "value": 2}]
+    assert with_items("list", [[1, 2], 3]) == [[1, 2], 3]
+    assert with_items("items", [[1, 2], 3]) == [1, 2, 3]
+    assert with_items("sequence", "start=1 end=5 stride=2 format=n%02d") == ["n01", "n03", "n05"]
+    assert with_items("sequence", "count=3") == ["1", "2", "3"]
+    assert with_items("sequence", "2-4") == ["2", "3", "4"]
+    assert with_items("together", [[1, 2, 3], ["a", "b"]]) == [[1, "a"], [2, "b"], [3, None]]
+    assert with_items("nested", [[1, 2], ["a", "b"]]) == [[1, "a"], [1, "b"], [2, "a"], [2, "b"]]
+    write(tmp_path / "files" / "b.txt", "x")
+    write(tmp_path / "top.txt", "x")
+    assert with_items("fileglob", ["*.txt"], [str(tmp_path)]) == [str(tmp_path / "files" / "b.txt")]
+    with pytest.raises(LoopError, match="with_dict needs a mapping"):
+        with_items("dict", [1])
+    with pytest.raises(LoopError, match="with_subelements is not supported"):
+        with_items("subelements", [])
+    assert ansible_loop(["a", "b", "c"], 0) == {"index": 1, "index0": 0, "first": True, "last": False, "length": 3,
+                                                "revindex": 3, "revindex0": 2, "allitems": ["a", "b", "c"], "nextitem": "b"}
+    assert ansible_loop(["a", "b", "c"], 2, allitems=False) == {"index": 3, "index0": 2, "first": False, "last": True,
+                                                                "length": 3, "revindex": 1, "revindex0": 0, "previtem": "b"}
