@@ -435,3 +435,32 @@ def test_with_loops_and_ansible_loop_as_ansible(tmp_path: Path) -> None:
                                                 "revindex": 3, "revindex0": 2, "allitems": ["a", "b", "c"], "nextitem": "b"}
     assert ansible_loop(["a", "b", "c"], 2, allitems=False) == {"index": 3, "index0": 2, "first": False, "last": True,
                                                                 "length": 3, "revindex": 1, "revindex0": 0, "previtem": "b"}
+
+
+def test_group_by_and_add_host_change_the_inventory_as_ansible() -> None:
+    """bench/ansible_compat/inv2.yml: ansible-core 2.19's groups after group_by and add_host."""
+    from glmops.errors import Pos
+    from glmops.executor.inventory_changes import apply
+    from glmops.inventory import load_inventory
+    from glmops.modules import get_module
+    from glmops.modules.base import ModuleContext, validate_args
+
+    inv = load_inventory([])
+    inv.add_host("localhost", variables={"ansible_connection": "local"})
+    inv.finish()
+    ctx = ModuleContext(conn=None, host="localhost")  # type: ignore[arg-type]
+
+    def run(module_name: str, **args: object) -> dict:
+        module = get_module(module_name)
+        return module.run(ctx, validate_args(module, args, final=True)).as_dict()
+
+    gb = run("group_by", key="os_linux", parents=["fleet"])
+    assert gb == {"changed": True, "failed": False, "add_group": "os_linux", "parent_groups": ["fleet"]}
+    ah = run("add_host", name="newbox:2222", groups=["extra", "fleet"], foo="bar")
+    assert ah["add_host"] == {"host_name": "newbox", "groups": ["extra", "fleet"],
+                              "host_vars": {"foo": "bar", "ansible_ssh_port": 2222, "ansible_port": 2222}}
+    assert apply(inv, "localhost", gb, Pos("x")) == ["localhost"] and apply(inv, "localhost", ah, Pos("x")) == ["newbox"]
+    # ansible-core 2.19: {"os_linux": ["localhost"], "fleet": ["newbox", "localhost"], "extra": ["newbox"]}
+    assert inv.group_hosts("os_linux") == ["localhost"] and inv.group_hosts("extra") == ["newbox"]
+    assert sorted(inv.group_hosts("fleet")) == ["localhost", "newbox"]
+    assert sorted(inv.group_names("newbox")) == ["extra", "fleet"] and inv.host_vars("newbox")["foo"] == "bar"
