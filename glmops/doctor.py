@@ -304,7 +304,7 @@ def diagnose(data: dict[str, Any], variables: dict[str, Any], layout: Layout) ->
     if probe.get("port_listening") and not running:
         holder = f" ({data['port_holder']})" if data.get("port_holder") else ""
         add(Check("port", "fail", f"port {port} is already taken by another process{holder}",
-                  f"stop that process, or set api_port to a free port (then `glmops tunnel --remote-port`)"))
+                  "stop that process, or set api_port to a free port (then `glmops tunnel --remote-port`)"))
     elif probe:
         add(Check("port", "ok", f"port {port} is {'used by the glmops server' if running else 'free'}"))
     return checks

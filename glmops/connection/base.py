@@ -181,8 +181,14 @@ class Connection(ABC):
         mode: int | None = None,
         become: Become | None = None,
         progress: ProgressCallback | None = None,
-    ) -> None:
-        """Upload a local file to `remote_path` atomically."""
+        sha256: str | None = None,
+    ) -> str:
+        """Upload a local file to `remote_path` atomically; return the sha256 (hex) of what landed.
+
+        `progress(done, total)` is first called with where the transfer starts (0, or the bytes of an
+        interrupted earlier upload that are kept), then as data goes out; done - first = bytes sent.
+        `sha256`: the local file's hash when the caller already has it (it is not computed again).
+        """
 
     @abstractmethod
     def get_file(self, remote_path: str, local_path: str, *, become: Become | None = None) -> None:

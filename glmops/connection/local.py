@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import getpass
+import hashlib
 import os
 import secrets
 import select
@@ -201,13 +202,16 @@ class LocalConnection(Connection):
         mode: int | None = None,
         become: Become | None = None,
         progress: ProgressCallback | None = None,
-    ) -> None:
+        sha256: str | None = None,
+    ) -> str:
+        if progress:
+            progress(0, os.path.getsize(local_path))  # where the copy starts (a local copy never resumes)
         if self._sudo(become):
             self._install_as(become, remote_path, mode, source=local_path)  # type: ignore[arg-type]
             if progress:
                 size = os.path.getsize(local_path)
                 progress(size, size)
-            return
+            return sha256 or _sha256_of(local_path)
         directory = os.path.dirname(os.path.abspath(remote_path))
         fd, tmp = tempfile.mkstemp(prefix=".glmops-", dir=directory)
         os.close(fd)
@@ -222,6 +226,7 @@ class LocalConnection(Connection):
         if progress:
             size = os.path.getsize(remote_path)
             progress(size, size)
+        return sha256 or _sha256_of(remote_path)
 
     def get_file(self, remote_path: str, local_path: str, *, become: Become | None = None) -> None:
         if self._sudo(become):
@@ -235,3 +240,11 @@ class LocalConnection(Connection):
 
     def close(self) -> None:
         return None
+
+
+def _sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -629,7 +629,10 @@ class PlaybookRunner:
             report=lambda data: self.emit("progress", host=state.name, task=task.display_name, **data),
         )
         try:
-            result = module.run(ctx, args)
+            if task.async_ is not None:
+                result = self._run_async(task, module, ctx, args, variables)
+            else:
+                result = module.run(ctx, args)
         except ConnectionFailure:
             raise
         except (OSError, ArgumentError, TemplateError) as exc:
@@ -647,6 +650,20 @@ class PlaybookRunner:
         if result.warnings:
             out["warnings"] = result.warnings
         return self._apply_conditions(task, out, variables)
+
+    def _run_async(self, task: Task, module: Any, ctx: ModuleContext, args: dict[str, Any], variables: dict[str, Any]) -> ModuleResult:
+        """`async:` / `poll:` (Ansible's meaning): the module's command runs detached on the host."""
+        from glmops.modules._async import run_async
+
+        seconds = self.templar.render(task.async_, variables, pos=task.pos, field="async")
+        poll = self.templar.render(task.poll, variables, pos=task.pos, field="poll") if task.poll is not None else None
+        try:
+            seconds, poll = int(seconds), (int(poll) if poll is not None else None)
+        except (TypeError, ValueError):
+            raise ArgumentError(f"async and poll must be whole seconds, got {seconds!r} and {poll!r}", pos=task.pos, field="async") from None
+        if seconds <= 0 or (poll is not None and poll < 0):
+            raise ArgumentError("async must be > 0 and poll >= 0 (seconds)", pos=task.pos, field="async")
+        return run_async(module, ctx, args, seconds, poll)
 
     def _apply_conditions(self, task: Task, out: dict[str, Any], variables: dict[str, Any]) -> dict[str, Any]:
         if task.changed_when is None and task.failed_when is None:

@@ -7,7 +7,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from glmops.modules.base import Arg, ModuleContext, ModuleResult
+from glmops.modules.base import Arg, AsyncCommand, ModuleContext, ModuleResult
 
 COMMON_ARGS = {
     "chdir": Arg("path", help="Change into this directory before running the command."),
@@ -66,8 +66,8 @@ def _split_glob(path: str) -> list[str]:
     return parts
 
 
-def run_command(ctx: ModuleContext, script: str, args: dict[str, Any], shown_cmd: Any) -> ModuleResult:
-    """Run `script` unless creates/removes or check mode say not to; return Ansible's result shape."""
+def prepare_command(ctx: ModuleContext, script: str, args: dict[str, Any], shown_cmd: Any) -> AsyncCommand | ModuleResult:
+    """What a command task runs, or its result when creates/removes or check mode say not to run it."""
     guard = guard_script(args)
     if guard:
         check = ctx.run(guard, cwd=args.get("chdir"))
@@ -81,20 +81,21 @@ def run_command(ctx: ModuleContext, script: str, args: dict[str, Any], shown_cmd
     data = None
     if stdin is not None:
         data = (stdin + ("\n" if args.get("stdin_add_newline", True) else "")).encode()
-    start = time.time()
-    result = ctx.run(script, stdin=data, cwd=args.get("chdir"))
-    end = time.time()
-    stdout, stderr = result.stdout, result.stderr
-    if args.get("strip_empty_ends", True):
+    return AsyncCommand(script=script, stdin=data, chdir=args.get("chdir"), shown=shown_cmd)
+
+
+def command_result(shown_cmd: Any, rc: int, stdout: str, stderr: str, start: float, end: float, *, strip: bool = True) -> ModuleResult:
+    """Ansible's result shape of a command that ran."""
+    if strip:
         stdout, stderr = stdout.rstrip("\n"), stderr.rstrip("\n")
-    failed = result.rc != 0
+    failed = rc != 0
     return ModuleResult(
         changed=True,
         failed=failed,
-        msg=f"non-zero return code {result.rc}" if failed else "",
+        msg=f"non-zero return code {rc}" if failed else "",
         data={
             "cmd": shown_cmd,
-            "rc": result.rc,
+            "rc": rc,
             "stdout": stdout,
             "stderr": stderr,
             "stdout_lines": stdout.splitlines(),
@@ -104,3 +105,13 @@ def run_command(ctx: ModuleContext, script: str, args: dict[str, Any], shown_cmd
             "delta": f"{end - start:.6f}",
         },
     )
+
+
+def run_command(ctx: ModuleContext, script: str, args: dict[str, Any], shown_cmd: Any) -> ModuleResult:
+    """Run `script` unless creates/removes or check mode say not to; return Ansible's result shape."""
+    prepared = prepare_command(ctx, script, args, shown_cmd)
+    if isinstance(prepared, ModuleResult):
+        return prepared
+    start = time.time()
+    result = ctx.run(prepared.script, stdin=prepared.stdin, cwd=prepared.chdir)
+    return command_result(shown_cmd, result.rc, result.stdout, result.stderr, start, time.time(), strip=args.get("strip_empty_ends", True))

@@ -113,6 +113,16 @@ class ModuleResult:
 
 
 @dataclass
+class AsyncCommand:
+    """What an async task runs detached on the host, and how its result is shown."""
+
+    script: str  # one sh command line
+    stdin: bytes | None = None
+    chdir: str | None = None
+    shown: Any = None  # the `cmd` value of the result
+
+
+@dataclass
 class ModuleContext:
     """What a module sees while it runs on one host."""
 
@@ -210,6 +220,11 @@ class Module:
     on_controller: ClassVar[bool] = False  # needs no connection (debug, set_fact, assert, fail)
     any_args: ClassVar[bool] = False  # accepts arbitrary argument names (set_fact)
     doc: ClassVar[str] = ""
+    supports_async: ClassVar[bool] = False  # the task keywords async/poll are allowed (see async_command)
+
+    def async_command(self, ctx: ModuleContext, args: dict[str, Any]) -> "AsyncCommand | ModuleResult":
+        """For an `async:` task: the sh command to run detached, or a final result when nothing must run."""
+        raise NotImplementedError(f"module {self.name} does not support async")
 
     def check_args(self, args: dict[str, Any]) -> None:
         """Cross-argument checks after templating (mutually exclusive args...). Raise ArgumentError."""

@@ -7,8 +7,8 @@ import shlex
 from typing import Any
 
 from glmops.errors import ArgumentError
-from glmops.modules._commands import COMMON_ARGS, run_command
-from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult, refuse_option
+from glmops.modules._commands import COMMON_ARGS, prepare_command, run_command
+from glmops.modules.base import Arg, AsyncCommand, Module, ModuleContext, ModuleResult, refuse_option
 
 
 class CommandModule(Module):
@@ -32,7 +32,10 @@ class CommandModule(Module):
         if bool(args.get("cmd")) == bool(args.get("argv")):
             raise ArgumentError("give exactly one of 'cmd' (or free-form text) and 'argv'", field="cmd")
 
-    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+    supports_async = True
+
+    @staticmethod
+    def _script(args: dict[str, Any]) -> tuple[str, Any] | ModuleResult:
         if args.get("argv"):
             words = [str(w) for w in args["argv"]]
         else:
@@ -42,15 +45,22 @@ class CommandModule(Module):
                 return ModuleResult(failed=True, msg=f"cannot split the command into words: {exc}")
         if words:
             refuse_option(words[0], "argv" if args.get("argv") else "cmd")  # sh's exec would read it as its option
-        if args["expand_argument_vars"] and any("$" in w or w.startswith("~") for w in words):
-            script = expanded_argv(words)
-        else:
-            script = "exec " + " ".join(shlex.quote(w) for w in words)
-        result = run_command(ctx, script, args, args.get("cmd") or words)
+        if args.get("expand_argument_vars", True) and any("$" in w or w.startswith("~") for w in words):
+            return expanded_argv(words), args.get("cmd") or words
+        return "exec " + " ".join(shlex.quote(w) for w in words), args.get("cmd") or words
+
+    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+        built = self._script(args)
+        result = built if isinstance(built, ModuleResult) else run_command(ctx, built[0], args, built[1])
         if args.get("executable"):
             result.warnings.append("As of Ansible 2.4, the parameter 'executable' is no longer supported with the "
                                    f"'command' module. Not using '{args['executable']}'.")
         return result
+
+    def async_command(self, ctx: ModuleContext, args: dict[str, Any]) -> AsyncCommand | ModuleResult:
+        built = self._script(args)
+        return built if isinstance(built, ModuleResult) else prepare_command(ctx, built[0], args, built[1])
+
 
 
 _VAR = re.compile(r"\$(\w+|\{[^}]*\})", re.ASCII)  # Python's os.path.expandvars, which Ansible applies

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult
-from glmops.modules._commands import run_command
+from glmops.modules._commands import prepare_command, run_command
+from glmops.modules.base import Arg, AsyncCommand, Module, ModuleContext, ModuleResult
 
 
 class RawModule(Module):
@@ -14,8 +14,13 @@ class RawModule(Module):
     free_form = "cmd"
     args = {"cmd": Arg("str", required=True, help="The command line."), "executable": Arg("path", help="Ignored; kept for Ansible compatibility.")}
 
+    supports_async = True
+
     def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
         return run_command(ctx, args["cmd"], {}, args["cmd"])
+
+    def async_command(self, ctx: ModuleContext, args: dict[str, Any]) -> AsyncCommand | ModuleResult:
+        return prepare_command(ctx, args["cmd"], {}, args["cmd"])
 
 
 MODULE = RawModule

@@ -5,8 +5,8 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from glmops.modules._commands import COMMON_ARGS, run_command
-from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult
+from glmops.modules._commands import COMMON_ARGS, prepare_command, run_command
+from glmops.modules.base import Arg, AsyncCommand, Module, ModuleContext, ModuleResult
 
 
 class ShellModule(Module):
@@ -23,10 +23,18 @@ class ShellModule(Module):
         **COMMON_ARGS,
     }
 
-    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+    supports_async = True
+
+    @staticmethod
+    def _script(args: dict[str, Any]) -> str:
         cmd = args["cmd"]
-        script = f"exec {shlex.quote(args['executable'])} -c {shlex.quote(cmd)}" if args.get("executable") else cmd
-        return run_command(ctx, script, args, cmd)
+        return f"exec {shlex.quote(args['executable'])} -c {shlex.quote(cmd)}" if args.get("executable") else cmd
+
+    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+        return run_command(ctx, self._script(args), args, args["cmd"])
+
+    def async_command(self, ctx: ModuleContext, args: dict[str, Any]) -> AsyncCommand | ModuleResult:
+        return prepare_command(ctx, self._script(args), args, args["cmd"])
 
 
 MODULE = ShellModule

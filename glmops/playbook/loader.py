@@ -29,7 +29,7 @@ PLAY_KEYWORDS = {
 COMMON_KEYWORDS = {"name", "when", "tags", "become", "become_user", "environment", "vars", "ignore_errors", "no_log", "check_mode"}
 TASK_KEYWORDS = COMMON_KEYWORDS | {
     "register", "loop", "with_items", "loop_control", "notify", "listen", "changed_when", "failed_when",
-    "retries", "until", "delay", "args",
+    "retries", "until", "delay", "args", "async", "poll",
 }
 BLOCK_KEYWORDS = COMMON_KEYWORDS | {"block", "rescue", "always"}
 LOOP_CONTROL_KEYS = {"loop_var", "index_var", "label"}
@@ -393,6 +393,12 @@ class Loader:
         task.until = reader.conditions("until")
         task.retries = reader.int_or_template("retries")
         task.delay = reader.int_or_template("delay")
+        task.async_ = reader.int_or_template("async")
+        task.poll = reader.int_or_template("poll")
+        if task.async_ is not None and not get_module(module_name).supports_async:
+            supported = ", ".join(name for name in module_names() if get_module(name).supports_async)
+            raise reader.error("async", f"module '{module_name}' does not support async",
+                               hint=f"async/poll work with: {supported}")
         return task
 
     def _module_args(self, node: PosDict, key: str, module_name: str) -> dict[str, Any]:

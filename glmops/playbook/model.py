@@ -47,6 +47,8 @@ class Task(TaskOptions):
     until: list[Any] | None = None
     retries: Any = None
     delay: Any = None
+    async_: Any = None  # `async:` seconds (int or template): run detached on the host
+    poll: Any = None  # `poll:` seconds between checks of an async task; 0 = fire and forget
     role: "Role | None" = None  # the role the task comes from (search paths, role vars)
 
     @property

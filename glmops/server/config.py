@@ -28,6 +28,10 @@ class ServerConfig:
     quantize: int | None = None  # None, 8 or 4
     device_map: str | None = None  # "auto" spreads the model over several GPUs
     served_model_name: str = "chatglm3-6b"
+    model_aliases: list[str] = field(default_factory=lambda: ["chatglm3*"])  # fnmatch patterns also accepted as `model`
+    embedding_model_name: str | None = None  # default: the embedding model directory's name
+    embedding_model_aliases: list[str] = field(default_factory=lambda: ["bge*"])
+    max_body_bytes: int = 8 * 2**20  # larger request bodies get 413
     max_context: int = 8192
     max_tokens: int = 512  # default max_tokens of a request
     api_keys: list[str] = field(default_factory=list)
@@ -42,14 +46,24 @@ class ServerConfig:
     def tokenizer(self) -> str:
         return self.tokenizer_path or self.model_path
 
+    @property
+    def embedding_name(self) -> str:
+        """The `model` of embeddings: embedding_model_name, else the directory's name."""
+        if self.embedding_model_name:
+            return self.embedding_model_name
+        if not self.embedding_model_path:
+            return "embedding"
+        return os.path.basename(os.path.normpath(self.embedding_model_path)) or "embedding"
+
 
 TYPES: dict[str, type] = {
     "model_path": str, "tokenizer_path": str, "embedding_model_path": str, "host": str, "port": int, "backend": str,
-    "device": str, "dtype": str, "quantize": int, "device_map": str, "served_model_name": str, "max_context": int,
+    "device": str, "dtype": str, "quantize": int, "device_map": str, "served_model_name": str, "model_aliases": list,
+    "embedding_model_name": str, "embedding_model_aliases": list, "max_body_bytes": int, "max_context": int,
     "max_tokens": int, "api_keys": list, "log_file": str, "queue_size": int, "concurrency": int, "trust_remote_code": bool,
     "tensor_parallel_size": int, "embedding_batch_size": int,
 }
-NULLABLE = {"tokenizer_path", "embedding_model_path", "quantize", "device_map", "log_file", "tensor_parallel_size"}
+NULLABLE = {"tokenizer_path", "embedding_model_path", "embedding_model_name", "quantize", "device_map", "log_file", "tensor_parallel_size"}
 
 
 def _coerce(key: str, value: Any, pos: Pos) -> Any:
@@ -94,6 +108,8 @@ def _validate(config: ServerConfig, positions: dict[str, Pos], source: str) -> N
         raise LoadError(f"'device_map' must be 'auto' or null, got {config.device_map!r}", pos=pos("device_map"), field="device_map")
     if not 0 < config.port < 65536:
         raise LoadError(f"'port' must be between 1 and 65535, got {config.port}", pos=pos("port"), field="port")
+    if config.max_body_bytes < 1024:
+        raise LoadError(f"'max_body_bytes' must be at least 1024, got {config.max_body_bytes}", pos=pos("max_body_bytes"), field="max_body_bytes")
     for key in ("max_context", "max_tokens", "queue_size", "concurrency", "embedding_batch_size"):
         if getattr(config, key) < 1:
             raise LoadError(f"'{key}' must be at least 1", pos=pos(key), field=key)

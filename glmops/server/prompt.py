@@ -2,7 +2,10 @@
 
     [gMASK]sop<|system|>\n{system}<|user|>\n{question}<|assistant|>\n{answer}...<|assistant|>
 
-Each message is `<|role|>{metadata}\n{content}`. Tools are rendered into the system turn (the
+Each message is `<|role|>{metadata}\n{content}`. Only this module's template puts special tokens in
+the prompt: `prompt_segments` marks which pieces are special, and everything a client sent (content,
+tool names, tool schemas) is a plain-text segment, encoded as text even where it spells
+`<|system|>` or `[gMASK]`. Tools are rendered into the system turn (the
 system text, a newline, then the tools as indented JSON), tool results are `<|observation|>`
 turns, an assistant's earlier tool call carries the tool name as metadata. Generation stops at
 eos, `<|user|>` and `<|observation|>`.
@@ -48,10 +51,10 @@ def to_turns(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None 
         turns.append(Turn("system", TOOLS_PREAMBLE, tools=functions))
     skip_first_system = bool(functions)
     for message in messages:
-        role = message["role"]
+        role = "system" if message["role"] == "developer" else message["role"]
         content = message.get("content") or ""
         if isinstance(content, list):  # content parts: keep the text ones
-            content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+            content = "".join(part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str))
         if role in ("tool", "function"):
             turns.append(Turn("observation", content))
         elif role == "assistant" and (message.get("tool_calls") or message.get("function_call")):
@@ -69,16 +72,36 @@ def to_turns(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None 
     return turns
 
 
-def turn_text(turn: Turn) -> str:
+def turn_body(turn: Turn) -> str:
+    """Everything of a turn after its role token: plain text."""
     content = turn.content
     if turn.role == "system" and turn.tools:
         content = content + "\n" + json.dumps(turn.tools, indent=4, ensure_ascii=False)
-    return f"<|{turn.role}|>{turn.metadata}\n{content}"
+    return f"{turn.metadata}\n{content}"
 
 
-def build_prompt(turns: list[Turn]) -> str:
-    """The whole prompt text, ending with `<|assistant|>` for the model to answer."""
-    return PREFIX + "".join(turn_text(t) for t in turns) + "<|assistant|>"
+def prompt_segments(turns: list[Turn], prefix: str = "") -> list[tuple[str, bool]]:
+    """The prompt as (text, is_special) pieces: special tokens from the template, all else text.
+
+    `prefix` is the start of the answer the model must continue (a forced tool call).
+    """
+    segments: list[tuple[str, bool]] = [("[gMASK]", True), ("sop", True)]
+    for turn in turns:
+        segments += [(f"<|{turn.role}|>", True), (turn_body(turn), False)]
+    segments.append(("<|assistant|>", True))
+    if prefix:
+        segments.append((prefix, False))
+    return segments
+
+
+def build_prompt(turns: list[Turn], prefix: str = "") -> str:
+    """The whole prompt as text, ending with `<|assistant|>` (and `prefix`) for the model to answer."""
+    return "".join(text for text, _ in prompt_segments(turns, prefix))
+
+
+def forced_call_prefix(name: str) -> str:
+    """How a ChatGLM3 answer that calls `name` starts (metadata line, then the code block)."""
+    return f"{name}\n```python\ntool_call("
 
 
 def to_history(turns: list[Turn]) -> tuple[list[dict[str, Any]], str, str]:

@@ -91,3 +91,9 @@ def server(start_server, tiny_models: dict[str, Path]) -> ServerProcess:
 def open_server(start_server) -> ServerProcess:
     """No API key, no embedding model, a queue of one: for the zhipuai client, 404s and 503s."""
     return start_server(concurrency=1, queue_size=1, max_context=8192)
+
+
+@pytest.fixture(scope="session")
+def limited_server(start_server) -> ServerProcess:
+    """Small limits: one generation, one waiting, a 64 KiB body, a 2048-token context."""
+    return start_server(concurrency=1, queue_size=1, max_context=2048, max_body_bytes=65536)

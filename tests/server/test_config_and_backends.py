@@ -31,6 +31,11 @@ def test_defaults_and_environment_overrides(tmp_path: Path) -> None:
     env = {"GLMOPS_SERVER_PORT": "7000", "GLMOPS_SERVER_API_KEYS": "a,b", "GLMOPS_SERVER_QUANTIZE": "4"}
     config = load_config(config_file(tmp_path, "model_path: /m\nport: 6006\n"), environ=env)
     assert config.port == 7000 and config.api_keys == ["a", "b"] and config.quantize == 4
+    assert config.model_aliases == ["chatglm3*"] and config.max_body_bytes == 8 * 2**20 and config.embedding_name == "embedding"
+    env = {"GLMOPS_SERVER_MODEL_ALIASES": "chatglm3*,gpt-3.5-turbo", "GLMOPS_SERVER_MAX_BODY_BYTES": "65536"}
+    config = load_config(config_file(tmp_path, "model_path: /m\nembedding_model_path: /models/bge-large-zh-v1.5/\n"), environ=env)
+    assert config.model_aliases == ["chatglm3*", "gpt-3.5-turbo"] and config.max_body_bytes == 65536
+    assert config.embedding_name == "bge-large-zh-v1.5"
 
 
 @pytest.mark.parametrize(
@@ -44,6 +49,8 @@ def test_defaults_and_environment_overrides(tmp_path: Path) -> None:
         ("port: 6006\n", ["'model_path' is required"]),
         ("model_path: /m\napi_keys: 5\n", ["'api_keys' must be a list of strings"]),
         ("- a\n", ["must be a mapping"]),
+        ("model_path: /m\nmax_body_bytes: 10\n", ["api_server.yaml:2:1", "'max_body_bytes' must be at least 1024"]),
+        ("model_path: /m\nmodel_aliases: 5\n", ["'model_aliases' must be a list of strings"]),
     ],
 )
 def test_config_errors_name_the_key(tmp_path: Path, text: str, expected: list[str]) -> None:

@@ -24,6 +24,15 @@ class GenerationParams:
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
     min_tokens: int = 0  # vLLM's extension: do not stop before this many tokens
+    presence_penalty: float = 0.0  # OpenAI's: minus this from every token already generated
+    frequency_penalty: float = 0.0  # OpenAI's: minus this times how often a token was generated
+    prefix: str = ""  # the answer starts with this text (a forced tool call); it is part of the prompt
+
+    def non_default(self) -> set[str]:
+        """Names of the parameters a request set away from their neutral value."""
+        neutral = {"repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0, "seed": None,
+                   "min_tokens": 0, "prefix": ""}
+        return {name for name, value in neutral.items() if getattr(self, name) != value}
 
 
 @dataclass
@@ -42,6 +51,12 @@ class Backend(ABC):
 
     name: str = ""
     embedder: Any = None  # an EmbeddingModel when embedding_model_path is configured
+    # GenerationParams fields this backend cannot honour: a request that sets one gets a 400, not silence
+    unsupported: frozenset[str] = frozenset()
+
+    def max_token_chars(self) -> int:
+        """The most characters one token can stand for (bounds a prompt's tokens without tokenizing it)."""
+        return 64
 
     @abstractmethod
     def load(self) -> None:
@@ -64,6 +79,15 @@ class Backend(ABC):
         if self.embedder is None:
             raise BackendError("no embedding model is configured (set embedding_model_path)")
         return self.embedder.embed(texts)
+
+    def embed_ids(self, inputs: list[list[int]]) -> tuple[list[list[float]], int]:
+        """Like embed(), from token ids of the embedding model's own tokenizer."""
+        if self.embedder is None:
+            raise BackendError("no embedding model is configured (set embedding_model_path)")
+        return self.embedder.embed_ids(inputs)
+
+    def embedding_dimensions(self) -> int | None:
+        return self.embedder.dimensions if self.embedder is not None else None
 
     def load_embedder(self, path: str | None, device: Any, batch_size: int) -> None:
         """Load the embedding model, if one is configured."""

@@ -28,6 +28,7 @@ def check_ggml_file(path: str) -> None:
 
 class ChatglmCppBackend(Backend):
     name = "chatglm_cpp"
+    unsupported = frozenset({"seed", "min_tokens", "presence_penalty", "frequency_penalty", "prefix"})  # Pipeline.chat() has no such options
 
     def __init__(self, config: ServerConfig):
         self.config = config

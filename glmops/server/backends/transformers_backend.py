@@ -9,7 +9,7 @@ from typing import Any
 
 from glmops.server.backends.base import Backend, BackendError, Delta, GenerationParams
 from glmops.server.config import ServerConfig
-from glmops.server.prompt import STOP_TOKENS, Turn, build_prompt, to_history
+from glmops.server.prompt import STOP_TOKENS, Turn, prompt_segments, to_history
 
 
 def pick_device(requested: str, torch: Any) -> str:
@@ -76,6 +76,21 @@ class TokenStreamer:
         self.queue.put(None)
 
 
+def penalties(prompt_tokens: int, presence: float, frequency: float, torch: Any) -> Any:
+    """OpenAI's presence/frequency penalties as a logits processor, over the generated tokens only."""
+    from transformers import LogitsProcessor
+
+    class Penalties(LogitsProcessor):
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            generated = input_ids[:, prompt_tokens:]
+            if generated.shape[1] == 0:
+                return scores
+            counts = torch.zeros_like(scores).scatter_add_(1, generated, torch.ones_like(generated, dtype=scores.dtype))
+            return scores - frequency * counts - presence * (counts > 0).to(scores.dtype)
+
+    return Penalties()
+
+
 class TransformersBackend(Backend):
     name = "transformers"
 
@@ -123,7 +138,9 @@ class TransformersBackend(Backend):
             model = model.to(self.device)
         self.model = model.eval()
         self.is_chatglm = is_chatglm
+        self.text_ids("warm up")  # the tokenizer's settings are fixed now, before threads share it
         self.stop_ids = self._stop_ids()
+        self.longest_token = max((len(piece) for piece in self.tokenizer.get_vocab()), default=64)
         self.load_embedder(config.embedding_model_path, self.device, config.embedding_batch_size)
 
     @staticmethod
@@ -179,12 +196,40 @@ class TransformersBackend(Backend):
             data["gpus"] = gpus
         return data
 
+    def max_token_chars(self) -> int:
+        return getattr(self, "longest_token", 64)
+
     # -- chat -------------------------------------------------------------------------------
-    def encode(self, turns: list[Turn]) -> Any:
+    def text_ids(self, text: str) -> list[int]:
+        """Plain text to ids: special-token spellings in it stay text."""
+        inner = getattr(self.tokenizer, "tokenizer", None)
+        if self.is_chatglm and hasattr(inner, "encode") and hasattr(inner, "sp_model"):  # ChatGLM3's SPTokenizer
+            return list(inner.encode(text))
+        return list(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+
+    def special_id(self, token: str) -> int:
+        if hasattr(self.tokenizer, "get_command"):
+            return int(self.tokenizer.get_command(token))
+        token_id = self.tokenizer.convert_tokens_to_ids(token)
+        if not isinstance(token_id, int) or token_id == self.tokenizer.unk_token_id:
+            raise BackendError(f"the tokenizer has no special token {token}: it is not a ChatGLM3 tokenizer")
+        return token_id
+
+    def encode(self, turns: list[Turn], prefix: str = "") -> Any:
+        """The prompt's ids: the real ChatGLM3 tokenizer's build_chat_input, else glmops's template."""
         if self.is_chatglm and hasattr(self.tokenizer, "build_chat_input"):
             history, query, role = to_history(turns)
-            return self.tokenizer.build_chat_input(query, history=history, role=role)["input_ids"]
-        return self.tokenizer(build_prompt(turns), return_tensors="pt", add_special_tokens=False)["input_ids"]
+            ids = self.tokenizer.build_chat_input(query, history=history, role=role)["input_ids"]
+            if prefix:
+                ids = self.torch.cat([ids, self.torch.tensor([self.text_ids(prefix)], dtype=ids.dtype)], dim=1)
+            return ids
+        ids: list[int] = []
+        for text, special in prompt_segments(turns, prefix):
+            if special:
+                ids.append(self.special_id(text))
+            elif text:
+                ids += self.text_ids(text)
+        return self.torch.tensor([ids], dtype=self.torch.long)
 
     def count_tokens(self, turns: list[Turn]) -> int:
         return int(self.encode(turns).shape[1])
@@ -195,7 +240,7 @@ class TransformersBackend(Backend):
         from transformers import StoppingCriteria, StoppingCriteriaList
 
         torch = self.torch
-        input_ids = self.encode(turns)
+        input_ids = self.encode(turns, params.prefix)
         prompt_tokens = int(input_ids.shape[1])
         if prompt_tokens >= self.config.max_context:
             raise BackendError(f"the conversation has {prompt_tokens} tokens; the limit (max_context) is {self.config.max_context}")
@@ -221,6 +266,10 @@ class TransformersBackend(Backend):
             "streamer": streamer,
             "stopping_criteria": StoppingCriteriaList([Cancelled()]),
         }
+        if params.presence_penalty or params.frequency_penalty:
+            from transformers import LogitsProcessorList
+
+            kwargs["logits_processor"] = LogitsProcessorList([penalties(prompt_tokens, params.presence_penalty, params.frequency_penalty, torch)])
         if sample:
             kwargs.update(temperature=params.temperature, top_p=params.top_p)
         else:
