@@ -17,7 +17,7 @@ class PingModule(Module):
 
     def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
         if args["data"] == "crash":
-            return ModuleResult(failed=True, msg="boom (data: crash)")
+            return ModuleResult(failed=True, msg="boom (data: crash)", data={"module_stderr": "Exception: boom"})  # as Ansible
         done = ctx.run("true")
         if done.rc != 0:
             return ModuleResult(failed=True, msg=f"the host did not run a command: {done.stderr.strip()}")
