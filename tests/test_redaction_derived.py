@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 import pytest
 from helpers import glmops, inventory, write
+from glmops.output.redact import is_secret_name
 
 API_KEY = "sk-AbC123xyz789QrS"
 ENV_TOKEN = "tk_9f8E7d6C5b4A"
@@ -65,3 +66,15 @@ def test_derived_secret_values_never_print(tmp_path: Path, sshd, mode: list[str]
         assert form not in output, f"{name} ({form!r}) printed"
     assert "********" in output
     assert "still shown: changed CHANGELOG 123456 Change /etc/apps" in output
+
+
+@pytest.mark.parametrize("name,secret", [
+    ("hf_token", True), ("GITHUB_TOKEN", True), ("accessToken", True), ("db_password", True),
+    ("ansible_become_pass", True), ("ZHIPU_API_KEY", True), ("api_keys", True), ("client_secret", True),
+    ("private_key_passphrase", True),
+    # counts and paths that merely contain the letters: their values (512, a path) must stay readable
+    ("max_tokens", False), ("server_max_tokens", False), ("tokenizer_path", False), ("bypass_proxy", False),
+    ("ansible_ssh_private_key_file", False), ("passenger", False),
+])
+def test_secret_names_are_whole_words(name: str, secret: bool) -> None:
+    assert is_secret_name(name) is secret

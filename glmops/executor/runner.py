@@ -169,13 +169,13 @@ class PlaybookRunner:
             raise LoadError(f"--limit '{self.options.limit}' matches no host", hint="known hosts: " + ", ".join(self.inventory.hosts) or "none")
         plan = []
         for play in self.playbook.plays:
-            hosts = self.inventory.select(play.hosts)
+            hosts = self.inventory.select(self.play_pattern(play))
             if limit is not None:
                 hosts = [h for h in hosts if h in limit]
             if not hosts:
                 known = [g for g in self.inventory.groups if g not in ("all", "ungrouped")] + list(self.inventory.hosts)
                 raise LoadError(
-                    f"play '{play.display_name}': host pattern '{play.hosts}' matches no host"
+                    f"play '{play.display_name}': host pattern '{self.play_pattern(play)}' matches no host"
                     + (f" within --limit '{self.options.limit}'" if limit is not None else ""),
                     pos=play.pos,
                     field="hosts",
@@ -183,6 +183,13 @@ class PlaybookRunner:
                 )
             plan.append((play, hosts))
         return plan
+
+    def play_pattern(self, play: Play) -> Any:
+        """The play's host pattern; a template (`hosts: "{{ target | default('autodl') }}"`) is rendered
+        with the extra vars only, as in Ansible (inventory and play vars are per host)."""
+        if not Templar.is_template(play.hosts):
+            return play.hosts
+        return self.templar.render(play.hosts, dict(self.options.extra_vars), pos=play.pos, field="hosts")
 
     def run(self) -> int:
         plan = self.plan()
@@ -398,7 +405,7 @@ class PlaybookRunner:
             "playbook_dir": self.play.base_dir,
             "ansible_check_mode": self.options.check,
             "ansible_diff_mode": self.options.diff,
-            "ansible_play_hosts": [s for s in self.inventory.select(self.play.hosts) if self.hosts.get(s) and self.hosts[s].active],
+            "ansible_play_hosts": [s for s in self.inventory.select(self.play_pattern(self.play)) if self.hosts.get(s) and self.hosts[s].active],
             "omit": "__omit_place_holder__",
         }
         if role is not None:
@@ -610,6 +617,8 @@ class PlaybookRunner:
         environment: dict[str, str] = {}
         for layer in scope.environment + ([task.environment] if task.environment else []):
             rendered = self.templar.render(layer, variables, pos=task.pos, field="environment")
+            if not isinstance(rendered, Mapping):
+                raise TemplateError(f"'environment' must give a mapping (name: value), got {type(rendered).__name__}", pos=task.pos, field="environment")
             environment.update({str(k): str(v) for k, v in rendered.items()})
         check = self.options.check if (task.check_mode is None and scope.check_mode is None) else bool(
             task.check_mode if task.check_mode is not None else scope.check_mode)

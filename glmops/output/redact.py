@@ -23,7 +23,11 @@ from collections.abc import Mapping
 from typing import Any
 
 MASK = "********"
-SECRET_NAME = re.compile(r"pass(word|wd)?|secret|token|api_?key|private_key_pass", re.I)
+# A variable is secret when one word of its name says so: `hf_token`, `db_password`, `ZHIPU_API_KEY`,
+# `client_secret`, `ansible_become_pass`; `max_tokens`, `tokenizer_path` or `bypass_proxy` are not.
+SECRET_WORDS = frozenset({"password", "passwd", "pass", "passphrase", "secret", "secrets", "token", "apikey"})
+SECRET_PARTS = re.compile(r"api_?key|secret", re.I)
+_NAME_WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 HIDDEN = "the output has been hidden due to the fact that 'no_log: true' was specified for this result"
 MIN_SECRET_LEN = 3  # shorter values would mask ordinary text everywhere
 FRAGMENT_LEN = 6  # slices/prefixes of a secret this long (or longer) are masked
@@ -62,7 +66,11 @@ def fragments(secret: str) -> set[str]:
 
 
 def is_secret_name(name: str) -> bool:
-    return bool(SECRET_NAME.search(str(name))) and str(name) not in ("ansible_ssh_private_key_file",)
+    """Does a variable's name say that its value is secret? (See SECRET_WORDS.)"""
+    name = str(name)
+    if SECRET_PARTS.search(name):
+        return True
+    return any(word.lower() in SECRET_WORDS for word in _NAME_WORDS.findall(name))
 
 
 class Redactor:

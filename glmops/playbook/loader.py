@@ -119,6 +119,13 @@ class _Reader:
             raise self.error(key, f"expected a mapping (key: value), got {type(value).__name__}")
         return value
 
+    def environment(self) -> dict[str, Any] | str:
+        """`environment:` is a mapping, or one template that gives a mapping (`"{{ proxy_env }}"`)."""
+        value = self.node.get("environment")
+        if isinstance(value, str) and "{{" in value:
+            return value
+        return self.mapping("environment")
+
     def variables(self, key: str) -> dict[str, Any]:
         """A `vars:` mapping: its keys must be valid variable names."""
         value = self.mapping(key)
@@ -318,7 +325,7 @@ class Loader:
         target.tags = reader.str_list("tags", comma=True)
         target.become = reader.bool("become")
         target.become_user = reader.str("become_user")
-        target.environment = reader.mapping("environment")
+        target.environment = reader.environment()
         target.vars = reader.variables("vars")
         target.ignore_errors = reader.bool_or_template("ignore_errors")
         target.no_log = reader.bool_or_template("no_log")
@@ -573,7 +580,7 @@ class Loader:
         play.gather_facts = bool(reader.bool("gather_facts", True))
         play.become = bool(reader.bool("become", False))
         play.become_user = reader.str("become_user", "root") or "root"
-        play.environment = reader.mapping("environment")
+        play.environment = reader.environment()
         play.tags = reader.str_list("tags", comma=True)
         connection = reader.str("connection")
         if connection is not None and connection not in ("ssh", "local", "paramiko"):

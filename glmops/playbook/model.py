@@ -23,7 +23,7 @@ class TaskOptions:
     tags: list[str] = field(default_factory=list)
     become: bool | None = None
     become_user: str | None = None
-    environment: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] | str = field(default_factory=dict)  # a mapping, or one template giving one
     vars: dict[str, Any] = field(default_factory=dict)
     ignore_errors: Any = None  # bool or template
     no_log: Any = None  # bool or template
@@ -146,7 +146,7 @@ class Play:
     gather_facts: bool = True
     become: bool = False
     become_user: str = "root"
-    environment: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] | str = field(default_factory=dict)  # a mapping, or one template giving one
     connection: str | None = None  # 'ssh' or 'local'
     tags: list[str] = field(default_factory=list)
     host_key_checking: str | None = None  # 'yes' | 'accept-new' | 'no'

@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""The local demo (run by scripts/demo.sh after bootstrap): deploy the tiny model to this machine,
+open a tunnel, stream a chat answer. Run it again: the deploy reports changed=0.
+
+    python scripts/demo.py          # deploy + tunnel + streamed answer
+    python scripts/demo.py stop     # stop the tunnel, the server and the throwaway sshd
+
+The target is this machine reached over SSH through a throwaway sshd on 127.0.0.1 (the same
+path a real host takes); when no sshd can be started (not root, no openssh-server) it falls
+back to `ansible_connection: local`. Everything lives in .demo/ (gitignored).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / ".demo"
+STATE = DEMO / "state"  # tunnel state (XDG_STATE_HOME for glmops)
+API_PORT = int(os.environ.get("GLMOPS_DEMO_API_PORT", "6006"))
+LOCAL_PORT = int(os.environ.get("GLMOPS_DEMO_LOCAL_PORT", str(API_PORT + 100)))
+GLMOPS = [sys.executable, "-m", "glmops"]
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "XDG_STATE_HOME": str(STATE), "PYTHONPATH": str(ROOT)}
+
+
+def _alive(pid_file: Path) -> int | None:
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def start_sshd() -> dict | None:
+    """A throwaway sshd on 127.0.0.1 (kept between runs); None when it cannot start."""
+    from sshd import SshServer
+
+    state = DEMO / "sshd"
+    port_file = state / "port"
+    if _alive(state / "sshd.pid") and port_file.exists():
+        server = SshServer(str(state), port=int(port_file.read_text()))
+        return {**server.hostvars(), "glmops_demo_sshd": True}
+    saved = os.dup(1)  # sshd keeps running after this script: it must not hold our stdout open
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+        server = SshServer(str(state), fast_shell=True).start()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        print(f"(no throwaway sshd: {exc}; deploying with connection: local)")
+        return None
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    port_file.write_text(str(server.port))
+    return {**server.hostvars(), "glmops_demo_sshd": True}
+
+
+def write_inventory(hostvars: dict | None) -> Path:
+    import yaml
+
+    models = DEMO / "models"
+    group_vars = {
+        "deploy_dir": str(DEMO / "deploy"), "profile": "cpu", "transformers_pin": "transformers==4.57.6",
+        "model_source": "upload", "model_id": "tiny-chatglm3", "model_upload_from": str(models / "tiny-chatglm3"),
+        "embedding_model": "tiny-bge", "embedding_model_source": "upload", "embedding_model_upload_from": str(models / "tiny-bge"),
+        "api_port": API_PORT, "tunnel_local_port": LOCAL_PORT, "client_env_file": str(DEMO / "client.env"),
+    }
+    host = hostvars or {"ansible_connection": "local"}
+    path = DEMO / "inventory.yml"
+    path.write_text("# Written by scripts/demo.py\n" + yaml.safe_dump({"all": {"children": {"local": {"vars": group_vars, "hosts": {"demo": host}}}}}))
+    return path
+
+
+def stream_answer() -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"http://127.0.0.1:{LOCAL_PORT}/v1", api_key="EMPTY")
+    print(f"\n--- streamed from http://127.0.0.1:{LOCAL_PORT}/v1 (the tunnel) ---")
+    stream = client.chat.completions.create(model="chatglm3-6b", messages=[{"role": "user", "content": "你好，给我讲一个故事"}],
+                                            max_tokens=40, stream=True)
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            print(chunk.choices[0].delta.content, end="", flush=True)
+    print("\n--- (random tiny weights: the words are noise; a real ChatGLM3 answers sensibly) ---")
+
+
+def deploy() -> int:
+    DEMO.mkdir(exist_ok=True)
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_tiny_models.py"), str(DEMO / "models")], check=True, stdout=subprocess.DEVNULL)
+    inventory = write_inventory(start_sshd())
+    run = subprocess.run([*GLMOPS, "run", str(ROOT / "playbooks" / "local.yml"), "-i", str(inventory)], env=_env())
+    if run.returncode != 0:
+        print(f"\nthe deploy failed (exit {run.returncode}); the server log: {DEMO / 'deploy' / 'logs' / 'server.log'}")
+        return run.returncode
+    status = subprocess.run([*GLMOPS, "tunnel", "status"], env=_env(), capture_output=True, text=True)
+    if f"{LOCAL_PORT}" not in status.stdout:
+        subprocess.run([*GLMOPS, "tunnel", "open", "demo", "-i", str(inventory), "--local-port", str(LOCAL_PORT),
+                        "--remote-port", str(API_PORT), "--background"], env=_env(), check=True)
+    stream_answer()
+    print(f"""
+The API runs on this machine at 127.0.0.1:{API_PORT}, reached through the tunnel at 127.0.0.1:{LOCAL_PORT}.
+  clients:   {DEMO / 'client.env'} (OPENAI_BASE_URL, OPENAI_API_KEY, ZHIPU_*)
+  server log: {DEMO / 'deploy' / 'logs' / 'server.log'}
+  again:     bash scripts/demo.sh        (the deploy reports changed=0)
+  stop:      bash scripts/demo.sh stop   (tunnel, server, throwaway sshd)""")
+    return 0
+
+
+def stop() -> int:
+    subprocess.run([*GLMOPS, "tunnel", "stop", "--all"], env=_env())
+    for pid_file, what in ((DEMO / "deploy" / "run" / "server.pid", "server"), (DEMO / "sshd" / "sshd.pid", "sshd")):
+        pid = _alive(pid_file)
+        if pid:
+            try:
+                os.killpg(pid, signal.SIGTERM) if what == "server" else os.kill(pid, signal.SIGTERM)
+            except OSError:
+                os.kill(pid, signal.SIGTERM)
+            print(f"stopped the {what} (pid {pid})")
+    time.sleep(0.2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(stop() if sys.argv[1:] == ["stop"] else deploy())
