@@ -8,9 +8,12 @@ from typing import Any
 import pytest
 
 from glmops.connection.base import CommandResult
+from glmops.executor.facts import needs_facts
 from glmops.modules._files import attr_changes
 from glmops.modules._remote import PathState, normalize_mode, parse_probe
 from glmops.modules.lineinfile import LineinfileModule
+from glmops.playbook.model import Task
+from glmops.playbook.templating import Templar
 
 LINES = ["a=1\n", "# comment\n", "b=2\n", "a=3\n"]
 
@@ -100,3 +103,24 @@ STATE = PathState("file", "0644", 0, 0, "root", "root")
 )
 def test_attr_changes(args: dict[str, Any], expected: dict[str, str]) -> None:
     assert attr_changes(STATE, args) == expected
+
+
+def _task(**fields: Any) -> Task:
+    return Task(module=fields.pop("module", "debug"), **fields)
+
+
+@pytest.mark.parametrize(
+    "task,when,variables,expected",
+    [
+        (_task(args={"msg": "{{ ansible_hostname }}"}), [], {}, True),  # a fact in the arguments
+        (_task(args={"msg": "{{ ansible_hostname }}"}), [], {"ansible_hostname": "set"}, False),  # defined already
+        (_task(args={"msg": "{{ other }}"}), [], {}, False),  # no ansible_* name
+        (_task(args={"msg": "ansible_hostname"}), [], {}, False),  # plain text, not a template
+        (_task(args={"msg": "hi"}, when=["ansible_os_family == 'Debian'"]), [], {}, True),  # the task's when
+        (_task(args={"msg": "hi"}), ["ansible_distribution is defined"], {}, True),  # the scope's when
+        (_task(args={"msg": "{{ derived }}"}), [], {"derived": "{{ ansible_nodename }}"}, True),  # through a variable
+        (_task(args={"msg": "hi"}, changed_when=["ansible_memtotal_mb > 1"]), [], {}, True),
+    ],
+)
+def test_needs_facts(task: Task, when: list[Any], variables: dict[str, Any], expected: bool) -> None:
+    assert needs_facts(Templar(), task, when, [], [], variables) is expected

@@ -368,3 +368,23 @@ def test_role_dependencies_run_in_order_with_their_variables(tmp_path: Path) -> 
     assert result.returncode == 0, result.stdout + result.stderr
     messages = [e["msg"] for e in events(result.stdout) if e["event"] == "host_result"]
     assert messages == ["common /srv api", "api sees /srv", "common /srv api", "api sees /srv", "handled"]
+
+
+def test_roles_path_option_reaches_play_roles_and_include_role(tmp_path: Path) -> None:
+    """`glmops run --roles-path DIR`: a role only found there loads, and include_role finds one there at run time."""
+    write(tmp_path / "extra/listed/tasks/main.yml", "- debug: msg=listed\n")
+    write(tmp_path / "more/included/tasks/main.yml", "- debug: msg=included\n")
+    book = write(tmp_path / "book/site.yml", """
+        - hosts: localhost
+          gather_facts: no
+          roles: [listed]
+          tasks:
+            - include_role: {name: "{{ 'included' }}"}
+        """)
+    env = {"GLMOPS_ROLES_PATH": "", "ANSIBLE_ROLES_PATH": ""}
+    missing = glmops("run", str(book), "--json", cwd=tmp_path, env=env)
+    assert missing.returncode == 3 and "role 'listed' not found" in missing.stderr
+    result = glmops("run", str(book), "--json", "--roles-path", str(tmp_path / "extra") + ":" + str(tmp_path / "more"),
+                    cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [e["msg"] for e in events(result.stdout) if e["event"] == "host_result"] == ["listed", "included"]

@@ -61,6 +61,9 @@ def parse_extra_vars(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--skip-tags", multiple=True, help="Skip tasks with these tags.")
 @click.option("-e", "--extra-vars", multiple=True, help="Variables: NAME=VALUE, @file.yml, or JSON (highest precedence).")
 @click.option("-f", "--forks", default=10, show_default=True, type=click.IntRange(1, 500), help="Hosts worked on at once.")
+@click.option("--roles-path", "roles_path", multiple=True, metavar="DIR",
+              help="Also look for roles here, after the playbook's roles/ and ./roles/ (repeatable, or DIR1:DIR2; "
+                   "GLMOPS_ROLES_PATH / ANSIBLE_ROLES_PATH are searched next).")
 @click.option("--start-at-task", help="Skip the tasks before the first task with this name.")
 @click.option("--accept-new-host-keys", is_flag=True, help="Record the key of a host seen for the first time (a changed key is always refused).")
 @click.option("-k", "--ask-pass", is_flag=True, help="Ask for the SSH password (for hosts without ansible_password); read from stdin when it is not a terminal.")
@@ -68,7 +71,7 @@ def parse_extra_vars(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per event per line, and nothing else, on stdout.")
 @click.option("-v", "--verbose", count=True, help="More output: -v results, -vv full results, -vvv tracebacks.")
 def run(playbook: str, inventories: tuple[str, ...], limit: str | None, check: bool, diff: bool, tags: tuple[str, ...],
-        skip_tags: tuple[str, ...], extra_vars: tuple[str, ...], forks: int, start_at_task: str | None,
+        skip_tags: tuple[str, ...], extra_vars: tuple[str, ...], forks: int, roles_path: tuple[str, ...], start_at_task: str | None,
         accept_new_host_keys: bool, ask_pass: bool, ask_become_pass: bool, as_json: bool, verbose: int) -> None:
     """Run PLAYBOOK against the hosts of the inventory.
 
@@ -84,7 +87,7 @@ def run(playbook: str, inventories: tuple[str, ...], limit: str | None, check: b
 
         passwords = ask_passwords(ask_pass, ask_become_pass)
         code = _run(playbook, inventories, limit, check, diff, tags, skip_tags, extra_vars, forks, start_at_task,
-                    accept_new_host_keys, as_json, verbose, passwords)
+                    accept_new_host_keys, as_json, verbose, passwords, roles_path)
     except GlmopsError as exc:
         if verbose >= 3:
             err.print(traceback.format_exc(), markup=False)
@@ -113,7 +116,8 @@ def _print_error(err: Any, exc: GlmopsError, as_json: bool) -> None:
 
 def _run(playbook_path: str, inventories: tuple[str, ...], limit: str | None, check: bool, diff: bool, tags: tuple[str, ...],
          skip_tags: tuple[str, ...], extra_vars: tuple[str, ...], forks: int, start_at_task: str | None,
-         accept_new: bool, as_json: bool, verbose: int, passwords: tuple[str | None, str | None] = (None, None)) -> int:
+         accept_new: bool, as_json: bool, verbose: int, passwords: tuple[str | None, str | None] = (None, None),
+         roles_path: tuple[str, ...] = ()) -> int:
     from glmops.executor.runner import PlaybookRunner, RunOptions
     from glmops.inventory import load_inventory
     from glmops.playbook.loader import load_playbook
@@ -121,10 +125,11 @@ def _run(playbook_path: str, inventories: tuple[str, ...], limit: str | None, ch
     if not inventories and os.environ.get("GLMOPS_INVENTORY"):
         inventories = (os.environ["GLMOPS_INVENTORY"],)
     inventory = load_inventory(list(inventories))
-    book = load_playbook(playbook_path)
+    roles_dirs = [os.path.abspath(d) for value in roles_path for d in value.split(os.pathsep) if d]
+    book = load_playbook(playbook_path, extra_roles_paths=roles_dirs)
     options = RunOptions(
         check=check, diff=diff, forks=forks, limit=limit, tags=list(tags), skip_tags=list(skip_tags),
-        extra_vars=parse_extra_vars(extra_vars), start_at_task=start_at_task,
+        extra_vars=parse_extra_vars(extra_vars), start_at_task=start_at_task, roles_path=roles_dirs,
         host_key_checking="accept-new" if accept_new else None, verbosity=verbose,
         password=passwords[0], become_password=passwords[1],
     )

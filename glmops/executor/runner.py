@@ -10,96 +10,36 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
-from glmops.connection.base import Become, Connection
-from glmops.errors import EXIT_HOST_FAILED, EXIT_HOST_UNREACHABLE, EXIT_INTERRUPTED, EXIT_OK, ArgumentError, ConnectionFailure, GlmopsError, LoadError, Pos, TemplateError
+from glmops.connection.base import Connection
+from glmops.errors import EXIT_HOST_FAILED, EXIT_HOST_UNREACHABLE, EXIT_INTERRUPTED, EXIT_OK, ConnectionFailure, GlmopsError, LoadError
+from glmops.executor.facts import gather_facts, needs_facts
+from glmops.executor.includes import Includes
+from glmops.executor.state import STATS, Event, HostState, RunOptions, Scope, status_of
 from glmops.executor.tags import TagFilter
+from glmops.executor.taskcall import TaskCall
+from glmops.executor.taskvars import TaskVars
 from glmops.inventory import Inventory
-from glmops.modules import get_module
-from glmops.modules.base import ModuleContext, ModuleResult, validate_args
-from glmops.output.redact import HIDDEN, Redactor, hide_result, is_secret_name
-from glmops.playbook.model import Block, IncludeRole, IncludeTasks, Item, Play, Playbook, Role, Task
+from glmops.output.redact import HIDDEN, Redactor, hide_result
+from glmops.playbook.model import Block, IncludeRole, IncludeTasks, Item, Play, Playbook, Task
 from glmops.playbook.templating import Templar
-from glmops.playbook.variables import HostVars, merge_layers
-from glmops.values import to_bool
 
-Event = dict[str, Any]
-STATS = ("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored")
-FACT_PREFIX = "ansible_"  # facts are the ansible_* variables setup defines
+__all__ = ["STATS", "HostState", "PlaybookRunner", "RunOptions", "Scope"]
+
 INTERRUPT_WAIT = 15.0  # seconds Ctrl-C waits for the hosts to confirm their commands were stopped
 
 
-@dataclass
-class RunOptions:
-    check: bool = False
-    diff: bool = False
-    forks: int = 10
-    limit: str | None = None
-    tags: list[str] = field(default_factory=list)
-    skip_tags: list[str] = field(default_factory=list)
-    extra_vars: dict[str, Any] = field(default_factory=dict)
-    start_at_task: str | None = None
-    host_key_checking: str | None = None  # from --accept-new-host-keys
-    password: str | None = None  # from --ask-pass: for hosts without ansible_password
-    become_password: str | None = None  # from --ask-become-pass: for hosts without ansible_become_password
-    verbosity: int = 0
+class PlaybookRunner(TaskVars, TaskCall, Includes):
+    """Runs every play of a playbook; `run()` returns the exit code.
 
-
-@dataclass
-class Scope:
-    """What blocks, roles and includes pass down to the tasks inside them."""
-
-    when: list[Any] = field(default_factory=list)
-    tags: list[str] = field(default_factory=list)
-    become: bool | None = None
-    become_user: str | None = None
-    environment: list[dict[str, Any]] = field(default_factory=list)
-    vars: list[dict[str, Any]] = field(default_factory=list)
-    role: Role | None = None
-    ignore_errors: Any = None
-    no_log: Any = None
-    check_mode: bool | None = None
-    in_rescue_block: bool = False
-
-    def enter(self, node: Any, role: Role | None = None) -> "Scope":
-        return replace(
-            self,
-            when=self.when + list(getattr(node, "when", []) or []),
-            tags=self.tags + list(getattr(node, "tags", []) or []),
-            become=node.become if getattr(node, "become", None) is not None else self.become,
-            become_user=getattr(node, "become_user", None) or self.become_user,
-            environment=self.environment + ([node.environment] if getattr(node, "environment", None) else []),
-            vars=self.vars + ([node.vars] if getattr(node, "vars", None) else []),
-            role=role or self.role,
-            ignore_errors=node.ignore_errors if getattr(node, "ignore_errors", None) is not None else self.ignore_errors,
-            no_log=node.no_log if getattr(node, "no_log", None) is not None else self.no_log,
-            check_mode=node.check_mode if getattr(node, "check_mode", None) is not None else self.check_mode,
-        )
-
-
-@dataclass
-class HostState:
-    name: str
-    conn: Connection | None = None
-    facts: dict[str, Any] = field(default_factory=dict)  # registered results, set_fact, gathered facts
-    facts_gathered: bool = False
-    failed: bool = False  # left the play
-    unreachable: bool = False  # left the run
-    notified: set[str] = field(default_factory=set)
-    stats: Counter = field(default_factory=Counter)
-
-    @property
-    def active(self) -> bool:
-        return not (self.failed or self.unreachable)
-
-
-class PlaybookRunner:
-    """Runs every play of a playbook; `run()` returns the exit code."""
+    Its parts live beside it: taskvars.py (a task's variables), taskcall.py (one task on one host:
+    loops, retries, conditions, the module call), includes.py (include_tasks/include_role),
+    facts.py (lazy facts), state.py (options, scope, host state).
+    """
 
     def __init__(self, playbook: Playbook, inventory: Inventory, options: RunOptions, emit: Callable[[Event], None]):
         self.playbook = playbook
@@ -302,121 +242,6 @@ class PlaybookRunner:
                 if state.name in was_failed:
                     state.failed = True
 
-    def run_include(self, include: IncludeTasks, states: list[HostState], scope: Scope) -> None:
-        from glmops.playbook.loader import load_tasks_file
-
-        inner = scope.enter(include, role=include.role)
-        if not self._selected(inner.tags):
-            return
-        groups: dict[str, list[tuple[HostState, dict[str, Any]]]] = {}
-        for state in states:
-            variables = self.task_vars(state, inner)
-            try:
-                if not self.templar.all_true(inner.when, variables, pos=include.pos):
-                    continue
-                for extra in self._include_loop(include, variables):
-                    file = self.templar.render(include.file, {**variables, **extra}, pos=include.pos, field="include_tasks")
-                    groups.setdefault(str(file), []).append((state, extra))
-            except GlmopsError as exc:
-                self._fail_host(state, include.pos, f"include_tasks: {exc}")
-        import os
-
-        for file, members in groups.items():
-            path = file if os.path.isabs(file) else os.path.join(include.base_dir, file)
-            try:
-                items = load_tasks_file(path, role=include.role, pos=include.pos)
-            except GlmopsError as exc:
-                for state, _ in members:
-                    self._fail_host(state, include.pos, str(exc))
-                continue
-            by_extra: dict[str, tuple[dict[str, Any], list[HostState]]] = {}
-            for state, extra in members:
-                by_extra.setdefault(repr(sorted(extra.items())), (extra, []))[1].append(state)
-            for extra, hosts in by_extra.values():
-                self.run_items(items, hosts, replace(inner, vars=inner.vars + ([extra] if extra else []), when=list(scope.when)))
-
-    def run_include_role(self, include: IncludeRole, states: list[HostState], scope: Scope) -> None:
-        from glmops.playbook.loader import load_role
-
-        inner = scope.enter(include)
-        if not self._selected(inner.tags):
-            return
-        runnable = []
-        for state in states:
-            variables = self.task_vars(state, inner)
-            try:
-                if self.templar.all_true(inner.when, variables, pos=include.pos):
-                    runnable.append((state, self.templar.render(include.role_name, variables, pos=include.pos, field="name")))
-            except GlmopsError as exc:
-                self._fail_host(state, include.pos, str(exc))
-        for name in dict.fromkeys(n for _, n in runnable):
-            assert self.play is not None
-            try:
-                role = load_role(name, base_dir=self.play.base_dir, pos=include.pos, tasks_from=include.tasks_from)
-            except GlmopsError as exc:
-                for state, n in runnable:
-                    if n == name:
-                        self._fail_host(state, include.pos, str(exc))
-                continue
-            self.play.handlers.extend(h for h in role.handlers if h.name not in {x.name for x in self.play.handlers})
-            hosts = [s for s, n in runnable if n == name]
-            self.run_items(role.tasks, hosts, replace(inner, role=role, when=list(scope.when)))
-
-    def _include_loop(self, include: Any, variables: dict[str, Any]) -> list[dict[str, Any]]:
-        if include.loop is None:
-            return [{}]
-        items = self.templar.render(include.loop, variables, pos=include.pos, field="loop")
-        if not isinstance(items, list):
-            raise TemplateError(f"loop must be a list, got {type(items).__name__}", pos=include.pos, field="loop")
-        return [{include.loop_var: item} for item in items]
-
-    def _fail_host(self, state: HostState, pos: Pos, message: str) -> None:
-        state.failed = True
-        state.stats["failed"] += 1
-        self.emit("host_result", host=state.name, task="include", status="failed", msg=message, pos=str(pos), duration=0.0)
-
-    # -- variables --------------------------------------------------------------------------
-    def task_vars(self, state: HostState, scope: Scope, task: Task | None = None) -> dict[str, Any]:
-        assert self.play is not None
-        play = self.play
-        role = scope.role
-        layers: list[Mapping[str, Any]] = [r.defaults for r in play.roles]
-        if role is not None and role not in play.roles:
-            layers.append(role.defaults)
-        layers += [self._inventory_vars.get(state.name, {}), play.vars, play.vars_from_files]
-        if role is not None:
-            layers += [role.vars, role.params]
-        layers += scope.vars
-        if task is not None:
-            layers.append(task.vars)
-        layers += [state.facts, self.options.extra_vars]
-        variables = merge_layers(layers)
-        variables.update(self._magic(state, role))
-        return variables
-
-    def _magic(self, state: HostState, role: Role | None) -> dict[str, Any]:
-        assert self.play is not None
-        magic = {
-            "inventory_hostname": state.name,
-            "inventory_hostname_short": state.name.split(".")[0],
-            "group_names": self.inventory.group_names(state.name) if state.name in self.inventory.hosts else [],
-            "groups": self._groups,
-            "hostvars": HostVars(list(self.inventory.hosts), self._hostvars_of),
-            "playbook_dir": self.play.base_dir,
-            "ansible_check_mode": self.options.check,
-            "ansible_diff_mode": self.options.diff,
-            "ansible_play_hosts": [s for s in self.inventory.select(self.play_pattern(self.play)) if self.hosts.get(s) and self.hosts[s].active],
-            "omit": "__omit_place_holder__",
-        }
-        if role is not None:
-            magic["role_path"] = role.path
-            magic["role_name"] = role.name
-        return magic
-
-    def _hostvars_of(self, name: str) -> dict[str, Any]:
-        state = self.hosts.get(name)
-        return merge_layers([self._inventory_vars.get(name, {}), state.facts if state else {}, {"inventory_hostname": name}])
-
     # -- tasks ------------------------------------------------------------------------------
     def _selected(self, tags: list[str]) -> bool:
         return self.tag_filter.selected(set(tags))
@@ -470,9 +295,9 @@ class PlaybookRunner:
         no_log = False
         try:
             variables = self.task_vars(state, scope, task)
-            no_log = to_bool(self.templar.render(task.no_log if task.no_log is not None else scope.no_log, variables) or False, strict=False)
-            self._gather_if_needed(task, state, scope, variables)
-            if self.play and self.play.gather_facts and state.facts_gathered:
+            no_log = self._no_log(task, scope, variables)
+            if self._needs_facts(task, state, scope, variables):
+                self.gather_facts(state)
                 variables = self.task_vars(state, scope, task)
             outcome = self._execute(task, state, scope, variables)
         except ConnectionFailure as exc:
@@ -498,202 +323,22 @@ class PlaybookRunner:
                       duration=round(time.monotonic() - started, 3), msg=message, result={"failed": True, "msg": message},
                       diff=[], no_log=no_log)
 
-    def _gather_if_needed(self, task: Task, state: HostState, scope: Scope, variables: dict[str, Any]) -> None:
-        """Lazy facts: gather once per host, on the first task whose templates read a fact.
-
-        Decided from the names the templater finds in the task (find_undeclared_variables, plus
-        attribute and constant-key lookups), followed through variables whose values are templates,
-        and the template file of a `template` task: any `ansible_*` name not defined yet needs facts.
-        """
+    def _needs_facts(self, task: Task, state: HostState, scope: Scope, variables: dict[str, Any]) -> bool:
+        """Lazy facts: gather once per host, on the first task whose templates read a fact."""
         if state.facts_gathered or not (self.play and self.play.gather_facts) or task.module == "setup":
-            return
-        templar = self.templar
-        names = templar.referenced_names((task.args, task.loop, task.loop_label, task.environment, scope.environment,
-                                          task.no_log, task.ignore_errors))
-        names |= templar.referenced_names([*scope.when, *task.when, *(task.changed_when or []), *(task.failed_when or []),
-                                           *(task.until or [])], expression=True)
-        if task.module == "template" and isinstance(task.args.get("src"), str):
-            try:
-                path = ModuleContext(conn=None, host=state.name, search_paths=self._search_paths(scope)).find_file("templates", task.args["src"])  # type: ignore[arg-type]
-                with open(path, encoding="utf-8", errors="replace") as handle:
-                    names |= templar.referenced_names(handle.read())
-            except (ArgumentError, OSError):
-                pass
-        if any(name.startswith(FACT_PREFIX) and name not in variables for name in templar.names_through_variables(names, variables)):
-            self.gather_facts(state)
+            return False
+        return needs_facts(self.templar, task, scope.when, scope.environment, self._search_paths(scope), variables)
 
     def gather_facts(self, state: HostState) -> None:
-        module = get_module("setup")
-        ctx = ModuleContext(conn=self._connection(state), host=state.name)
-        result = module.run(ctx, validate_args(module, {}, final=True))
-        if result.failed:
-            raise GlmopsError(f"gathering facts failed: {result.msg}")
-        state.facts.update(result.facts)
+        state.facts.update(gather_facts(self._connection(state), state.name))
         state.facts_gathered = True
-
-    def _search_paths(self, scope: Scope) -> list[str]:
-        assert self.play is not None
-        return ([scope.role.path] if scope.role else []) + [self.play.base_dir]
-
-    def _execute(self, task: Task, state: HostState, scope: Scope, variables: dict[str, Any]) -> dict[str, Any]:
-        """Run the task (all loop items) on one host; return the result `register` stores."""
-        conditions = scope.when + task.when
-        if task.loop is None:
-            if not self.templar.all_true(conditions, variables, pos=task.pos):
-                return {"changed": False, "skipped": True, "skip_reason": "Conditional result was False"}
-            return self._attempts(task, state, scope, variables)
-        items = self.templar.render(task.loop, variables, pos=task.pos, field="loop")
-        if isinstance(items, (str, bytes)) or not isinstance(items, (list, tuple)):
-            raise TemplateError(f"loop needs a list, got {type(items).__name__}: {items!r}", pos=task.pos, field="loop")
-        results = []
-        for index, item in enumerate(items):
-            item_vars = {**variables, task.loop_var: item}
-            if task.index_var:
-                item_vars[task.index_var] = index
-            label = self.templar.render(task.loop_label, item_vars, pos=task.pos, field="loop_control.label") if task.loop_label else item
-            if not self.templar.all_true(conditions, item_vars, pos=task.pos):
-                result = {"changed": False, "skipped": True, "skip_reason": "Conditional result was False"}
-            else:
-                result = self._attempts(task, state, scope, item_vars)
-            result = {**result, task.loop_var: item, "ansible_loop_var": task.loop_var}
-            results.append(result)
-            hidden = self._no_log(task, scope, item_vars)
-            self.emit("item_result", host=state.name, task=task.display_name, item="(hidden)" if hidden else label,
-                      status=_status(result), msg="" if hidden else str(result.get("msg", "")))
-        summary: dict[str, Any] = {
-            "results": results,
-            "changed": any(r.get("changed") for r in results),
-            "failed": any(r.get("failed") for r in results),
-            "msg": "One or more items failed" if any(r.get("failed") for r in results) else "All items completed",
-        }
-        if results and all(r.get("skipped") for r in results):
-            summary["skipped"] = True
-        return summary
-
-    def _no_log(self, task: Task, scope: Scope, variables: dict[str, Any]) -> bool:
-        value = task.no_log if task.no_log is not None else scope.no_log
-        return to_bool(self.templar.render(value, variables), strict=False) if value is not None else False
-
-    def _ignore_errors(self, task: Task, scope: Scope, variables: dict[str, Any]) -> bool:
-        value = task.ignore_errors if task.ignore_errors is not None else scope.ignore_errors
-        return to_bool(self.templar.render(value, variables), strict=False) if value is not None else False
-
-    def _attempts(self, task: Task, state: HostState, scope: Scope, variables: dict[str, Any]) -> dict[str, Any]:
-        """One execution, repeated per retries/until."""
-        if task.until is None:
-            return self._once(task, state, scope, variables)
-        retries = int(self.templar.render(task.retries, variables)) if task.retries is not None else 3
-        delay = float(self.templar.render(task.delay, variables)) if task.delay is not None else 5.0
-        result: dict[str, Any] = {}
-        for attempt in range(1, retries + 2):
-            result = self._once(task, state, scope, variables)
-            result["attempts"] = attempt
-            check_vars = {**variables, **({task.register: result} if task.register else {})}
-            if self.templar.all_true(task.until, check_vars, pos=task.pos, field="until"):
-                return result
-            if attempt <= retries:
-                self.emit("retry", host=state.name, task=task.display_name, attempt=attempt, retries=retries)
-                self._stop.wait(delay)
-        result["failed"] = True
-        result["msg"] = result.get("msg") or f"gave up after {retries + 1} attempts"
-        return result
-
-    def _once(self, task: Task, state: HostState, scope: Scope, variables: dict[str, Any]) -> dict[str, Any]:
-        module = get_module(task.module)
-        args = self.templar.render(task.args, variables, pos=task.pos, field="args")
-        args = {k: v for k, v in args.items() if v != "__omit_place_holder__"}
-        try:
-            args = validate_args(module, args, final=True, pos=task.pos)
-            module.check_args(args)
-        except ArgumentError as exc:
-            if exc.pos is None:
-                exc.pos = task.pos
-            raise
-        for name, spec in module.args.items():
-            if spec.no_log and args.get(name) is not None:
-                self.redactor.add(args[name])
-        become_on = scope.become if task.become is None else task.become
-        become_user = task.become_user or scope.become_user or "root"
-        environment: dict[str, str] = {}
-        for layer in scope.environment + ([task.environment] if task.environment else []):
-            rendered = self.templar.render(layer, variables, pos=task.pos, field="environment")
-            if not isinstance(rendered, Mapping):
-                raise TemplateError(f"'environment' must give a mapping (name: value), got {type(rendered).__name__}", pos=task.pos, field="environment")
-            environment.update({str(k): str(v) for k, v in rendered.items()})
-        check = self.options.check if (task.check_mode is None and scope.check_mode is None) else bool(
-            task.check_mode if task.check_mode is not None else scope.check_mode)
-        conn = None if module.on_controller else self._connection(state)
-        ctx = ModuleContext(
-            conn=conn,  # type: ignore[arg-type]
-            host=state.name,
-            check=check,
-            diff=self.options.diff,
-            become=Become(user=become_user) if become_on else None,
-            environment=environment,
-            variables=variables,
-            templar=self.templar,
-            search_paths=self._search_paths(scope),
-            pos=task.pos,
-            facts=state.facts,
-            report=lambda data: self.emit("progress", host=state.name, task=task.display_name, **data),
-        )
-        try:
-            if task.async_ is not None:
-                result = self._run_async(task, module, ctx, args, variables)
-            else:
-                result = module.run(ctx, args)
-        except ConnectionFailure:
-            raise
-        except (OSError, ArgumentError, TemplateError) as exc:
-            result = ModuleResult(failed=True, msg=str(exc))
-        if result.facts:
-            state.facts.update(result.facts)
-            for key, value in result.facts.items():
-                if is_secret_name(key):
-                    self.redactor.add(value)
-        out = result.as_dict()
-        if result.skipped:
-            out["skipped"] = True
-        if result.diff:
-            out["diff"] = [vars(d) for d in result.diff]
-        if result.warnings:
-            out["warnings"] = result.warnings
-        return self._apply_conditions(task, out, variables)
-
-    def _run_async(self, task: Task, module: Any, ctx: ModuleContext, args: dict[str, Any], variables: dict[str, Any]) -> ModuleResult:
-        """`async:` / `poll:` (Ansible's meaning): the module's command runs detached on the host."""
-        from glmops.modules._async import run_async
-
-        seconds = self.templar.render(task.async_, variables, pos=task.pos, field="async")
-        poll = self.templar.render(task.poll, variables, pos=task.pos, field="poll") if task.poll is not None else None
-        try:
-            seconds, poll = int(seconds), (int(poll) if poll is not None else None)
-        except (TypeError, ValueError):
-            raise ArgumentError(f"async and poll must be whole seconds, got {seconds!r} and {poll!r}", pos=task.pos, field="async") from None
-        if seconds <= 0 or (poll is not None and poll < 0):
-            raise ArgumentError("async must be > 0 and poll >= 0 (seconds)", pos=task.pos, field="async")
-        return run_async(module, ctx, args, seconds, poll)
-
-    def _apply_conditions(self, task: Task, out: dict[str, Any], variables: dict[str, Any]) -> dict[str, Any]:
-        if task.changed_when is None and task.failed_when is None:
-            return out
-        check_vars = {**variables, **({task.register: out} if task.register else {})}
-        if task.changed_when is not None:
-            out["changed"] = self.templar.all_true(task.changed_when, check_vars, pos=task.pos, field="changed_when")
-        if task.failed_when is not None:
-            failed = any(
-                self.templar.all_true([condition], check_vars, pos=task.pos, field="failed_when") for condition in task.failed_when
-            )
-            out["failed_when_result"] = failed
-            out["failed"] = failed
-        return out
 
     def _finish(self, task: Task, state: HostState, scope: Scope, outcome: dict[str, Any], no_log: bool, duration: float) -> None:
         if task.register:
             state.facts[task.register] = outcome
         variables = self.task_vars(state, scope, task)
         ignored = bool(outcome.get("failed")) and self._ignore_errors(task, scope, variables)
-        status = _status(outcome)
+        status = status_of(outcome)
         if status == "failed" and not ignored:
             state.failed = True
         key = {"ok": "ok", "changed": "changed", "skipped": "skipped", "failed": "failed"}[status]
@@ -720,11 +365,3 @@ class PlaybookRunner:
         )
 
 
-def _status(result: Mapping[str, Any]) -> str:
-    if result.get("failed"):
-        return "failed"
-    if result.get("skipped"):
-        return "skipped"
-    if result.get("changed"):
-        return "changed"
-    return "ok"

@@ -102,13 +102,17 @@ class ModuleResult:
     warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        """The value `register` stores, shaped as Ansible's: changed, failed, msg, module data."""
+        """The value `register` stores, shaped as Ansible's: changed, failed, msg, module data, diff, warnings."""
         out: dict[str, Any] = {"changed": self.changed, "failed": self.failed}
         if self.skipped:
             out["skipped"] = True
         if self.msg:
             out["msg"] = self.msg
         out.update(self.data)
+        if self.diff:
+            out["diff"] = [vars(d) for d in self.diff]
+        if self.warnings:
+            out["warnings"] = self.warnings
         return out
 
 
