@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, events, glmops, write
+from helpers import ROOT, events, glmops, recap, write
 
 from glmops.errors import TemplateError
 from glmops.playbook.templating import Templar
@@ -464,3 +464,175 @@ def test_group_by_and_add_host_change_the_inventory_as_ansible() -> None:
     assert inv.group_hosts("os_linux") == ["localhost"] and inv.group_hosts("extra") == ["newbox"]
     assert sorted(inv.group_hosts("fleet")) == ["localhost", "newbox"]
     assert sorted(inv.group_names("newbox")) == ["extra", "fleet"] and inv.host_vars("newbox")["foo"] == "bar"
+
+
+def _msg(results: list[dict]) -> object:
+    got = results[-1]["result"]["msg"] if results[-1]["task"] == "debug" else None
+    return json.loads(got) if isinstance(got, str) and got[:1] in "[{" else got
+
+
+def test_loops_with_x_and_loop_control_in_a_play_as_ansible(tmp_path: Path) -> None:
+    """bench/ansible_compat/loops.yml: the items and ansible_loop values ansible-core 2.19 printed."""
+    write(tmp_path / "files" / "b.txt", "x")
+    write(tmp_path / "top.txt", "x")
+    results = run_play(tmp_path, (ROOT / "bench" / "ansible_compat" / "loops.yml").read_text())
+    got = _msg([r for r in results if r["task"] == "debug"])
+    assert got["wd"] == [{"key": "b", "value": 1}, {"key": "a", "value": 2}] and got["wl"] == [[1, 2], 3]
+    assert got["ws"] == ["n01", "n03", "n05"] and got["ws2"] == ["1", "2", "3"]
+    assert got["wt"] == [[1, "a"], [2, "b"], [3, None]] and got["wn"] == [[1, "a"], [1, "b"], [2, "a"], [2, "b"]]
+    assert got["wf"] == [str(tmp_path / "files" / "b.txt")]
+    assert got["le"][0] == ("{'index': 1, 'index0': 0, 'first': True, 'last': False, 'length': 3, 'revindex': 3, "
+                            "'revindex0': 2, 'allitems': 'x', 'nextitem': 'b'} 0")
+    assert got["le"][2].endswith("'previtem': 'b'} 2")
+    assert got["lb"] == [1, 2]  # break_when: item == 2 stops after the second item
+
+
+def test_set_fact_in_a_loop_sees_the_previous_item(tmp_path: Path) -> None:
+    results = run_play(tmp_path, """
+        - hosts: all
+          gather_facts: false
+          tasks:
+            - set_fact: {acc: "{{ (acc | default([])) + [item] }}"}
+              loop: [1, 2, 3]
+            - debug: {msg: "{{ acc }}"}
+        """)
+    assert results[-1]["result"]["msg"] == [1, 2, 3]  # ansible-core 2.19: [1, 2, 3]
+
+
+def test_listen_failed_when_magic_vars_and_rescue_vars_as_ansible(tmp_path: Path) -> None:
+    """bench/ansible_compat/misc.yml, with what ansible-core 2.19 printed."""
+    results = run_play(tmp_path, (ROOT / "bench" / "ansible_compat" / "misc.yml").read_text())
+    by_task = [r for r in results]
+    fw = by_task[0]
+    # failed_when that cannot be evaluated: failed, the module's result kept
+    assert fw["status"] == "failed" and fw["ignored"] and fw["result"]["stdout"] == "out" and fw["result"]["rc"] == 0
+    assert fw["result"]["failed_when_result"].startswith("Error while evaluating conditional:")
+    assert "'nope'" in fw["result"]["failed_when_result"]
+    magic = [r for r in results if r["task"] == "debug"]
+    assert json.loads(magic[1]["result"]["msg"]) == [["all"], [], [], [], "localhost", ["localhost"], ["localhost"]]
+    assert json.loads(magic[2]["result"]["msg"]) == ["", "command", 1]
+    handlers = [r["result"]["msg"] for r in results if r["task"] in ("h1", "h2")]
+    assert handlers == ["h1 ran", "h2 ran"]  # both handlers listening to 'topic' run
+
+
+def test_delegate_to_run_once_delegate_facts_block_notify_as_ansible(tmp_path: Path) -> None:
+    """bench/ansible_compat/deleg.yml with inv3.ini; ansible-core 2.19 printed
+    h1: ["h1", "once-h1", "h1", "none"], h2: ["h2", "once-h1", "h1", "from-h1"], and ran hb on both."""
+    import shutil
+
+    shutil.copy(ROOT / "bench" / "ansible_compat" / "inv3.ini", tmp_path / "inv3.ini")
+    write(tmp_path / "site.yml", (ROOT / "bench" / "ansible_compat" / "deleg.yml").read_text())
+    done = glmops("run", "site.yml", "-i", "inv3.ini", "--json", cwd=tmp_path)
+    results = [e for e in events(done.stdout) if e["event"] == "host_result"]
+    final = {r["host"]: r["result"]["msg"] for r in results if r["task"] == "debug"}
+    assert final == {"h1": ["h1", "once-h1", "h1", "none"], "h2": ["h2", "once-h1", "h1", "from-h1"]}
+    once = [r["host"] for r in results if r["task"] == "command" and "once" in str(r["result"].get("cmd"))]
+    assert once == ["h1"]
+    assert sorted(r["host"] for r in results if r["task"] == "hb") == ["h1", "h2"]
+
+
+def test_meta_end_host_flush_handlers_and_group_by_plays(tmp_path: Path) -> None:
+    write(tmp_path / "inv.ini", "h1 ansible_connection=local\nh2 ansible_connection=local\n")
+    write(tmp_path / "site.yml", """
+        - hosts: all
+          gather_facts: false
+          tasks:
+            - command: "true"
+              notify: hd
+            - meta: flush_handlers
+            - debug: {msg: after flush}
+            - meta: end_host
+              when: inventory_hostname == 'h2'
+            - debug: {msg: only h1}
+            - group_by: {key: "seen_{{ inventory_hostname }}"}
+          handlers:
+            - {name: hd, debug: {msg: handler}}
+        - hosts: seen_h1
+          gather_facts: false
+          tasks:
+            - debug: {msg: "second play {{ inventory_hostname }}"}
+        """)
+    done = glmops("run", "site.yml", "-i", "inv.ini", "--json", cwd=tmp_path)
+    order = [(e["task"], e["host"]) for e in events(done.stdout) if e["event"] == "host_result"]
+    assert order.index(("hd", "h1")) < order.index(("debug", "h1"))  # flushed before 'after flush'
+    assert [h for t, h in order if t == "debug"].count("h2") == 1  # end_host: h2 stops after 'after flush'
+    assert [e for e in events(done.stdout) if e["event"] == "host_result" and e["result"].get("msg") == "second play h1"]
+    assert done.returncode == 0, done.stdout
+
+
+def test_action_keyword_diff_keyword_and_include_role_apply_vars_from_public(tmp_path: Path) -> None:
+    write(tmp_path / "roles" / "r" / "tasks" / "main.yml", "- debug: {msg: \"{{ rv }} {{ rd }}\"}\n")
+    write(tmp_path / "roles" / "r" / "vars" / "other.yml", "rv: other-vars\n")
+    write(tmp_path / "roles" / "r" / "defaults" / "main.yml", "rd: defaults\n")
+    results = run_play(tmp_path, f"""
+        - hosts: all
+          gather_facts: false
+          vars: {{role_name_var: r}}
+          tasks:
+            - action: copy content=x dest={tmp_path}/a.txt
+              diff: true
+            - action: {{module: command, cmd: echo hi}}
+              register: act
+            - include_role: {{name: r, vars_from: other, public: true, apply: {{tags: [t]}}}}
+            - debug: {{msg: "{{{{ rd }}}} {{{{ act.stdout }}}}"}}
+            - import_role: {{name: "{{{{ role_name_var }}}}"}}
+        """)
+    assert results[0]["status"] == "changed" and results[0]["diff"] and (tmp_path / "a.txt").read_text() == "x"
+    assert results[1]["result"]["stdout"] == "hi"
+    assert results[2]["result"]["msg"] == "other-vars defaults"
+    assert results[3]["result"]["msg"] == "defaults hi"  # public: the role's defaults stay visible
+    assert results[4]["result"]["msg"].endswith("defaults")
+
+
+def _run_flow(tmp_path: Path, name: str) -> tuple[list[tuple[str, str, str]], dict]:
+    import shutil
+
+    shutil.copy(ROOT / "bench" / "ansible_compat" / "inv3.ini", tmp_path / "inv3.ini")
+    write(tmp_path / "site.yml", (ROOT / "bench" / "ansible_compat" / name).read_text())
+    done = glmops("run", "site.yml", "-i", "inv3.ini", "--json", cwd=tmp_path)
+    results = [(e["task"], e["host"], e["status"]) for e in events(done.stdout) if e["event"] == "host_result"]
+    return results, recap(done.stdout)
+
+
+def test_serial_and_any_errors_fatal_as_ansible(tmp_path: Path) -> None:
+    """bench/ansible_compat/flow.yml: ansible-core 2.19 ran t1 h1, t2 h1, t1 h2, t2 h2; then h1 failed with
+    any_errors_fatal and nothing more ran (not the rest of the play, not the third play)."""
+    results, stats = _run_flow(tmp_path, "flow.yml")
+    assert results[:4] == [("debug", "h1", "ok"), ("debug", "h1", "ok"), ("debug", "h2", "ok"), ("debug", "h2", "ok")]
+    assert sorted(results[4:]) == [("command", "h1", "failed"), ("command", "h2", "skipped")]
+    assert stats["h1"]["failed"] == 1 and stats["h1"]["ok"] == 2 and stats["h2"]["skipped"] == 1 and stats["h2"]["ok"] == 2
+
+
+def test_force_handlers_and_strategy_free_as_ansible(tmp_path: Path) -> None:
+    """bench/ansible_compat/force.yml: 2.19 ran the handler on the failed h1 too (force_handlers)."""
+    results, stats = _run_flow(tmp_path, "force.yml")
+    assert sorted(h for t, h, s in results if t == "fh") == ["h1", "h2"]
+    assert [h for t, h, s in results if t == "debug"] == ["h2"]  # h1 failed in the first play
+    assert stats["h1"] == {**stats["h1"], "ok": 2, "changed": 1, "failed": 1}
+    assert stats["h2"] == {**stats["h2"], "ok": 3, "changed": 1, "skipped": 1}
+    write(tmp_path / "free.yml", """
+        - hosts: all
+          gather_facts: false
+          strategy: free
+          tasks:
+            - set_fact: {n: 1}
+            - set_fact: {n: "{{ n + 1 }}"}
+            - debug: {msg: "{{ inventory_hostname }} {{ n }}"}
+        """)
+    done = glmops("run", "free.yml", "-i", "inv3.ini", "--json", cwd=tmp_path)
+    msgs = sorted(e["result"]["msg"] for e in events(done.stdout) if e["event"] == "host_result" and e["task"] == "debug")
+    assert msgs == ["h1 2", "h2 2"] and done.returncode == 0
+
+
+def test_notify_on_import_tasks(tmp_path: Path) -> None:
+    write(tmp_path / "more.yml", "- command: 'true'\n")
+    results = run_play(tmp_path, """
+        - hosts: all
+          gather_facts: false
+          tasks:
+            - import_tasks: more.yml
+              notify: h
+          handlers:
+            - {name: h, debug: {msg: notified}}
+        """)
+    assert [r["result"].get("msg") for r in results if r["task"] == "h"] == ["notified"]
