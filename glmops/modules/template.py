@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from glmops.errors import ArgumentError
 from glmops.modules._files import install_content
 from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult
 from glmops.modules.copy import CONTENT_ARGS
@@ -20,9 +21,14 @@ class TemplateModule(Module):
         "src": Arg("path", required=True, help="The template file on the controller."),
         "trim_blocks": Arg("bool", default=True, help="Remove the newline after a block tag ({% ... %}), as Ansible."),
         "lstrip_blocks": Arg("bool", default=False, help="Strip blanks before a block tag at the start of a line."),
-        "newline_sequence": Arg("str", default="\n", choices=("\n", "\r", "\r\n"), help="How lines end in the result."),
+        "newline_sequence": Arg("str", default="\n", help="How lines end in the result: \\n (default), \\r\\n or \\r."),
         **CONTENT_ARGS,
     }
+
+    def check_args(self, args: dict[str, Any]) -> None:
+        if args.get("newline_sequence") not in ("\n", "\r", "\r\n"):
+            raise ArgumentError(f"newline_sequence must be \\n, \\r\\n or \\r, got {args.get('newline_sequence')!r}",
+                                field="newline_sequence")
 
     def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
         source = ctx.find_file("templates", args["src"])
