@@ -1,4 +1,4 @@
-"""Ansible-style YAML inventory: groups, hosts, vars, group_vars/ and host_vars/, host patterns.
+"""Ansible-style YAML (and INI, inventory_ini.py) inventory: groups, hosts, vars, group_vars/ and host_vars/, host patterns.
 
     inventory = load_inventory(["inventory/hosts.yml"])     # files, directories, or "h1,h2:2222,"
     inventory.select("gpu:!broken")                         # host names
@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from glmops.errors import LoadError, Pos
+from glmops.inventory_ini import load_ini, looks_like_ini
 from glmops.playbook.yamlpos import PosDict, load_yaml
 from glmops.values import is_template
 
 GROUP_KEYS = ("hosts", "children", "vars")
 IMPLICIT_LOCALHOST = {"ansible_connection": "local"}
 LOCALHOST_NAMES = ("localhost", "127.0.0.1", "::1")
-INVENTORY_EXTENSIONS = (".yml", ".yaml", ".json")
+INVENTORY_EXTENSIONS = (".yml", ".yaml", ".json", ".ini")
 FORMAT_HINT = "see docs/inventory.md for the format"
 
 _IPV6_CHARS = re.compile(r"^\[?[0-9a-fA-F:.]+\]?$")
@@ -359,6 +360,15 @@ def _load_group(inventory: Inventory, name: str, node: Any, pos: Pos) -> None:
 
 
 def _load_file(inventory: Inventory, path: str) -> None:
+    if not path.endswith((".yml", ".yaml", ".json")):
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise LoadError(f"cannot read inventory: {exc}", pos=Pos(path)) from None
+        if path.endswith(".ini") or looks_like_ini(text):
+            load_ini(inventory, text, path)
+            return
     data = load_yaml(path)
     if data is None:
         return

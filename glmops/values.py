@@ -67,9 +67,15 @@ def truthy(value: Any) -> bool:
     return bool(value) if result is None else result
 
 
+class Unsafe(str):
+    """Text never templated: YAML's `!unsafe` tag, as Ansible's (`{{` in it stays as written)."""
+
+    __slots__ = ()
+
+
 def is_template(value: Any) -> bool:
-    """Is `value` a string holding Jinja2 syntax (`{{ }}`, `{% %}` or `{# #}`)?"""
-    return isinstance(value, str) and any(marker in value for marker in TEMPLATE_MARKERS)
+    """Is `value` a string holding Jinja2 syntax (`{{ }}`, `{% %}` or `{# #}`)? `Unsafe` text never is."""
+    return isinstance(value, str) and not isinstance(value, Unsafe) and any(marker in value for marker in TEMPLATE_MARKERS)
 
 
 def has_template(value: Any) -> bool:

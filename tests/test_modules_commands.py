@@ -14,7 +14,12 @@ def test_command_does_not_use_a_shell(conn, tmp_path: Path) -> None:
     result = run_module(conn, "command", cmd=f"echo $(touch {tmp_path}/x) 'a  b'")
     assert result.changed and result.data["stdout"] == f"$(touch {tmp_path}/x) a  b"
     assert not (tmp_path / "x").exists()
-    assert run_module(conn, "command", argv=["printf", "%s|", "a b", "$HOME"]).data["stdout"] == "a b|$HOME|"
+    # as Ansible: $VAR expanded in each word (expand_argument_vars), an unset one left as written
+    home = run_module(conn, "command", argv=["sh", "-c", "echo $HOME"]).data["stdout"]
+    assert run_module(conn, "command", argv=["printf", "%s|", "a b", "$HOME", "$GLMOPS_UNSET_X", "$(id)"]).data["stdout"] == \
+        f"a b|{home}|$GLMOPS_UNSET_X|$(id)|"
+    assert run_module(conn, "command", argv=["printf", "%s|", "a b", "$HOME"],
+                      expand_argument_vars=False).data["stdout"] == "a b|$HOME|"
     failed = run_module(conn, "command", cmd="ls /nonexistent-dir")
     assert failed.failed and failed.data["rc"] != 0 and "nonexistent" in failed.data["stderr"]
 

@@ -130,7 +130,7 @@ def test_tests_on_registered_results_and_versions() -> None:
     assert T.evaluate("'4.9' is version('4.40', '<')", {}) is True
     assert T.evaluate("'abc' is match('a')", {}) and T.evaluate("'xabc' is search('b')", {})
     assert T.all_true([True, "1 == 1", "{{ x }}"], {"x": True})
-    assert not T.all_true(["x"], {"x": "false"})
+    assert not T.all_true(["x | bool"], {"x": "false"})
 
 
 @pytest.mark.parametrize(
@@ -190,13 +190,18 @@ def test_version_test(left: str, op: str, right: str, expected: bool) -> None:
     assert T.evaluate(f"'{left}' is version('{right}', '{op}')", {}) is expected
 
 
-def test_conditions_truthiness() -> None:
+def test_conditions_must_be_booleans_as_in_ansible_core_2_19() -> None:
+    # ansible-core 2.19: "Conditionals must have a boolean result" for a str/int/list/None result
     assert T.all_true([], {})
-    assert T.all_true(["flag"], {"flag": "yes"}) and not T.all_true(["flag"], {"flag": "False"})
-    assert not T.all_true(["flag"], {"flag": "0"}) and not T.all_true(["flag"], {"flag": ""})
-    assert T.all_true(["s"], {"s": "some text"}) and not T.all_true(["xs"], {"xs": []})
+    assert T.all_true(["flag | bool"], {"flag": "yes"}) and not T.all_true(["flag | bool"], {"flag": "False"})
+    assert T.all_true(["s is truthy"], {"s": "some text"}) and not T.all_true(["xs | length > 0"], {"xs": []})
     assert not T.all_true([True, False], {})
     assert not T.all_true(["1 == 1", "2 == 3"], {})
+    assert not T.all_true(["{{ t }}"], {"t": "{{ 1 == 2 }}"})
+    for value in ("false", "yes", "some text", 1, 0, [1], [], None):
+        with pytest.raises(TemplateError) as info:
+            T.all_true(["flag"], {"flag": value}, pos=Pos("site.yml", 3, 7))
+        assert "conditionals must have a boolean result" in str(info.value) and "flag | bool" in str(info.value)
     with pytest.raises(TemplateError) as info:
         T.all_true(["nope"], {}, pos=Pos("site.yml", 9, 7), field="failed_when")
     assert "site.yml:9:7" in str(info.value) and "failed_when" in str(info.value)
@@ -211,8 +216,8 @@ def test_lookup_env_and_file(tmp_path, monkeypatch) -> None:
     assert T.render("{{ lookup('env', 'GLMOPS_NOT_SET_X', default='d') }}", v) == "d"
     assert T.render("{{ lookup('file', 'key.pub') }}", v) == "ssh-ed25519 AAAA"
     assert T.render("{{ query('env', 'GLMOPS_TEST_TOKEN') }}", v) == ["s3cret"]
-    with pytest.raises(TemplateError, match="lookup plugin 'pipe' is not supported"):
-        T.render("{{ lookup('pipe', 'id') }}", v)
+    with pytest.raises(TemplateError, match="lookup plugin 'password' is not supported"):
+        T.render("{{ lookup('password', '/dev/null') }}", v)
     with pytest.raises(TemplateError, match="cannot read 'nope.txt'"):
         T.render("{{ lookup('file', 'nope.txt') }}", v)
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from glmops.errors import GlmopsError, Pos, TemplateError
-from glmops.executor.state import HostState, RunOptions, Scope
+from glmops.executor.state import HostState, RunOptions, Scope, _Applied
 from glmops.playbook.model import IncludeRole, IncludeTasks, Item, Play
 from glmops.playbook.templating import Templar
 
@@ -73,15 +73,24 @@ class Includes:
             assert self.play is not None
             try:
                 role = load_role(name, base_dir=self.play.base_dir, pos=include.pos, tasks_from=include.tasks_from,
-                                 extra_roles_paths=self.options.roles_path)
+                                 extra_roles_paths=self.options.roles_path, vars_from=include.vars_from or "main",
+                                 defaults_from=include.defaults_from or "main")
             except GlmopsError as exc:
                 for state, n in runnable:
                     if n == name:
                         self._fail_host(state, include.pos, str(exc))
                 continue
             self.play.handlers.extend(h for h in role.handlers if h.name not in {x.name for x in self.play.handlers})
+            self._included_role_names.append(role.name)
             hosts = [s for s, n in runnable if n == name]
-            self.run_items(role.tasks, hosts, replace(inner, role=role, when=list(scope.when)))
+            role_scope = replace(inner, role=role, when=list(scope.when))
+            if include.apply:
+                role_scope = role_scope.enter(_Applied(include.apply))
+            self.run_items(role.tasks, hosts, role_scope)
+            if include.public:  # the role's defaults and vars stay visible to the rest of the play
+                for state in hosts:
+                    for key, value in {**role.defaults, **role.vars}.items():
+                        state.facts.setdefault(key, value)
 
     def _include_loop(self, include: Any, variables: dict[str, Any]) -> list[dict[str, Any]]:
         if include.loop is None:

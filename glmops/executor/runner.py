@@ -16,10 +16,10 @@ from dataclasses import replace
 from typing import Any
 
 from glmops.connection.base import Connection
-from glmops.errors import EXIT_HOST_FAILED, EXIT_HOST_UNREACHABLE, EXIT_INTERRUPTED, EXIT_OK, ConnectionFailure, GlmopsError, LoadError
+from glmops.errors import EXIT_HOST_FAILED, EXIT_HOST_UNREACHABLE, EXIT_INTERRUPTED, EXIT_OK, ConnectionFailure, GlmopsError, LoadError, TemplateError
 from glmops.executor.facts import gather_facts, needs_facts
 from glmops.executor.includes import Includes
-from glmops.executor.state import STATS, Event, HostState, RunOptions, Scope, status_of
+from glmops.executor.state import STATS, Event, HostState, RunOptions, Scope, status_of, task_info
 from glmops.executor.tags import TagFilter
 from glmops.executor.taskcall import TaskCall
 from glmops.executor.taskvars import TaskVars
@@ -57,7 +57,14 @@ class PlaybookRunner(TaskVars, TaskCall, Includes):
         self._groups = {name: inventory.group_hosts(name) for name in inventory.groups}
         self.play: Play | None = None
         self._stop = threading.Event()  # set by interrupt(): no new task starts
+        self._delegates: dict[str, HostState] = {}  # delegate_to hosts outside the play: connection only
+        self._delegate_locks: dict[str, threading.Lock] = {}  # one command at a time on a delegated host
+        self._inventory_lock = threading.Lock()  # group_by / add_host
+        self._end_play = False  # meta: end_play, any_errors_fatal
+        self._abort = False  # any_errors_fatal: no later play runs either
+        self._added_hosts: set[str] = set()  # hosts add_host added during the run
         self._current: tuple[str, list[str]] | None = None  # the running task and its hosts
+        self._included_role_names: list[str] = []  # include_role/import_role roles run so far (ansible_role_names)
 
     # -- events -----------------------------------------------------------------------------
     def emit(self, kind: str, **data: Any) -> None:
@@ -94,7 +101,7 @@ class PlaybookRunner(TaskVars, TaskCall, Includes):
 
         # All hosts at once: a host that does not answer must not delay stopping the others.
         workers = [threading.Thread(target=stop, args=(s.conn,), daemon=True, name=f"glmops-stop-{s.name}")
-                   for s in list(self.hosts.values()) if s.conn is not None]
+                   for s in [*self.hosts.values(), *self._delegates.values()] if s.conn is not None]
         for worker in workers:
             worker.start()
         deadline = time.monotonic() + INTERRUPT_WAIT
@@ -112,6 +119,9 @@ class PlaybookRunner(TaskVars, TaskCall, Includes):
             hosts = self.inventory.select(self.play_pattern(play))
             if limit is not None:
                 hosts = [h for h in hosts if h in limit]
+            if not hosts and _changes_inventory(self.playbook):
+                plan.append((play, []))  # matched again when the play starts: add_host/group_by may fill it
+                continue
             if not hosts:
                 known = [g for g in self.inventory.groups if g not in ("all", "ungrouped")] + list(self.inventory.hosts)
                 raise LoadError(
@@ -149,11 +159,16 @@ class PlaybookRunner(TaskVars, TaskCall, Includes):
             with ThreadPoolExecutor(max_workers=max(1, self.options.forks)) as pool:
                 self.pool = pool
                 for play, names in plan:
-                    if self.interrupted:
+                    if self.interrupted or self._abort:
                         break
-                    self.run_play(play, names)
+                    if _changes_inventory(self.playbook):
+                        names = self._select_again(play, names)
+                    for batch in _batches(names, play.serial, self.templar):
+                        if self.interrupted or self._abort:
+                            break
+                        self.run_play(play, batch)
         finally:
-            for state in self.hosts.values():
+            for state in [*self.hosts.values(), *self._delegates.values()]:
                 if state.conn is not None:
                     try:
                         state.conn.close()
@@ -176,13 +191,30 @@ class PlaybookRunner(TaskVars, TaskCall, Includes):
         for layer in (play.vars, play.vars_from_files, *(r.defaults for r in play.roles), *(r.vars for r in play.roles)):
             self.redactor.add_from_vars(layer)
         states = []
+        self._end_play = False
         for name in names:
             state = self.hosts.setdefault(name, HostState(name))
+            state.ended = False
             if state.active:
                 states.append(state)
         self.emit("play_start", play=play.display_name, hosts=[s.name for s in states], pos=str(play.pos))
         base = Scope(tags=list(play.tags), become=play.become, become_user=play.become_user,
                      environment=[play.environment] if play.environment else [])
+        if play.strategy == "free" and len(states) > 1:
+            # strategy: free: every host goes through the play at its own pace (one thread per host)
+            workers = [threading.Thread(target=self._play_sections, args=(play, [state], base), name=f"glmops-free-{state.name}")
+                       for state in states]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+        else:
+            self._play_sections(play, states, base)
+        for state in states:
+            state.notified.clear()
+
+    def _play_sections(self, play: Play, states: list[HostState], base: Scope) -> None:
+        """pre_tasks, roles, tasks, post_tasks, each followed by the handlers it notified."""
         self.run_items(play.pre_tasks, states, base)
         self.flush_handlers(states, base)
         for role in play.roles:
@@ -191,26 +223,29 @@ class PlaybookRunner(TaskVars, TaskCall, Includes):
         self.flush_handlers(states, base)
         self.run_items(play.post_tasks, states, base)
         self.flush_handlers(states, base)
-        for state in states:
-            state.notified.clear()
 
     def flush_handlers(self, states: list[HostState], scope: Scope) -> None:
+        """Run each notified handler once, in the order handlers are written; every handler that
+        listens to a notified topic runs (not only the first). force_handlers: also on failed hosts."""
         assert self.play is not None
+        force = self.play.force_handlers
+        ran: set[str] = set()
         for handler in self.play.handlers:
             names = {handler.name, *handler.listen} - {None}
-            hosts = [s for s in states if s.active and s.notified & names]
+            hosts = [s for s in states if (s.active or (force and not s.unreachable)) and s.notified & names]
             if not hosts:
                 continue
-            for state in hosts:
-                state.notified -= names
+            ran |= names
             handler_scope = scope.enter(handler.role, role=handler.role) if handler.role else scope
             self.run_task(handler, hosts, handler_scope, handler=True)
+        for state in states:
+            state.notified -= ran
 
     # -- items ------------------------------------------------------------------------------
     def run_items(self, items: list[Item], states: list[HostState], scope: Scope) -> None:
         for item in items:
             active = [s for s in states if s.active]
-            if not active or self.interrupted:
+            if not active or self.interrupted or self._end_play:
                 return
             if isinstance(item, Task):
                 self.run_task(item, active, scope)
@@ -231,6 +266,10 @@ class PlaybookRunner(TaskVars, TaskCall, Includes):
                 state.failed = False
                 state.stats["failed"] -= 1
                 state.stats["rescued"] += 1
+                if state.last_failure is not None:
+                    failed_task, failed_result = state.last_failure
+                    state.facts["ansible_failed_task"] = task_info(failed_task)
+                    state.facts["ansible_failed_result"] = failed_result
             self.run_items(block.rescue, newly_failed, inner)
         if block.always:
             reachable = [s for s in states if not s.unreachable]
@@ -256,14 +295,25 @@ class PlaybookRunner(TaskVars, TaskCall, Includes):
                 if task.name != self.options.start_at_task:
                     return
                 self._started = True
+        if task.module == "meta":
+            self._meta(task, states, scope)
+            return
         self.emit("task_start", task=task.display_name, module=task.module, pos=str(task.pos), handler=handler,
                   role=scope.role.name if scope.role else None)
         self._current = (task.display_name, [s.name for s in states])
-        futures = [self.pool.submit(self._run_on_host, task, state, scope) for state in states]
-        for future in futures:
-            future.result()
+        failed_before = {s.name for s in states if s.failed}
+        if self._run_once(task, scope) and len(states) > 1:
+            outcome = self.pool.submit(self._run_on_host, task, states[0], scope).result()
+            for state in states[1:]:
+                self._share_run_once(task, state, scope, outcome)
+        else:
+            futures = [self.pool.submit(self._run_on_host, task, state, scope) for state in states]
+            for future in futures:
+                future.result()
         self._current = None
         self.emit("task_end", task=task.display_name)
+        if self.play is not None and self.play.any_errors_fatal and any(s.failed and s.name not in failed_before for s in states):
+            self._end_play = self._abort = True  # any_errors_fatal: one host's failure ends the run for all, as Ansible
 
     def _connection(self, state: HostState) -> Connection:
         if state.conn is not None:
@@ -290,7 +340,7 @@ class PlaybookRunner(TaskVars, TaskCall, Includes):
             conn.interrupt()
         return conn
 
-    def _run_on_host(self, task: Task, state: HostState, scope: Scope) -> None:
+    def _run_on_host(self, task: Task, state: HostState, scope: Scope) -> dict[str, Any] | None:
         started = time.monotonic()
         no_log = False
         try:
@@ -313,6 +363,7 @@ class PlaybookRunner(TaskVars, TaskCall, Includes):
             outcome = {"failed": True, "changed": False, "msg": f"{task.pos}: internal error in module '{task.module}': {detail}"}
         try:
             self._finish(task, state, scope, outcome, no_log, time.monotonic() - started)
+            return outcome
         except Exception as exc:  # noqa: BLE001 - ignore_errors, notify or a renderer failed: still this host's task failure
             message = str(exc) if isinstance(exc, GlmopsError) else f"internal error: {type(exc).__name__}: {exc}"
             if not isinstance(exc, GlmopsError) or exc.pos is None:
@@ -341,6 +392,7 @@ class PlaybookRunner(TaskVars, TaskCall, Includes):
         status = status_of(outcome)
         if status == "failed" and not ignored:
             state.failed = True
+            state.last_failure = (task, outcome)
         key = {"ok": "ok", "changed": "changed", "skipped": "skipped", "failed": "failed"}[status]
         if ignored:
             state.stats["ignored"] += 1
@@ -348,7 +400,7 @@ class PlaybookRunner(TaskVars, TaskCall, Includes):
             state.stats[key] += 1
         if status == "changed":
             state.stats["ok"] += 1  # as Ansible's recap: ok counts changed tasks too
-            for name in task.notify:
+            for name in [*task.notify, *scope.notify]:
                 state.notified.add(str(self.templar.render(name, variables)))
         shown = hide_result(outcome) if no_log else outcome
         self.emit(
@@ -365,3 +417,36 @@ class PlaybookRunner(TaskVars, TaskCall, Includes):
         )
 
 
+def _changes_inventory(playbook: Playbook) -> bool:
+    """Does any task of the playbook add hosts or groups (add_host, group_by)? Then plays are matched when they start."""
+    def walk(items: list[Any]) -> bool:
+        for item in items:
+            if isinstance(item, Task) and item.module in ("add_host", "group_by"):
+                return True
+            if isinstance(item, Block) and (walk(item.block) or walk(item.rescue) or walk(item.always)):
+                return True
+        return False
+
+    return any(walk(p.pre_tasks) or walk(p.tasks) or walk(p.post_tasks) or any(walk(r.tasks) for r in p.roles)
+               for p in playbook.plays)
+
+
+def _batches(names: list[str], serial: Any, templar: Templar) -> list[list[str]]:
+    """`serial`: hosts per batch (a number, 'N%', or a list of them, the last repeating), as Ansible."""
+    if serial is None or not names:
+        return [names]
+    sizes = serial if isinstance(serial, list) else [serial]
+    out: list[list[str]] = []
+    index, step = 0, 0
+    while index < len(names):
+        size = templar.render(sizes[min(step, len(sizes) - 1)], {})
+        text = str(size).strip()
+        try:
+            count = max(1, int(len(names) * float(text[:-1]) / 100)) if text.endswith("%") else int(text)
+        except ValueError:
+            raise TemplateError(f"serial must be a number or a percentage, got {size!r}", field="serial") from None
+        count = count if count > 0 else len(names)
+        out.append(names[index:index + count])
+        index += count
+        step += 1
+    return out

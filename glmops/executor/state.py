@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from glmops.connection.base import Connection
-from glmops.playbook.model import Role
+from glmops.playbook.model import Block, Role
 
 Event = dict[str, Any]
 STATS = ("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored")
@@ -48,6 +48,11 @@ class Scope:
     no_log: Any = None
     check_mode: bool | None = None
     in_rescue_block: bool = False
+    notify: list[str] = field(default_factory=list)  # from blocks (and import_tasks): handlers their tasks notify
+    delegate_to: Any = None
+    delegate_facts: Any = None
+    run_once: Any = None
+    diff: bool | None = None
 
     def enter(self, node: Any, role: Role | None = None) -> "Scope":
         return replace(
@@ -62,6 +67,11 @@ class Scope:
             ignore_errors=node.ignore_errors if getattr(node, "ignore_errors", None) is not None else self.ignore_errors,
             no_log=node.no_log if getattr(node, "no_log", None) is not None else self.no_log,
             check_mode=node.check_mode if getattr(node, "check_mode", None) is not None else self.check_mode,
+            notify=self.notify + (list(node.notify) if isinstance(node, Block) else []),
+            delegate_to=getattr(node, "delegate_to", None) or self.delegate_to,
+            delegate_facts=_first(getattr(node, "delegate_facts", None), self.delegate_facts),
+            run_once=_first(getattr(node, "run_once", None), self.run_once),
+            diff=_first(getattr(node, "diff", None), self.diff),
         )
 
 
@@ -77,10 +87,12 @@ class HostState:
     unreachable: bool = False  # left the run
     notified: set[str] = field(default_factory=set)
     stats: Counter = field(default_factory=Counter)
+    ended: bool = False  # meta: end_host / end_play: out of this play, not failed
+    last_failure: tuple[Any, dict[str, Any]] | None = None  # (task, result): ansible_failed_task/_result in rescue
 
     @property
     def active(self) -> bool:
-        return not (self.failed or self.unreachable)
+        return not (self.failed or self.unreachable or self.ended)
 
 
 
@@ -94,3 +106,26 @@ def status_of(result: Mapping[str, Any]) -> str:
         return "changed"
     return "ok"
 
+
+class _Applied:
+    """include_role `apply:` as a node Scope.enter reads (when, tags, become, environment...)."""
+
+    def __init__(self, keywords: Mapping[str, Any]) -> None:
+        when = keywords.get("when")
+        self.when = when if isinstance(when, list) else ([when] if when is not None else [])
+        tags = keywords.get("tags") or []
+        self.tags = [t.strip() for t in tags.split(",")] if isinstance(tags, str) else list(tags)
+        for name in ("become", "become_user", "environment", "vars", "ignore_errors", "no_log", "check_mode",
+                     "delegate_to", "delegate_facts", "run_once", "diff"):
+            setattr(self, name, keywords.get(name))
+
+
+def _first(*values: Any) -> Any:
+    """The first value that is not None."""
+    return next((v for v in values if v is not None), None)
+
+
+def task_info(task: Any) -> dict[str, Any]:
+    """ansible_failed_task: the task's name ('' when unnamed, as 2.19), action, args and where it is."""
+    return {"name": task.name or "", "action": task.module, "args": dict(task.args), "register": task.register,
+            "when": list(task.when), "pos": str(task.pos)}

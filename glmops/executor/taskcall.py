@@ -7,12 +7,16 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from glmops.connection.base import Become, Connection
-from glmops.errors import ArgumentError, ConnectionFailure, TemplateError
-from glmops.executor.state import HostState, RunOptions, Scope, status_of
+from glmops.errors import ArgumentError, ConnectionFailure, GlmopsError, Pos, TemplateError
+from glmops.executor.facts import FACT_PREFIX
+from glmops.executor.inventory_changes import apply as apply_inventory_change
+from glmops.executor.loops import LoopError, ansible_loop, with_items
+from glmops.executor.state import HostState, RunOptions, Scope, _first, status_of
+from glmops.inventory import IMPLICIT_LOCALHOST, LOCALHOST_NAMES
 from glmops.modules import get_module
 from glmops.modules.base import ModuleContext, ModuleResult, validate_args
 from glmops.output.redact import Redactor, is_secret_name
-from glmops.playbook.model import Task
+from glmops.playbook.model import Play, Task
 from glmops.playbook.templating import Templar
 from glmops.values import to_bool
 
@@ -36,13 +40,25 @@ class TaskCall:
                 return {"changed": False, "skipped": True, "skip_reason": "Conditional result was False"}
             return self._attempts(task, state, scope, variables)
         items = self.templar.render(task.loop, variables, pos=task.pos, field="loop")
+        if task.loop_with:
+            try:
+                items = with_items(task.loop_with, items, self._search_paths(scope))
+            except LoopError as exc:
+                raise TemplateError(str(exc), pos=task.pos, field=f"with_{task.loop_with}") from None
         if isinstance(items, (str, bytes)) or not isinstance(items, (list, tuple)):
             raise TemplateError(f"loop needs a list, got {type(items).__name__}: {items!r}", pos=task.pos, field="loop")
+        items = list(items)
+        pause = float(self.templar.render(task.loop_pause, variables)) if task.loop_pause is not None else 0.0
         results = []
         for index, item in enumerate(items):
-            item_vars = {**variables, task.loop_var: item}
+            if index and pause:
+                self._stop.wait(pause)
+            item_vars = {**variables, task.loop_var: item, "ansible_loop_var": task.loop_var}
             if task.index_var:
                 item_vars[task.index_var] = index
+                item_vars["ansible_index_var"] = task.index_var
+            if task.loop_extended:
+                item_vars["ansible_loop"] = ansible_loop(items, index, allitems=task.loop_extended_allitems)
             label = self.templar.render(task.loop_label, item_vars, pos=task.pos, field="loop_control.label") if task.loop_label else item
             if not self.templar.all_true(conditions, item_vars, pos=task.pos):
                 result = {"changed": False, "skipped": True, "skip_reason": "Conditional result was False"}
@@ -50,9 +66,13 @@ class TaskCall:
                 result = self._attempts(task, state, scope, item_vars)
             result = {**result, task.loop_var: item, "ansible_loop_var": task.loop_var}
             results.append(result)
-            hidden = self._no_log(task, scope, item_vars)
-            self.emit("item_result", host=state.name, task=task.display_name, item="(hidden)" if hidden else label,
-                      status=status_of(result), msg="" if hidden else str(result.get("msg", "")))
+            if result.get("ansible_facts") and task.module in ("set_fact", "include_vars"):
+                variables = {**variables, **result["ansible_facts"]}  # the next item sees this item's facts
+            if task.break_when and self.templar.all_true(task.break_when, {**item_vars, **({task.register: result} if task.register else {})},
+                                                         pos=task.pos, field="loop_control.break_when"):
+                self._emit_item(task, state, scope, item_vars, label, result)
+                break
+            self._emit_item(task, state, scope, item_vars, label, result)
         summary: dict[str, Any] = {
             "results": results,
             "changed": any(r.get("changed") for r in results),
@@ -62,6 +82,98 @@ class TaskCall:
         if results and all(r.get("skipped") for r in results):
             summary["skipped"] = True
         return summary
+
+    def _emit_item(self, task: Task, state: HostState, scope: Scope, item_vars: dict[str, Any], label: Any,
+                   result: dict[str, Any]) -> None:
+        hidden = self._no_log(task, scope, item_vars)
+        self.emit("item_result", host=state.name, task=task.display_name, item="(hidden)" if hidden else label,
+                  status=status_of(result), msg="" if hidden else str(result.get("msg", "")))
+
+    def _run_once(self, task: Task, scope: Scope) -> bool:
+        value = _first(task.run_once, scope.run_once)
+        return bool(value) and to_bool(self.templar.render(value, {}), strict=False)
+
+    def _share_run_once(self, task: Task, state: HostState, scope: Scope, outcome: dict[str, Any] | None) -> None:
+        """run_once: every other host gets the first host's result (register, facts, notify), as Ansible."""
+        if outcome is None:
+            return
+        if task.register:
+            state.facts[task.register] = outcome
+        if outcome.get("ansible_facts") and task.module in ("set_fact", "include_vars"):
+            state.facts.update(outcome["ansible_facts"])
+        if status_of(outcome) == "changed":
+            variables = self.task_vars(state, scope, task)
+            for name in [*task.notify, *scope.notify]:
+                state.notified.add(str(self.templar.render(name, variables)))
+
+    def _delegate(self, task: Task, scope: Scope, variables: dict[str, Any]) -> HostState | None:
+        """delegate_to: the host (its connection) the task runs on instead; None when not delegated."""
+        target = _first(task.delegate_to, scope.delegate_to)
+        if target is None:
+            return None
+        name = str(self.templar.render(target, variables, pos=task.pos, field="delegate_to")).strip()
+        # A connection of its own, also for a host of the play: a host's connection runs one command at a time.
+        with self._connect_lock:
+            if name not in self._delegates:
+                if name not in self._inventory_vars:
+                    self._inventory_vars[name] = self.inventory.host_vars(name) if name in self.inventory.hosts else (
+                        dict(IMPLICIT_LOCALHOST) if name in LOCALHOST_NAMES else {})
+                self._delegates[name] = HostState(name)
+            return self._delegates[name]
+
+    def _change_inventory(self, state: HostState, result: dict[str, Any], pos: Pos) -> None:
+        """group_by / add_host: change the run's inventory; later plays see the new groups and hosts."""
+        with self._inventory_lock:
+            for name in apply_inventory_change(self.inventory, state.name, result, pos):
+                if "add_host" in result:
+                    self._added_hosts.add(name)
+                self._inventory_vars[name] = self.inventory.host_vars(name)
+                self.redactor.add_from_vars(self._inventory_vars[name])
+            self._groups = {name: self.inventory.group_hosts(name) for name in self.inventory.groups}
+
+    def _select_again(self, play: Play, planned: list[str]) -> list[str]:
+        """A play's hosts matched again when it starts (add_host/group_by may have changed the inventory)."""
+        hosts = self.inventory.select(self.play_pattern(play))
+        if self.options.limit:
+            limit = set(self.inventory.select(self.options.limit))
+            hosts = [h for h in hosts if h in limit or h in self._added_hosts]  # add_host's hosts are not limited
+        if not hosts:
+            self.emit("warning", msg=f"play '{play.display_name}': host pattern '{play.hosts}' matches no host; skipped")
+        return hosts
+
+    def _meta(self, task: Task, states: list[HostState], scope: Scope) -> None:
+        """meta: actions on the run (flush_handlers, end_play, end_host, noop...), as Ansible's."""
+        action = str(task.args.get("action"))
+        hosts = []
+        for state in states:
+            try:
+                if self.templar.all_true(scope.when + task.when, self.task_vars(state, scope, task), pos=task.pos):
+                    hosts.append(state)
+            except GlmopsError as exc:
+                self._fail_host(state, task.pos, str(exc))
+        if not hosts:
+            return
+        if action == "flush_handlers":
+            self.flush_handlers(hosts, scope)
+        elif action in ("end_play", "end_batch"):
+            self._end_play = True
+        elif action == "end_host":
+            for state in hosts:
+                state.ended = True
+        elif action == "clear_host_errors":
+            for state in self.hosts.values():
+                state.failed = False
+        elif action == "clear_facts":
+            for state in hosts:
+                state.facts = {k: v for k, v in state.facts.items() if not k.startswith(FACT_PREFIX)}
+                state.facts_gathered = False
+        elif action == "reset_connection":
+            for state in hosts:
+                if state.conn is not None:
+                    state.conn.close()
+                    state.conn = None
+        elif action in ("refresh_inventory", "end_role"):
+            self.emit("warning", msg=f"meta: {action} is not supported by glmops; ignored", pos=str(task.pos))
 
     def _no_log(self, task: Task, scope: Scope, variables: dict[str, Any]) -> bool:
         value = task.no_log if task.no_log is not None else scope.no_log
@@ -115,12 +227,14 @@ class TaskCall:
             environment.update({str(k): str(v) for k, v in rendered.items()})
         check = self.options.check if (task.check_mode is None and scope.check_mode is None) else bool(
             task.check_mode if task.check_mode is not None else scope.check_mode)
-        conn = None if module.on_controller else self._connection(state)
+        delegate = self._delegate(task, scope, variables)
+        conn = None if module.on_controller else self._connection(delegate or state)
+        diff = _first(task.diff, scope.diff)
         ctx = ModuleContext(
             conn=conn,  # type: ignore[arg-type]
             host=state.name,
             check=check,
-            diff=self.options.diff,
+            diff=self.options.diff if diff is None else diff,
             become=Become(user=become_user) if become_on else None,
             environment=environment,
             variables=variables,
@@ -133,6 +247,9 @@ class TaskCall:
         try:
             if task.async_ is not None:
                 result = self._run_async(task, module, ctx, args, variables)
+            elif delegate is not None and conn is not None:
+                with self._delegate_locks.setdefault(delegate.name, threading.Lock()):
+                    result = module.run(ctx, args)
             else:
                 result = module.run(ctx, args)
         except ConnectionFailure:
@@ -140,11 +257,17 @@ class TaskCall:
         except (OSError, ArgumentError, TemplateError) as exc:
             result = ModuleResult(failed=True, msg=str(exc))
         if result.facts:
-            state.facts.update(result.facts)
+            fact_host = state
+            if delegate is not None and to_bool(self.templar.render(_first(task.delegate_facts, scope.delegate_facts) or False, variables),
+                                                 strict=False):
+                fact_host = self.hosts.get(delegate.name) or delegate
+            fact_host.facts.update(result.facts)
             for key, value in result.facts.items():
                 if is_secret_name(key):
                     self.redactor.add(value)
         out = result.as_dict()
+        if task.module in ("group_by", "add_host") and not result.failed:
+            self._change_inventory(state, out, task.pos)
         return self._apply_conditions(task, out, variables)
 
     def _run_async(self, task: Task, module: Any, ctx: ModuleContext, args: dict[str, Any], variables: dict[str, Any]) -> ModuleResult:
@@ -168,9 +291,14 @@ class TaskCall:
         if task.changed_when is not None:
             out["changed"] = self.templar.all_true(task.changed_when, check_vars, pos=task.pos, field="changed_when")
         if task.failed_when is not None:
-            failed = any(
-                self.templar.all_true([condition], check_vars, pos=task.pos, field="failed_when") for condition in task.failed_when
-            )
+            try:
+                failed: Any = any(
+                    self.templar.all_true([condition], check_vars, pos=task.pos, field="failed_when") for condition in task.failed_when
+                )
+            except TemplateError as exc:  # as ansible-core 2.19: the task fails, the module's result is kept
+                out["failed_when_result"] = f"Error while evaluating conditional: {exc.message}"
+                out["failed"] = True
+                return out
             out["failed_when_result"] = failed
             out["failed"] = failed
         return out

@@ -52,6 +52,13 @@ class TaskVars:
             "ansible_check_mode": self.options.check,
             "ansible_diff_mode": self.options.diff,
             "ansible_play_hosts": [s for s in self.inventory.select(self.play_pattern(self.play)) if self.hosts.get(s) and self.hosts[s].active],
+            "ansible_play_hosts_all": self.inventory.select(self.play_pattern(self.play)),
+            "ansible_play_batch": [s for s in self.inventory.select(self.play_pattern(self.play)) if self.hosts.get(s) and self.hosts[s].active],
+            "ansible_play_name": self.play.display_name,
+            "ansible_run_tags": list(self.options.tags) or ["all"],
+            "ansible_skip_tags": list(self.options.skip_tags),
+            "ansible_play_role_names": [r.name for r in self.play.roles],
+            "ansible_role_names": list(dict.fromkeys([r.name for r in self.play.roles] + self._included_role_names)),
             "omit": "__omit_place_holder__",
         }
         if role is not None:

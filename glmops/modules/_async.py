@@ -73,16 +73,16 @@ def job_result(ctx: ModuleContext, directory: str, jid: str) -> dict[str, Any]:
     status = _detached.parse_status(probe.stdout)
     meta_text = probe.stdout.partition("@@meta\n")[2].strip()
     if not meta_text:
-        return {"failed": True, "msg": f"could not find job {jid} (in {directory})", "ansible_job_id": jid, "started": 0, "finished": 0}
+        return {"failed": True, "msg": f"could not find job {jid} (in {directory})", "ansible_job_id": jid, "started": False, "finished": False}
     meta = json.loads(meta_text)
-    out: dict[str, Any] = {"ansible_job_id": jid, "started": 1, "finished": 0, "results_file": base + ".out"}
+    out: dict[str, Any] = {"ansible_job_id": jid, "started": True, "finished": False, "results_file": base + ".out"}
     if status.running:
         return out
     rc = status.exit_code if status.exit_code is not None else -9
     texts = ctx.run(f"cat {q(base + '.out')} 2>/dev/null; printf '\\n@@glmops-err@@\\n'; cat {q(base + '.err')} 2>/dev/null")
     stdout, _, stderr = texts.stdout.partition("\n@@glmops-err@@\n")
     result = command_result(meta.get("cmd"), rc, stdout, stderr, float(meta.get("started", 0)), time.time())
-    out.update(result.as_dict(), finished=1)
+    out.update(result.as_dict(), finished=True)
     if rc == 124:
         out["msg"] = f"async task did not complete within the requested time - {meta.get('async')}s"
     elif status.exit_code is None:
@@ -102,7 +102,7 @@ def run_async(module: Module, ctx: ModuleContext, args: dict[str, Any], seconds:
         return prepared
     jid, directory = start_job(ctx, prepared, seconds)
     if poll == 0:
-        return ModuleResult(changed=True, data={"ansible_job_id": jid, "started": 1, "finished": 0,
+        return ModuleResult(changed=True, data={"ansible_job_id": jid, "started": True, "finished": False,
                                                 "results_file": posixpath.join(directory, f"{jid}.out")})
     interval = DEFAULT_POLL if poll is None else poll
     began = time.monotonic()
@@ -118,4 +118,4 @@ def run_async(module: Module, ctx: ModuleContext, args: dict[str, Any], seconds:
         if elapsed > seconds + 5:  # no `timeout` on the host: end it here
             _detached.stop(ctx, job_paths(directory, jid), grace=2)
             return ModuleResult(failed=True, msg=f"async task did not complete within the requested time - {seconds}s",
-                                data={"ansible_job_id": jid, "finished": 1})
+                                data={"ansible_job_id": jid, "finished": True})

@@ -89,7 +89,9 @@ def install_content(ctx: ModuleContext, dest: str, content: bytes, args: dict[st
     checksum = hashlib.sha256(content).hexdigest()
     content_changes = not state.exists or (state.sha256 != checksum and args.get("force", True))
     wanted = wanted_attrs(ctx, dest, state, args) if state.exists else {}
-    result = ModuleResult(changed=content_changes, data={"dest": dest, "checksum": checksum, "size": len(content)})
+    # `checksum` as Ansible reports it: SHA-1 (comparable with stat's default); sha256 compares above
+    result = ModuleResult(changed=content_changes, data={"dest": dest, "checksum": hashlib.sha1(content).hexdigest(),
+                                                         "size": len(content)})
     if ctx.diff and content_changes:
         result.diff.append(text_diff(before if state.exists else None, content if len(content) < 256 * 1024 else b"(large file)", dest))
         if wanted:  # recorded here, before the attributes of the new content are compared again below

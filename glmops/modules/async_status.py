@@ -13,7 +13,7 @@ class AsyncStatusModule(Module):
     name = "async_status"
     doc = (
         "Read the state of a background job started with `async:` and `poll: 0` (as Ansible's "
-        "async_status): `finished` is 0 while it runs and 1 when it ended, then the result holds the "
+        "async_status): `finished` is false while it runs and true when it ended (booleans, as 2.19), then the result holds the "
         "command's rc, stdout and stderr and fails when the command failed. Use it with "
         "`until: job.finished`, `retries` and `delay`. `mode: cleanup` removes the job's files."
     )

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import posixpath
+import shlex
 from typing import Any
 
 from glmops.errors import ArgumentError
-from glmops.modules._files import ATTR_ARGS, install_content
+from glmops.modules._files import ATTR_ARGS, install_content, set_attrs, wanted_attrs
 from glmops.modules._remote import probe
 from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult
 
@@ -28,8 +29,10 @@ class CopyModule(Module):
         "file is already right; writes atomically (temporary file + rename)."
     )
     args = {
-        "src": Arg("path", help="A file on the controller."),
+        "src": Arg("path", help="A file or directory on the controller (on the host with remote_src). A directory "
+                   "is copied with its name into dest; with a trailing '/', only its content is."),
         "content": Arg("str", no_log=False, help="The file's content, instead of src."),
+        "remote_src": Arg("bool", default=False, help="src is a file or directory on the host: copy it there."),
         **CONTENT_ARGS,
     }
 
@@ -38,13 +41,15 @@ class CopyModule(Module):
             raise ArgumentError("give exactly one of 'src' and 'content'", field="src")
 
     def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+        if args["remote_src"] and args.get("src") is not None:
+            return copy_on_host(ctx, args)
         if args.get("content") is not None:
             data = str(args["content"]).encode()
             name = None
         else:
             source = ctx.find_file("files", args["src"])
             if os.path.isdir(source):
-                return ModuleResult(failed=True, msg=f"src {args['src']} is a directory; copying directories is not supported (use a loop or archive)")
+                return copy_tree(ctx, source, args)
             with open(source, "rb") as handle:
                 data = handle.read()
             name = os.path.basename(source)
@@ -54,6 +59,73 @@ class CopyModule(Module):
                 return ModuleResult(failed=True, msg="dest is a directory; with content, give a file path")
             dest = posixpath.join(dest, name)
         return install_content(ctx, dest, data, args, what="copy")
+
+
+def copy_tree(ctx: ModuleContext, source: str, args: dict[str, Any]) -> ModuleResult:
+    """A controller directory: `src/` puts its content into dest, `src` the directory itself (as Ansible)."""
+    dest = args["dest"].rstrip("/") or "/"
+    root = dest if args["src"].endswith("/") else posixpath.join(dest, os.path.basename(source.rstrip("/")))
+    dirs, files = [], []
+    for here, subdirs, names in os.walk(source):
+        subdirs.sort()
+        rel = os.path.relpath(here, source)
+        remote = root if rel == "." else posixpath.join(root, *rel.split(os.sep))
+        dirs.append(remote)
+        files += [(os.path.join(here, name), posixpath.join(remote, name)) for name in sorted(names)]
+    result = ModuleResult(data={"dest": dest + "/", "src": source.rstrip("/") + ("/" if args["src"].endswith("/") else "")})
+    listing = ctx.run("for d in " + " ".join(shlex.quote(d) for d in dirs) + '; do [ -d "$d" ] || echo "$d"; done')
+    missing = [line for line in listing.stdout.splitlines() if line]
+    if missing and not ctx.change(result, "mkdir -p -- " + " ".join(shlex.quote(d) for d in missing),
+                                  failure=f"cannot create directories under {dest}"):
+        return result
+    file_args = {**args, "validate": None}
+    for local, remote in files:
+        with open(local, "rb") as handle:
+            one = install_content(ctx, remote, handle.read(), file_args, what="copy")
+        result.diff += one.diff
+        if one.failed:
+            result.failed, result.msg = True, f"{remote}: {one.msg}"
+            return result
+        result.changed = result.changed or one.changed
+    return result
+
+
+def copy_on_host(ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+    """remote_src: copy a file or directory that is already on the host (compared first, changed only if it differs)."""
+    src, dest = args["src"], args["dest"]
+    state, _ = probe(ctx, src, checksum=True)
+    if state.type == "directory":
+        root = dest.rstrip("/") if src.endswith("/") else posixpath.join(dest, posixpath.basename(src.rstrip("/")))
+        result = ModuleResult(data={"src": src, "dest": dest, "state": "directory", "checksum": None, "md5sum": None})
+        same = ctx.run(f"diff -r -q -- {shlex.quote(src)} {shlex.quote(root)} >/dev/null 2>&1")
+        if same.rc != 0:
+            ctx.change(result, f"mkdir -p -- {shlex.quote(root)} && cp -R -- {shlex.quote(src.rstrip('/') + '/.')} {shlex.quote(root + '/')}",
+                       failure=f"cannot copy {src} to {root}")
+        return result
+    if state.type != "file":
+        return ModuleResult(failed=True, msg=f"Source {src} not found" if not state.exists else f"Source {src} is not a regular file")
+    if dest.endswith("/") or probe(ctx, dest)[0].type == "directory":
+        dest = posixpath.join(dest, posixpath.basename(src))
+    before, _ = probe(ctx, dest, checksum=True)
+    if before.type == "directory":
+        return ModuleResult(failed=True, msg=f"dest {dest} is a directory")
+    result = ModuleResult(data={"src": src, "dest": dest})
+    if not before.exists or (before.sha256 != state.sha256 and args["force"]):
+        q, tmp = shlex.quote(dest), shlex.quote(dest + ".glmops-tmp")
+        parent = shlex.quote(posixpath.dirname(dest) or ".")
+        if not ctx.change(result, f"mkdir -p -- {parent} && cp -- {shlex.quote(src)} {tmp} && mv -f -- {tmp} {q}",
+                          failure=f"cannot copy {src} to {dest}"):
+            return result
+    after, _ = probe(ctx, dest) if not ctx.check else (before, None)
+    if after.exists:
+        set_attrs(ctx, result, dest, after, wanted_attrs(ctx, dest, after, args))
+    if not ctx.check:
+        sums = ctx.run(f"sha1sum -- {shlex.quote(dest)} 2>/dev/null || shasum -a 1 -- {shlex.quote(dest)}; "
+                       f"md5sum -- {shlex.quote(dest)} 2>/dev/null || md5 -r -- {shlex.quote(dest)}").stdout.split()
+        final, _ = probe(ctx, dest)
+        result.data.update(checksum=sums[0] if sums else None, md5sum=sums[2] if len(sums) > 2 else None, state="file",
+                           mode=final.mode, uid=final.uid, gid=final.gid, owner=final.owner, group=final.group, size=final.size)
+    return result
 
 
 MODULE = CopyModule

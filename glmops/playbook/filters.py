@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import ntpath
+import os
 import posixpath
 import re
 import shlex
@@ -16,6 +17,7 @@ from jinja2 import Undefined
 from jinja2.exceptions import FilterArgumentError
 
 from glmops.values import to_bool as _to_bool
+from glmops.values import truthy as _truthy
 
 
 def to_bool(value: Any) -> bool:
@@ -243,6 +245,19 @@ def human_readable(value: Any, isbits: bool = False, unit: str | None = None) ->
     return f"{number:.2f} {units[index]}{suffix}" if index else f"{number:.2f} {'Bytes' if not isbits else 'bits'}"
 
 
+def type_debug(value: Any) -> str:
+    """Ansible's `type_debug`: the Python type name of a value (dict, list, str, int, bool, NoneType...)."""
+    for plain in (bool, int, float, str, dict, list, tuple):
+        if isinstance(value, plain):
+            return plain.__name__  # PosDict/PosList/unsafe text read as the plain type, as in Ansible
+    return type(value).__name__
+
+
+def expanduser(value: Any) -> str:
+    """Ansible's `expanduser`: `~` and `~user` expanded on the controller."""
+    return os.path.expanduser(str(value))
+
+
 def basename(value: Any) -> str:
     return posixpath.basename(str(value))
 
@@ -283,6 +298,8 @@ FILTERS = {
     "basename": basename,
     "dirname": dirname,
     "win_basename": lambda v: ntpath.basename(str(v)),
+    "type_debug": type_debug,
+    "expanduser": expanduser,
 }
 
 
@@ -335,8 +352,25 @@ def version_test(value: Any, other: Any, operator: str = "eq", strict: Any = Non
     return ops[operator]
 
 
+def contains(value: Any, item: Any) -> bool:
+    """Ansible's `contains` test: `list is contains(item)` (the reverse of Jinja's `in`)."""
+    try:
+        return item in value
+    except TypeError:
+        return False
+
+
+def truthy_test(value: Any, convert_bool: bool = False) -> bool:
+    """Ansible's `truthy` test: Python truthiness (`convert_bool=True`: boolean words as they say)."""
+    return _truthy(value) if convert_bool else bool(value)
+
+
 TESTS = {
+    "contains": contains,
+    "truthy": truthy_test,
+    "falsy": lambda value, convert_bool=False: not truthy_test(value, convert_bool),
     "succeeded": succeeded,
+    "successful": succeeded,
     "success": succeeded,
     "failed": failed,
     "failure": failed,

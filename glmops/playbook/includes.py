@@ -10,7 +10,8 @@ from glmops.errors import LoadError, Pos
 from glmops.playbook.model import Block, IncludeRole, IncludeTasks, Item, Role
 from glmops.playbook.readers import COMMON_KEYWORDS, LOOP_CONTROL_KEYS, _key_pos, _Reader
 from glmops.playbook.yamlpos import PosDict
-from glmops.values import is_template
+from glmops.executor.loops import SUPPORTED as WITH_SUPPORTED
+from glmops.values import is_template, to_bool
 
 
 class Includes:
@@ -29,6 +30,8 @@ class Includes:
         reader = _Reader(node, action)
         static = action.startswith("import_")
         allowed = COMMON_KEYWORDS | ({"args"} if static else {"loop", "with_items", "loop_control", "args"})
+        if action == "import_tasks":
+            allowed = allowed | {"notify"}  # as Ansible: every imported task notifies
         for loop_key in ("loop", "with_items", "loop_control"):
             if static and loop_key in node:
                 raise reader.error(loop_key, f"{action} cannot loop: it is expanded when the playbook loads",
@@ -50,7 +53,8 @@ class Includes:
             args = {**extra, **args}
         if action in ("include_tasks", "import_tasks"):
             return self._include_tasks(reader, node, action, key, args, pos, role=role, base_dir=base_dir)
-        allowed_args = {"name", "role", "tasks_from"} | ({"vars_from", "defaults_from"} if static else set())
+        allowed_args = {"name", "role", "tasks_from", "vars_from", "defaults_from", "handlers_from"} | (
+            set() if static else {"apply", "public"})
         for arg in args:
             if arg not in allowed_args:
                 hint = "allowed: " + ", ".join(sorted(allowed_args - {"role"}))
@@ -63,26 +67,53 @@ class Includes:
         if not isinstance(name, str) or not name:
             raise LoadError(f"{action} needs a role name", pos=pos, field=key, hint=f"{key}: {{name: ROLE}}")
         from_args = {}
-        for arg in ("tasks_from", "vars_from", "defaults_from"):
+        for arg in ("tasks_from", "vars_from", "defaults_from", "handlers_from"):
             value = args.get(arg, "main")
             if not isinstance(value, str) or is_template(value):
                 raise LoadError(f"'{arg}' must be a literal file name, got {value!r}", pos=_key_pos(raw, arg, pos), field=f"{key}.{arg}")
             from_args[arg] = os.path.splitext(value)[0] if value.endswith((".yml", ".yaml")) else value
         if static:
             if is_template(name):
-                raise LoadError("import_role needs a literal role name", pos=pos, field=key, hint="use include_role for a templated name")
-            loaded = self.load_role(name, pos, **from_args)
+                name = self._static_role_name(name, node, pos, key)
+            loaded = self.load_role(name, pos, **{k: v for k, v in from_args.items() if k != "handlers_from"})
             block = Block(pos=node.pos, role=loaded)
             self._options(reader, block)
             block.block = loaded.tasks
             self.imported_roles.append(loaded)
             return block
-        include_role = IncludeRole(pos=node.pos, role_name=name, tasks_from=from_args["tasks_from"], role=role)
+        include_role = IncludeRole(pos=node.pos, role_name=name, tasks_from=from_args["tasks_from"], role=role,
+                                   vars_from=from_args["vars_from"], defaults_from=from_args["defaults_from"])
+        apply = args.get("apply") or {}
+        if not isinstance(apply, dict):
+            raise LoadError("include_role 'apply' must be a mapping of task keywords", pos=_key_pos(raw, "apply", pos), field=f"{key}.apply")
+        for word in apply:
+            if word not in COMMON_KEYWORDS - {"name"}:
+                raise LoadError(f"'{word}' cannot be applied", pos=_key_pos(apply, word, pos), field=f"{key}.apply.{word}",
+                                hint="apply takes task keywords: " + ", ".join(sorted(COMMON_KEYWORDS - {"name"})))
+        include_role.apply = dict(apply)
+        include_role.public = to_bool(args.get("public", False), strict=False)
         self._options(reader, include_role)
         read_loop(reader, node, include_role, include=True)
         if not is_template(name):
-            self.imported_roles.append(self.load_role(name, pos, tasks_from=from_args["tasks_from"]))
+            self.imported_roles.append(self.load_role(name, pos, tasks_from=from_args["tasks_from"], vars_from=from_args["vars_from"],
+                                                      defaults_from=from_args["defaults_from"]))
         return include_role
+
+    def _static_role_name(self, name: str, node: PosDict, pos: Pos, key: str) -> str:
+        """A templated import_role name, rendered with the variables known when the playbook loads
+        (play vars, vars_files, the import's own vars), as Ansible does."""
+        from glmops.errors import TemplateError
+        from glmops.playbook.templating import Templar
+
+        variables = {**getattr(self, "static_vars", {}), **(node.get("vars") or {})}
+        try:
+            rendered = Templar().render(name, variables, pos=pos, field=key)
+        except TemplateError as exc:
+            raise LoadError(f"import_role name {name!r} cannot be rendered when the playbook loads: {exc.message}", pos=pos, field=key,
+                            hint="an import_role name may use play vars and vars_files only; use include_role for host variables") from None
+        if not isinstance(rendered, str) or not rendered:
+            raise LoadError(f"import_role name {name!r} rendered to {rendered!r}", pos=pos, field=key)
+        return rendered
 
     def _include_tasks(self, reader: _Reader, node: PosDict, action: str, key: str, args: dict[str, Any], pos: Pos, *,
                        role: Role | None, base_dir: str) -> Item:
@@ -104,6 +135,7 @@ class Includes:
                 raise LoadError("import_tasks needs a literal file name", pos=pos, field=key, hint="use include_tasks for a templated name")
             block = Block(pos=node.pos, role=role)
             self._options(reader, block)
+            block.notify = reader.str_list("notify")
             block.block = self.load_tasks_file(path, role=role, pos=pos)
             return block
         include = IncludeTasks(pos=node.pos, file=file, base_dir=tasks_dir, role=role)
@@ -138,8 +170,17 @@ def read_loop(reader: _Reader, node: PosDict, target: Any, *, include: bool = Fa
     if "loop" in node and "with_items" in node:
         raise reader.error("with_items", "use either 'loop' or 'with_items', not both")
     loop_key = "loop" if "loop" in node else ("with_items" if "with_items" in node else None)
+    with_keys = [] if include else [k for k in node if str(k).startswith("with_") and k != "with_items"]
+    if (with_keys and loop_key) or len(with_keys) > 1:
+        raise reader.error(str(with_keys[-1]), "a task has one loop: 'loop' or one 'with_*'")
     if loop_key:
         target.loop = _loop_value(reader, node, loop_key)
+    elif with_keys:
+        kind = str(with_keys[0])[5:]
+        if kind not in WITH_SUPPORTED:
+            raise reader.error(str(with_keys[0]), f"'{with_keys[0]}' is not supported by glmops",
+                               hint="use loop: with a filter or lookup; supported: " + ", ".join("with_" + k for k in WITH_SUPPORTED))
+        target.loop, target.loop_with = node[with_keys[0]], kind
     control = reader.mapping("loop_control")
     bad = [key for key in control if key not in ({"loop_var"} if include else LOOP_CONTROL_KEYS)]
     if bad and include:
@@ -153,3 +194,10 @@ def read_loop(reader: _Reader, node: PosDict, target: Any, *, include: bool = Fa
     if not include:
         target.index_var = control.get("index_var")
         target.loop_label = control.get("label")
+        extended = control.get("extended", False)
+        target.loop_extended = True if is_template(extended) else to_bool(extended, strict=False)
+        target.loop_extended_allitems = to_bool(control.get("extended_allitems", True), strict=False)
+        target.loop_pause = control.get("pause")
+        if control.get("break_when") is not None:
+            breaks = control["break_when"]
+            target.break_when = list(breaks) if isinstance(breaks, list) else [breaks]

@@ -48,13 +48,14 @@ def load_playbook(path: str, *, extra_roles_paths: Iterable[str] = ()) -> Playbo
 
 
 def load_role(name: str, *, base_dir: str, pos: Pos, params: dict[str, Any] | None = None, tasks_from: str = "main",
-              extra_roles_paths: Iterable[str] = ()) -> Role:
+              extra_roles_paths: Iterable[str] = (), vars_from: str = "main", defaults_from: str = "main") -> Role:
     """Load a role by name, as include_role does at run time (its dependencies' tasks lead its tasks)."""
     loader = Loader(base_dir, extra_roles_paths)
-    return loader.load_role(name, pos, params=params, tasks_from=tasks_from)
+    return loader.load_role(name, pos, params=params, tasks_from=tasks_from, vars_from=vars_from, defaults_from=defaults_from)
 
 
 def load_tasks_file(path: str, *, role: Role | None, pos: Pos, base_dir: str | None = None) -> list[Item]:
     """Load a task file, as include_tasks does at run time."""
     loader = Loader(base_dir or os.path.dirname(os.path.abspath(path)))
     return loader.load_tasks_file(path, role=role, pos=pos)
+

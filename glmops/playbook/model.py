@@ -28,6 +28,11 @@ class TaskOptions:
     ignore_errors: Any = None  # bool or template
     no_log: Any = None  # bool or template
     check_mode: bool | None = None  # force check mode on (True) or off (False) for this task
+    delegate_to: Any = None  # run on this host instead (a template; 'localhost' = the controller)
+    delegate_facts: Any = None  # facts the task sets go to the delegated host
+    run_once: Any = None  # run on the first host only; every host gets the result
+    diff: bool | None = None  # force --diff on or off for this task
+    become_method: str | None = None  # only 'sudo' (and 'su' refused at load time with a hint)
 
 
 @dataclass
@@ -50,6 +55,11 @@ class Task(TaskOptions):
     async_: Any = None  # `async:` seconds (int or template): run detached on the host
     poll: Any = None  # `poll:` seconds between checks of an async task; 0 = fire and forget
     role: "Role | None" = None  # the role the task comes from (search paths, role vars)
+    loop_with: str | None = None  # `with_X: ...` -> 'X' (executor/loops.py makes the items)
+    loop_extended: bool = False  # loop_control.extended: the `ansible_loop` variable
+    loop_extended_allitems: bool = True
+    loop_pause: Any = None  # loop_control.pause: seconds between items
+    break_when: list[Any] | None = None  # loop_control.break_when: stop after the item that makes these true
 
     @property
     def display_name(self) -> str:
@@ -63,6 +73,7 @@ class Block(TaskOptions):
     rescue: list["Item"] = field(default_factory=list)
     always: list["Item"] = field(default_factory=list)
     role: "Role | None" = None
+    notify: list[str] = field(default_factory=list)  # handlers notified by every task inside that changes
 
 
 @dataclass
@@ -87,6 +98,11 @@ class IncludeRole(TaskOptions):
     loop: Any = None
     loop_var: str = "item"
     role: "Role | None" = None  # the enclosing role
+    vars_from: str | None = None
+    defaults_from: str | None = None
+    handlers_from: str | None = None
+    apply: dict[str, Any] = field(default_factory=dict)  # keywords applied to the role's tasks (when, tags, become...)
+    public: bool = False  # the role's defaults and vars stay visible after it, for the rest of the play
 
 
 Item = Union[Task, Block, IncludeTasks, IncludeRole]
@@ -135,6 +151,11 @@ class Play:
     tags: list[str] = field(default_factory=list)
     host_key_checking: str | None = None  # 'yes' | 'accept-new' | 'no'
     base_dir: str = ""  # the playbook's directory
+    strategy: str = "linear"  # 'linear' or 'free'
+    serial: Any = None  # hosts per batch: a number, 'N%', or a list of them
+    any_errors_fatal: bool = False  # a failure on one host ends the play for all
+    force_handlers: bool = False  # notified handlers run even on hosts that failed
+    max_fail_percentage: Any = None
 
     @property
     def display_name(self) -> str:

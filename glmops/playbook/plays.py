@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from glmops.errors import LoadError, Pos
 from glmops.modules import canonical_name
 from glmops.playbook.model import Block, Item, Play, Role, Task
-from glmops.playbook.readers import PLAY_KEYWORDS, _nearest_hint, _pos, _Reader, load_vars_file
+from glmops.playbook.readers import PLAY_KEYWORDS, _nearest_hint, _pos, _Reader, load_vars_file, _become_method
 from glmops.playbook.yamlpos import PosDict, PosList, load_yaml
 from glmops.values import is_template
 
@@ -47,6 +47,15 @@ class Plays:
         play.become_user = reader.str("become_user", "root") or "root"
         play.environment = reader.environment()
         play.tags = reader.str_list("tags", comma=True)
+        strategy = reader.str("strategy", "linear")
+        if strategy not in ("linear", "free"):
+            raise reader.error("strategy", f"unsupported strategy '{strategy}'", hint="glmops has linear (the default) and free")
+        play.strategy = strategy or "linear"
+        play.serial = node.get("serial")
+        play.any_errors_fatal = bool(reader.bool("any_errors_fatal", False))
+        play.force_handlers = bool(reader.bool("force_handlers", False))
+        play.max_fail_percentage = node.get("max_fail_percentage")
+        _become_method(reader)
         connection = reader.str("connection")
         if connection is not None and connection not in ("ssh", "local", "paramiko"):
             raise reader.error("connection", f"unsupported connection '{connection}'", hint="use ssh or local")
@@ -64,6 +73,7 @@ class Plays:
             path = entry if os.path.isabs(entry) else os.path.join(self.playbook_dir, entry)
             play.vars_files.append(path)
             play.vars_from_files.update(load_vars_file(path, entry_pos))
+        self.static_vars = {**play.vars, **play.vars_from_files}  # what a templated import_role name may use
         self.imported_roles = []
         self.included_items = []
         roles = node.get("roles") or []

@@ -9,20 +9,23 @@ from collections.abc import Iterable
 from typing import Any
 
 from glmops.errors import LoadError, Pos
+from glmops.executor.loops import WITH_LOOPS
 from glmops.playbook.yamlpos import PosDict, load_yaml
 from glmops.values import is_bool_like, is_template, to_bool
 
 PLAY_KEYWORDS = {
     "name", "hosts", "vars", "vars_files", "roles", "pre_tasks", "tasks", "post_tasks", "handlers",
     "gather_facts", "become", "become_user", "environment", "connection", "tags", "host_key_checking",
+    "strategy", "serial", "any_errors_fatal", "force_handlers", "max_fail_percentage", "become_method",
 }
-COMMON_KEYWORDS = {"name", "when", "tags", "become", "become_user", "environment", "vars", "ignore_errors", "no_log", "check_mode"}
+COMMON_KEYWORDS = {"name", "when", "tags", "become", "become_user", "environment", "vars", "ignore_errors", "no_log", "check_mode",
+                   "delegate_to", "delegate_facts", "run_once", "diff", "become_method"}
 TASK_KEYWORDS = COMMON_KEYWORDS | {
     "register", "loop", "with_items", "loop_control", "notify", "listen", "changed_when", "failed_when",
     "retries", "until", "delay", "args", "async", "poll",
-}
-BLOCK_KEYWORDS = COMMON_KEYWORDS | {"block", "rescue", "always"}
-LOOP_CONTROL_KEYS = {"loop_var", "index_var", "label"}
+} | {"with_" + kind for kind in WITH_LOOPS}
+BLOCK_KEYWORDS = COMMON_KEYWORDS | {"block", "rescue", "always", "notify"}
+LOOP_CONTROL_KEYS = {"loop_var", "index_var", "label", "extended", "extended_allitems", "pause", "break_when"}
 INCLUDE_ACTIONS = {"include_tasks", "import_tasks", "include_role", "import_role"}
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -153,3 +156,40 @@ def load_vars_file(path: str, pos: Pos | None = None) -> dict[str, Any]:
             raise LoadError(f"invalid variable name {key!r}", pos=_key_pos(data, key, Pos(path)),
                             hint="variable names are letters, digits and underscores, not starting with a digit")
     return data
+
+
+def _become_method(reader: _Reader) -> str | None:
+    """become_method: glmops becomes with sudo; 'sudo' is accepted, another method is an error."""
+    method = reader.str("become_method")
+    if method is not None and method != "sudo" and not is_template(method):
+        raise reader.error("become_method", f"become_method '{method}' is not supported", hint="glmops becomes with sudo (become_method: sudo)")
+    return method
+
+
+def _action_node(node: PosDict) -> PosDict:
+    """`action: copy src=a dest=b` / `action: {module: copy, src: a}` (and `local_action:`, which also
+    delegates to localhost) rewritten as the ordinary `copy: ...` form, with positions kept."""
+    if "action" in node and "local_action" in node:
+        raise LoadError("a task has either 'action' or 'local_action'", pos=node.pos_of("local_action"), field="local_action")
+    key = "action" if "action" in node else "local_action"
+    value = node[key]
+    pos = node.pos_of(key)
+    if isinstance(value, str):
+        module, _, rest = value.strip().partition(" ")
+        args: Any = rest.strip() or None
+    elif isinstance(value, dict) and isinstance(value.get("module"), str):
+        module = value["module"]
+        args = PosDict({k: v for k, v in value.items() if k != "module"})
+        args.pos, args.key_pos = getattr(value, "pos", pos), dict(getattr(value, "key_pos", {}))
+    else:
+        raise LoadError(f"'{key}' needs a module: '{key}: MODULE ARGS' or '{key}: {{module: MODULE, ...}}'", pos=pos, field=key)
+    if not module or is_template(module):
+        raise LoadError(f"'{key}' needs a literal module name", pos=pos, field=key)
+    out = PosDict({k: v for k, v in node.items() if k != key})
+    out.pos, out.key_pos = node.pos, {k: p for k, p in node.key_pos.items() if k != key}
+    out[module] = args
+    out.key_pos[module] = pos
+    if key == "local_action":
+        out["delegate_to"] = "localhost"
+        out.key_pos["delegate_to"] = pos
+    return out

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from glmops.errors import LoadError, Pos
 from glmops.modules import canonical_name, get_module, is_module, module_names, nearest_modules
 from glmops.playbook.model import Block, Item, Role, Task
-from glmops.playbook.readers import _IDENTIFIER, BLOCK_KEYWORDS, INCLUDE_ACTIONS, TASK_KEYWORDS, _nearest_hint, _pos, _Reader
+from glmops.playbook.readers import _IDENTIFIER, BLOCK_KEYWORDS, INCLUDE_ACTIONS, TASK_KEYWORDS, _nearest_hint, _pos, _Reader, _action_node, _become_method
 from glmops.playbook.includes import read_loop
 from glmops.playbook.shortform import module_args
 from glmops.playbook.yamlpos import PosDict, PosList, load_yaml
@@ -87,13 +87,24 @@ class Tasks:
         target.ignore_errors = reader.bool_or_template("ignore_errors")
         target.no_log = reader.bool_or_template("no_log")
         target.check_mode = reader.bool("check_mode")
+        delegate = reader.node.get("delegate_to")
+        if delegate is not None and (not isinstance(delegate, str) or not delegate.strip()):
+            raise reader.error("delegate_to", f"delegate_to needs a host name, got {delegate!r}", hint="e.g. delegate_to: localhost")
+        target.delegate_to = delegate
+        target.delegate_facts = reader.bool_or_template("delegate_facts")
+        target.run_once = reader.bool_or_template("run_once")
+        target.diff = reader.bool("diff")
+        target.become_method = _become_method(reader)
 
     def load_item(self, node: PosDict, *, role: Role | None, base_dir: str, handlers: bool = False) -> Item:
+        if "action" in node or "local_action" in node:
+            node = _action_node(node)
         if "block" in node:
             reader = _Reader(node, "block")
             reader.unknown(BLOCK_KEYWORDS)
             block = Block(pos=node.pos, role=role)
             self._options(reader, block)
+            block.notify = reader.str_list("notify")
             for part in ("block", "rescue", "always"):
                 items = self.task_list(reader, part, role=role, base_dir=base_dir, handlers=handlers)
                 if items is not None:

@@ -18,11 +18,10 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from glmops.errors import Pos, TemplateError
 from glmops.output.redact import is_secret_name
-from glmops.playbook.filters import FILTERS, TESTS
-from glmops.values import has_template, is_template, truthy
+from glmops.playbook.filters import FILTERS, TESTS, type_debug
+from glmops.values import has_template, is_template
 
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.S)
-_LOOKUPS = ("env", "file")
 
 
 class _Undefined(ChainableUndefined, StrictUndefined):
@@ -32,38 +31,156 @@ class _Undefined(ChainableUndefined, StrictUndefined):
     __slots__ = ()
 
 
+def _search_dirs(context: Any, kind: str) -> list[str]:
+    """Controller folders a lookup searches for a relative name: the role's `kind/` and the role,
+    then the playbook directory's `kind/` and the directory itself (as Ansible does)."""
+    import os
+
+    bases = [context.get("role_path"), context.get("playbook_dir")]
+    return [os.path.join(b, sub) for b in bases if isinstance(b, str) and not isinstance(b, Undefined) for sub in (kind, "")]
+
+
+def _find(context: Any, kind: str, name: str, dirs: list[str] | None = None) -> str | None:
+    """The controller path of `name` (absolute, or found in `dirs`, by default _search_dirs), or None."""
+    import os
+
+    if os.path.isabs(name):
+        return name if os.path.exists(name) else None
+    dirs = _search_dirs(context, kind) if dirs is None else dirs
+    return next((c for c in (os.path.join(d, name) for d in dirs) if os.path.exists(c)), None)
+
+
+def _lookup_file(context: Any, terms: tuple[Any, ...], options: dict[str, Any]) -> list[Any]:
+    values = []
+    for term in terms:
+        path = _find(context, "files", str(term)) or str(term)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                values.append(handle.read().rstrip("\n") if options.get("rstrip", True) else handle.read())
+        except OSError as exc:
+            raise ValueError(f"lookup('file'): cannot read {term!r}: {exc.strerror}") from None
+    return values
+
+
+def _lookup_first_found(context: Any, terms: tuple[Any, ...], options: dict[str, Any]) -> list[Any]:
+    """The first existing file among `terms` (names, lists of names, or {files, paths} mappings)."""
+    import os
+
+    candidates: list[str] = []
+
+    def add(term: Any, paths: list[str]) -> None:
+        if isinstance(term, Mapping):
+            files = term.get("files", [])
+            more = term.get("paths", [])
+            files = [f for part in ([files] if isinstance(files, str) else files) for f in str(part).split(",") if f]
+            more = [p for part in ([more] if isinstance(more, str) else more) for p in str(part).split(",") if p]
+            for name in files:
+                add(name, more)
+        elif isinstance(term, (list, tuple)):
+            for item in term:
+                add(item, paths)
+        else:
+            candidates.extend([os.path.join(p, str(term)) for p in paths] if paths else [str(term)])
+
+    if "files" in options:
+        add({"files": options["files"], "paths": options.get("paths", [])}, [])
+    for term in terms:
+        add(term, [])
+    # ansible-core 2.19: a role's files/ and the role, then the playbook's directory (not its files/)
+    dirs = [d for d in _search_dirs(context, "files") if d.rstrip("/") != str(context.get("playbook_dir")).rstrip("/") + "/files"]
+    for candidate in candidates:
+        found = _find(context, "files", candidate, dirs)
+        if found:
+            return [os.path.abspath(found)]
+    if options.get("skip"):
+        return []
+    raise ValueError("lookup('first_found'): no file was found; tried: " + ", ".join(candidates))
+
+
+def _lookup_pipe(context: Any, terms: tuple[Any, ...], options: dict[str, Any]) -> list[Any]:
+    """Run each term as a shell command on the controller (in the playbook's directory); its stdout."""
+    import subprocess
+
+    cwd = context.get("playbook_dir")
+    values = []
+    for term in terms:
+        done = subprocess.run(str(term), shell=True, capture_output=True, text=True,  # noqa: S602 - pipe is a shell
+                              cwd=cwd if isinstance(cwd, str) else None)
+        if done.returncode != 0:
+            raise ValueError(f"lookup('pipe'): {term!r} returned {done.returncode}: {done.stderr.strip()}")
+        values.append(done.stdout.rstrip())
+    return values
+
+
+def _lookup_template(context: Any, terms: tuple[Any, ...], options: dict[str, Any]) -> list[Any]:
+    """Render controller template files (found in templates/) with the current variables."""
+    templar = context.environment.glmops_templar
+    variables = {**context.get_all(), **dict(options.get("template_vars") or {})}
+    values = []
+    for term in terms:
+        path = _find(context, "templates", str(term))
+        if path is None:
+            raise ValueError(f"lookup('template'): could not find {term!r} (looked in: {', '.join(_search_dirs(context, 'templates'))})")
+        with open(path, encoding="utf-8") as handle:
+            values.append(templar.render_text(handle.read(), {**variables, "template_path": path}, name=path))
+    return values
+
+
+def _lookup_vars(context: Any, terms: tuple[Any, ...], options: dict[str, Any]) -> list[Any]:
+    """The values of the variables named by `terms` (rendered); `default=` for a missing one."""
+    templar = context.environment.glmops_templar
+    variables = context.get_all()
+    values = []
+    for term in terms:
+        if str(term) in variables and not isinstance(variables[str(term)], Undefined):
+            values.append(templar.render(variables[str(term)], variables))
+        elif "default" in options:
+            values.append(options["default"])
+        else:
+            raise ValueError(f"lookup('vars'): no variable named {term!r}")
+    return values
+
+
+def _lookup_env(context: Any, terms: tuple[Any, ...], options: dict[str, Any]) -> list[Any]:
+    import os
+
+    return [os.environ.get(str(term), options.get("default", "")) for term in terms]
+
+
+_LOOKUP_PLUGINS: dict[str, Callable[[Any, tuple[Any, ...], dict[str, Any]], list[Any]]] = {
+    "env": _lookup_env,
+    "file": _lookup_file,
+    "first_found": _lookup_first_found,
+    "pipe": _lookup_pipe,
+    "template": _lookup_template,
+    "vars": _lookup_vars,
+    "list": lambda context, terms, options: list(terms),
+}
+_LOOKUPS = tuple(_LOOKUP_PLUGINS)
+
+
 @pass_context
 def _lookup(context: Any, plugin: str, *terms: Any, **options: Any) -> Any:
-    """The `lookup()` plugins this subset has: env (controller environment) and file (controller file).
+    """The `lookup()` plugins this subset has (see _LOOKUP_PLUGINS), as Ansible's, on the controller.
 
     A value read under a secret-looking name (`lookup('env', 'HF_TOKEN')`, a file named
     api_key.txt) is reported to the run's redaction as a secret.
     """
     import os
 
-    if plugin == "env":
-        values = [os.environ.get(str(term), options.get("default", "")) for term in terms]
-    elif plugin == "file":
-        values = []
-        for term in terms:
-            path = str(term)
-            if not os.path.isabs(path):
-                bases = [context.get("role_path"), context.get("playbook_dir")]
-                found = [os.path.join(b, sub, path) for b in bases if isinstance(b, str) for sub in ("files", "")]
-                path = next((c for c in found if os.path.isfile(c)), path)
-            try:
-                with open(path, encoding="utf-8") as handle:
-                    values.append(handle.read().rstrip("\n") if options.get("rstrip", True) else handle.read())
-            except OSError as exc:
-                raise ValueError(f"lookup('file'): cannot read {term!r}: {exc.strerror}") from None
-    else:
+    plugin = plugin.removeprefix("ansible.builtin.")
+    if plugin not in _LOOKUP_PLUGINS:
         raise ValueError(f"lookup plugin '{plugin}' is not supported (supported: {', '.join(_LOOKUPS)})")
+    wantlist = options.pop("wantlist", False)
+    if plugin != "first_found" and len(terms) == 1 and isinstance(terms[0], (list, tuple)):
+        terms = tuple(terms[0])  # lookup('list', [1, 2]) == lookup('list', 1, 2)
+    values = _LOOKUP_PLUGINS[plugin](context, terms, options)
     on_secret = getattr(context.environment, "glmops_on_secret", None)
-    if on_secret is not None:
+    if on_secret is not None and plugin in ("env", "file"):
         for term, value in zip(terms, values):
             if is_secret_name(os.path.basename(str(term))):
                 on_secret(value)
-    if options.get("wantlist"):
+    if wantlist or plugin == "list" or not values:  # as ansible-core 2.19: the list lookup and an empty result stay lists
         return values
     return ",".join(str(v) for v in values) if len(values) != 1 else values[0]
 
@@ -102,6 +219,23 @@ def _defined(value: Any) -> Any:
     return value
 
 
+class _Vars(Mapping):
+    """Ansible's magic `vars`: every variable of the host and task by name, rendered when read."""
+
+    def __init__(self, templar: "Templar", variables: Mapping[str, Any]) -> None:
+        self._templar, self._variables = templar, variables
+
+    def __getitem__(self, name: str) -> Any:
+        value = self._variables[name]
+        return self._templar.render(value, self._variables) if has_template(value) else value
+
+    def __iter__(self) -> Any:
+        return iter(self._variables)
+
+    def __len__(self) -> int:
+        return len(self._variables)
+
+
 class Templar:
     """Renders values with a set of variables. One instance serves a whole run (it caches)."""
 
@@ -111,7 +245,9 @@ class Templar:
         self.env = _environment()
         self.on_secret = on_secret
         self.env.glmops_on_secret = on_secret  # type: ignore[attr-defined]  # read by lookup()
+        self.env.glmops_templar = self  # type: ignore[attr-defined]  # the template and vars lookups render
         self._compile = lru_cache(maxsize=4096)(self.env.from_string)
+        self._file_envs: dict[tuple[bool, bool, str], Any] = {}  # template files: one environment per option set
         self._compile_expr = lru_cache(maxsize=4096)(self.env.compile_expression)
         self._parse = lru_cache(maxsize=4096)(self.env.parse)  # one parse per source, for both name lists
         self._names = lru_cache(maxsize=4096)(self._referenced_names)
@@ -131,6 +267,8 @@ class Templar:
         such a value is reported at the place that uses the variable, naming the variable.
         """
         updates = {}
+        if "vars" not in variables and "vars" in self._names(source):
+            updates["vars"] = _Vars(self, variables)  # Ansible's magic `vars`: every variable, by name
         for name in self._names(source):
             value = variables.get(name)
             if has_template(value):
@@ -267,17 +405,48 @@ class Templar:
             raise self._fail(exc, expr, pos, field) from None
 
     def all_true(self, conditions: list[Any], variables: Mapping[str, Any], *, pos: Pos | None = None, field: str = "when") -> bool:
-        """True when every condition holds (an empty list holds)."""
+        """True when every condition holds (an empty list holds).
+
+        As ansible-core 2.19: a condition must come out as a boolean. A string ("false", "yes"), a
+        number, a list or None is an error, not a guess (`when: flag` with flag="false" would
+        otherwise run the task).
+        """
         for condition in conditions:
-            if not truthy(self.evaluate(condition, variables, pos=pos, field=field)):
+            value = self.evaluate(condition, variables, pos=pos, field=field)
+            if not isinstance(value, bool):
+                shown = condition if isinstance(condition, str) else repr(condition)
+                match = _SINGLE_EXPRESSION.match(shown)
+                shown = match.group("expr").strip() if match else shown.strip()
+                raise TemplateError(
+                    f"conditional {shown!r} gave a value of type '{type_debug(value)}' ({value!r}); "
+                    "conditionals must have a boolean result (as in ansible-core 2.19)",
+                    pos=pos, field=field,
+                    hint=f"say what you mean: '{shown} | bool' for a yes/no word, '{shown} | length > 0' for a "
+                         f"list or text, '{shown} is truthy' for Python truthiness")
+            if not value:
                 return False
         return True
 
-    def render_text(self, text: str, variables: Mapping[str, Any], *, name: str) -> str:
-        """Render a whole template file (the template module); errors name the file and line."""
+    def _file_environment(self, trim_blocks: bool, lstrip_blocks: bool, newline_sequence: str) -> Any:
+        """The environment a template file renders in (Ansible's template options), one per combination."""
+        key = (trim_blocks, lstrip_blocks, newline_sequence)
+        cache = self._file_envs
+        if key not in cache:
+            overlay = self.env.overlay(trim_blocks=trim_blocks, lstrip_blocks=lstrip_blocks, newline_sequence=newline_sequence)
+            overlay.glmops_on_secret, overlay.glmops_templar = self.on_secret, self  # type: ignore[attr-defined]
+            cache[key] = lru_cache(maxsize=256)(overlay.from_string)
+        return cache[key]
+
+    def render_text(self, text: str, variables: Mapping[str, Any], *, name: str, trim_blocks: bool = True,
+                    lstrip_blocks: bool = False, newline_sequence: str = "\n") -> str:
+        """Render a whole template file (the template module, the template lookup); errors name the file and line.
+
+        As Ansible's template module: trim_blocks on (the newline after a block tag is removed),
+        lstrip_blocks off, lines end with `newline_sequence`.
+        """
         try:
             variables = self._resolve(text, variables, 0, Pos(name))
-            return self._compile(text).render(**variables)
+            return self._file_environment(trim_blocks, lstrip_blocks, newline_sequence)(text).render(**variables)
         except TemplateSyntaxError as exc:
             raise TemplateError(f"template syntax error: {exc.message}", pos=Pos(name, exc.lineno or 0),
                                 hint="check the {{ }} / {% %} pairs around this line") from None

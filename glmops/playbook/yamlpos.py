@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from glmops.errors import LoadError, Pos
+from glmops.values import Unsafe
 
 
 class PosDict(dict):
@@ -80,6 +81,14 @@ def _make_loader(filename: str) -> type:
         result.item_pos = [_mark_pos(filename, child.start_mark) for child in node.value]
         return result
 
+    def construct_unsafe(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+        """`!unsafe 'text {{ x }}'`: text that is never templated (Ansible's tag)."""
+        if isinstance(node, yaml.ScalarNode):
+            return Unsafe(loader.construct_scalar(node))
+        raise LoadError("!unsafe marks a text value; put it on each string, not on a list or mapping",
+                        pos=_mark_pos(filename, node.start_mark), hint="key: !unsafe '{{ stays as written }}'")
+
+    PositionLoader.add_constructor("!unsafe", construct_unsafe)
     PositionLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
     PositionLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, construct_sequence)
     return PositionLoader
