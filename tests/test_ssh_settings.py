@@ -3,9 +3,11 @@ passwords (--ask-pass, --ask-become-pass, inventory add --copy-id). Real sshd se
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -259,3 +261,81 @@ def test_inventory_add_copy_id_installs_the_key_once(tmp_path: Path, password_ho
     wrong = subprocess.run([sys.executable, "-m", "glmops", "inventory", "add", "pw2", "-i", str(inv), "--copy-id", *login],
                            input="wrong\n", env=full_env, capture_output=True, text=True, timeout=60)
     assert wrong.returncode == 4 and "authentication failed" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+# -- the day-2 commands and the tunnel: passwords and aliases -----------------------------------
+def _glmops(tmp_path: Path, env: dict[str, str], *args: str, input: str = "") -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", "GLMOPS_INVENTORY": "",
+                "XDG_STATE_HOME": str(tmp_path / "state"), **env}
+    return subprocess.run([sys.executable, "-m", "glmops", *args], cwd=tmp_path, env=full_env, input=input,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_day2_ask_pass_and_become_pass_from_stdin(tmp_path: Path, password_host: PasswordSshServer) -> None:
+    env = _home(tmp_path, "")
+    inv = str(inventory(tmp_path / "hosts.yml", {"pw": _password_vars(password_host)}))
+    # without a password the host cannot be logged in to: unreachable (exit 4)
+    refused = _glmops(tmp_path, env, "status", "pw", "-i", inv, "--json")
+    assert refused.returncode == 4 and "authentication failed" in refused.stdout, refused.stdout + refused.stderr
+    # -k: logged in; nothing is deployed there, so the server is down (exit 2), and that is known only from the host
+    done = _glmops(tmp_path, env, "status", "pw", "-i", inv, "--json", "-k", input=f"{PASSWORD}\n")
+    assert done.returncode == 2, done.stdout + done.stderr
+    row = json.loads(done.stdout)[0]
+    assert row["state"] == "down" and "not deployed here" in row["message"]
+    assert PASSWORD not in done.stdout + done.stderr
+    # -K (empty: the SSH password) with -b: the log is readable by root only, so only sudo with that password shows it
+    deploy = tmp_path / "rootonly"
+    write(deploy / "logs" / "server.log", "only root reads this line\n")
+    deploy.chmod(0o700)
+    as_root = ("logs", "pw", "-i", inv, "-b", "-e", f"deploy_dir={deploy}")
+    rooted = _glmops(tmp_path, env, *as_root, "-k", "-K", input=f"{PASSWORD}\n\n")
+    assert rooted.returncode == 0 and "only root reads this line" in rooted.stdout, rooted.stdout + rooted.stderr
+    assert PASSWORD not in rooted.stdout + rooted.stderr
+    no_become_pass = _glmops(tmp_path, env, *as_root, "-k", input=f"{PASSWORD}\n")
+    assert "only root reads this line" not in no_become_pass.stdout
+    wrong = _glmops(tmp_path, env, "status", "pw", "-i", inv, "--json", "-k", input="wrong\n")
+    assert wrong.returncode == 4 and "authentication failed" in wrong.stdout
+    empty = _glmops(tmp_path, env, "status", "pw", "-i", inv, "-k", input="\n")
+    assert empty.returncode != 0 and "--ask-pass: no password was given" in empty.stderr and "Traceback" not in empty.stderr
+
+
+def _alias_home(tmp_path: Path, sshd: SshServer) -> dict[str, str]:
+    return _home(tmp_path, f"""
+        Host gpu-box
+          HostName {sshd.host}
+          Port {sshd.port}
+          User root
+          IdentityFile {sshd.client_key}
+          UserKnownHostsFile {sshd.known_hosts}
+    """)
+
+
+def test_day2_and_tunnel_reach_a_host_known_only_by_its_ssh_config_alias(tmp_path: Path, sshd: SshServer) -> None:
+    from httpserver import LoopbackHTTPServer
+    from sshd import free_port
+
+    env = _alias_home(tmp_path, sshd)
+    done = _glmops(tmp_path, env, "status", "gpu-box", "--json", "-e", f"deploy_dir={tmp_path / 'none'}")
+    assert done.returncode == 2, done.stdout + done.stderr  # logged in: the server is down, not the host unknown
+    assert json.loads(done.stdout)[0]["state"] == "down"
+    with LoopbackHTTPServer() as http:
+        http.files["/health"] = b'{"status":"ok"}'
+        local = free_port()
+        started = _glmops(tmp_path, env, "tunnel", "gpu-box", "--local-port", str(local), "--remote-port", str(http.port), "--background")
+        try:
+            assert started.returncode == 0, started.stdout + started.stderr
+            with urllib.request.urlopen(f"http://127.0.0.1:{local}/health", timeout=10) as response:
+                assert response.read() == b'{"status":"ok"}'
+        finally:
+            stopped = _glmops(tmp_path, env, "tunnel", "stop", "gpu-box")
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    # an inventory that does not name the alias does not hide it either
+    inv = str(inventory(tmp_path / "hosts.yml", {"other": {"ansible_host": "127.0.0.1"}}))
+    assert _glmops(tmp_path, env, "status", "gpu-box", "-i", inv, "--json", "-e", f"deploy_dir={tmp_path / 'none'}").returncode == 2
+    # without the alias the name is an unknown host, as before
+    (tmp_path / "home" / ".ssh" / "config").write_text("")
+    unknown = _glmops(tmp_path, env, "status", "gpu-box", "--json")
+    assert unknown.returncode == 3 or "no host matches 'gpu-box'" in unknown.stderr, unknown.stdout + unknown.stderr
+    assert "no host matches 'gpu-box'" in unknown.stderr
+    tunnel = _glmops(tmp_path, env, "tunnel", "gpu-box")
+    assert tunnel.returncode != 0 and "not found" in tunnel.stderr and "Traceback" not in tunnel.stderr

@@ -43,7 +43,12 @@ def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
 
 
 def inventory_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    """-i/--inventory, -e/--extra-vars, --accept-new-host-keys, -b/--become, --become-user, as `glmops run` has them."""
+    """-i/--inventory, -e/--extra-vars, --accept-new-host-keys, -k/--ask-pass, -K/--ask-become-pass, -b/--become,
+    --become-user, as `glmops run` has them."""
+    func = click.option("-K", "--ask-become-pass", is_flag=True, expose_value=False, callback=_remember,
+                        help="Ask for the sudo password used by become (empty: the SSH password).")(func)
+    func = click.option("-k", "--ask-pass", is_flag=True, expose_value=False, callback=_remember,
+                        help="Ask for the SSH password (for hosts without ansible_password); read from stdin when it is not a terminal.")(func)
     func = click.option("--become-user", expose_value=False, callback=_remember,
                         help="With --become: the user (default root, or the host's ansible_become_user).")(func)
     func = click.option("-b", "--become", is_flag=True, expose_value=False, callback=_remember,
@@ -68,6 +73,9 @@ def load_targets(pattern: str, inventories: tuple[str, ...], extra_vars: tuple[s
     inventory = load_inventory(list(inventories))
     extra = parse_extra_vars(extra_vars)
     names = inventory.select(pattern)
+    implicit = not names and ssh_config_alias(pattern)
+    if implicit:
+        names = [pattern]
     if not names:
         known = ", ".join(sorted(inventory.hosts)[:10]) or "none"
         raise GlmopsError(f"no host matches {pattern!r}", field="HOST",
@@ -76,9 +84,11 @@ def load_targets(pattern: str, inventories: tuple[str, ...], extra_vars: tuple[s
         raise GlmopsError(f"{pattern!r} matches {len(names)} hosts ({', '.join(names[:5])}); this command works on one",
                           field="HOST", hint="name one host")
     templar = Templar()
+    password, become_password = _passwords()
     targets = []
     for name in names:
-        variables = {**inventory.host_vars(name), **extra, "inventory_hostname": name}
+        inventory_vars = {} if implicit else inventory.host_vars(name)
+        variables = {**inventory_vars, **extra, "inventory_hostname": name}
         for key in CONNECTION_VARS + LAYOUT_VARS + ("ansible_become", "ansible_become_user", "api_keys", "profile", "network_turbo_path", "embedding_model",
                                                     "served_model_name", "model_path"):
             if key in variables:
@@ -87,8 +97,34 @@ def load_targets(pattern: str, inventories: tuple[str, ...], extra_vars: tuple[s
             layout = Layout.from_hostvars(variables)
         except (TypeError, ValueError):
             raise GlmopsError(f"host {name}: api_port must be a number, got {variables.get('api_port')!r}", field="api_port") from None
+        if password is not None:  # typed at the prompt: never templated
+            variables.setdefault("ansible_password", password)
+        if become_password is not None and "ansible_become_pass" not in variables:
+            variables.setdefault("ansible_become_password", become_password)
         targets.append(Target(name, variables, layout, _become_of(variables)))
     return targets
+
+
+def ssh_config_alias(pattern: str) -> bool:
+    """Whether `pattern` is a plain name given as a Host alias in ~/.ssh/config (or $GLMOPS_SSH_CONFIG): such a
+    host needs no inventory entry, as `ssh ALIAS` needs none."""
+    from glmops.connection.sshopts import config_aliases, ssh_config_path
+
+    if not pattern or any(c in pattern for c in ",:*?[]~!&"):
+        return False
+    return pattern in config_aliases(ssh_config_path({}))
+
+
+def _passwords() -> tuple[str | None, str | None]:
+    """-k/-K: asked once per command (a command may load its hosts twice), only when a host is about to be used."""
+    from glmops.commands.prompts import ask_passwords
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return None, None
+    if "glmops.passwords" not in ctx.meta:
+        ctx.meta["glmops.passwords"] = ask_passwords(bool(ctx.meta.get("glmops.ask_pass")), bool(ctx.meta.get("glmops.ask_become_pass")))
+    return ctx.meta["glmops.passwords"]
 
 
 def _become_of(variables: dict[str, Any]) -> Become | None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 
+from glmops.commands.prompts import read_secret
 from glmops.errors import EXIT_ERROR, ArgumentError, GlmopsError
 
 DEFAULT_INVENTORY = "inventory/hosts.yml"
@@ -120,30 +121,25 @@ def _human(count: float) -> str:
     return f"{count:.1f} GB"
 
 
-def _read_password(host: str) -> str:
-    if sys.stdin.isatty():
-        import getpass
-
-        password = getpass.getpass(f"SSH password for {host}: ")
-    else:
-        password = sys.stdin.readline().rstrip("\r\n")
-    if not password:
-        raise ArgumentError("empty password", field="--ask-pass", hint="type the SSH password, or log in with a key")
-    return password
-
-
 def _host_settings(host: str, sources: tuple[str, ...]) -> dict[str, Any]:
     """The host's inventory variables, templates rendered (as `glmops run` sees them)."""
     from glmops.inventory import load_inventory
     from glmops.playbook.templating import Templar
 
+    from glmops.commands._hosts import ssh_config_alias
+
+    given = bool(sources) or bool(os.environ.get("GLMOPS_INVENTORY"))
     if not sources:
         sources = (os.environ.get("GLMOPS_INVENTORY") or DEFAULT_INVENTORY,)
     if not any(os.path.exists(s) or "," in s for s in sources):
+        if not given and ssh_config_alias(host):  # `ssh ALIAS` works without an inventory: so does the tunnel
+            return {"inventory_hostname": host}
         raise GlmopsError(f"inventory {', '.join(sources)} not found", field="-i",
                           hint=f"add the host first: glmops inventory add {host} -- ssh -p PORT user@host (or give -i FILE)")
     inventory = load_inventory(list(sources))
     if host not in inventory.hosts:
+        if ssh_config_alias(host):
+            return {"inventory_hostname": host}
         known = ", ".join(sorted(inventory.hosts)[:10]) or "none"
         raise GlmopsError(f"unknown host {host!r}: it is not in {', '.join(sources)} (hosts there: {known})", field="HOST",
                           hint=f"add it: glmops inventory add {host} -i {sources[0]} -- ssh -p PORT user@host")
@@ -216,7 +212,7 @@ def open_tunnel(host: str, sources: tuple[str, ...], local_port: int | None, rem
             remote_port = _port_var(variables.get("api_port"), "api_port") or DEFAULT_PORT
         if local_port is None:
             local_port = remote_port
-        password = _read_password(host) if ask_pass else None
+        password = read_secret(f"SSH password for {host}", "--ask-pass") if ask_pass else None
         if password is not None:
             variables["ansible_password"] = password
         if background:

@@ -217,6 +217,19 @@ def lookup_config(path: str, alias: str, host: str) -> dict[str, Any]:
                     hint="check the file with `ssh -G HOST -F FILE`") from None
 
 
+def config_aliases(path: str) -> set[str]:
+    """The plain names (no wildcard, no negation) of the Host lines in ssh config `path` ({} when it is missing)."""
+    if not os.path.exists(path):
+        return set()
+    import paramiko
+
+    try:
+        names = paramiko.SSHConfig.from_path(path).get_hostnames()
+    except Exception:  # noqa: BLE001 - a broken file is reported when a host is resolved through it
+        return set()
+    return {n for n in names if not any(c in n for c in "*?!")}
+
+
 def _config_warnings(config: Mapping[str, Any], path: str, alias: str) -> list[str]:
     warnings = []
     if config.get("proxycommand") and str(config["proxycommand"]).lower() != "none":
