@@ -64,7 +64,9 @@ def follow_sha256_script(part: str, offset: int) -> str:
     q = shlex.quote(part)
     return (
         "exec 3<&0; cat <&3 >/dev/null & w=$!; exec 3<&-\n"
-        f"tail -c +{int(offset) + 1} -s 0.1 -f --pid=\"$w\" -- {q} | {{ sha256sum 2>/dev/null || shasum -a 256; }} | cut -d' ' -f1"
+        "if command -v openssl >/dev/null 2>&1; then h='openssl dgst -sha256 -r'; "  # OpenSSL uses the CPU's SHA instructions
+        "elif command -v sha256sum >/dev/null 2>&1; then h=sha256sum; else h='shasum -a 256'; fi\n"
+        f"tail -c +{int(offset) + 1} -s 0.1 -f --pid=\"$w\" -- {q} | $h | cut -d' ' -f1"
     )
 
 
