@@ -39,15 +39,16 @@ SFTP_WRITE = 32768 - 128
 SMALL_UPLOAD = 512 * 1024  # below this, files go through the shell (base64) instead of SFTP
 STREAM_HASH_MIN = 1024 * 1024  # from this many new bytes on, the host hashes an upload while it arrives
 FOLLOW_TIMEOUT = 600.0  # seconds the host-side hash may take to catch up after the last byte was written
-
-
-def _update_all(hashers: list[Any], chunk: bytes) -> None:
-    for hasher in hashers:
-        hasher.update(chunk)
 HOST_KEY_POLICIES = ("yes", "accept-new", "no")
 # Host key algorithms in the order we ask for them when known_hosts has none for the host yet.
 PREFERRED_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-512", "rsa-sha2-256")
 _RECORD_LOCK = threading.Lock()  # accept-new: hosts connecting in parallel append to one file
+
+
+def _update_all(hashers: list[Any], chunk: bytes) -> None:
+    """Feed one chunk to every hash (the whole file and, on a resume, the new suffix)."""
+    for hasher in hashers:
+        hasher.update(chunk)
 
 
 def known_hosts_name(hostname: str, port: int) -> str:
@@ -780,10 +781,14 @@ class SSHConnection(Connection):
         self._check(result, f"installing {remote_path}")
         return sha256
 
-    def _follow_part(self, part: str, offset: int) -> paramiko.Channel:
-        """Start hashing the part file on the host while it is written (see follow_sha256_script)."""
-        channel = self.transport.open_session()  # type: ignore[union-attr]
-        channel.exec_command(follow_sha256_script(part, offset))
+    def _follow_part(self, part: str, offset: int) -> paramiko.Channel | None:
+        """Start hashing the part file on the host while it is written (see follow_sha256_script);
+        None when the server opens no second session (then the full pass verifies)."""
+        try:
+            channel = self.transport.open_session(timeout=30)  # type: ignore[union-attr]
+            channel.exec_command(follow_sha256_script(part, offset))
+        except paramiko.SSHException:
+            return None
         return channel
 
     @staticmethod
