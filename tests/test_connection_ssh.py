@@ -176,6 +176,46 @@ def test_put_file_reports_progress_and_resumes_only_a_matching_part(conn, tmp_pa
     assert seen == [(2_500_000, 2_500_000)] and dest.read_bytes() == data and dest.stat().st_mode & 0o777 == 0o600
 
 
+def _wait_for_size(path: Path, size: int) -> None:
+    """Until the host has written `size` bytes of `path` (SFTP writes are pipelined; this is no timing assertion)."""
+    deadline = time.monotonic() + 60
+    while not (path.exists() and path.stat().st_size >= size):
+        assert time.monotonic() < deadline, f"{path} never reached {size} bytes"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "append"])
+def test_put_file_refuses_a_part_changed_on_the_host_during_the_upload(conn, tmp_path: Path, damage: str) -> None:
+    size = 3 * 1024 * 1024
+    source = tmp_path / "weights.bin"
+    source.write_bytes(os.urandom(size))
+    dest, part = tmp_path / "out.bin", tmp_path / ".out.bin.glmops-part"
+
+    def meddle(done: int, total: int) -> None:
+        if damage == "truncate" and done == total:  # every byte has arrived, then half is lost
+            _wait_for_size(part, size)
+            os.truncate(part, size // 2)
+        if damage == "append" and done == 1024 * 1024:  # another writer, mid-way
+            _wait_for_size(part, 1)
+            with open(part, "r+b") as handle:
+                handle.seek(size + 10)
+                handle.write(b"junk")
+
+    with pytest.raises(OSError, match="failed verification \\(size mismatch: expected 3145728 bytes"):
+        conn.put_file(str(source), str(dest), progress=meddle)
+    assert not dest.exists() and not part.exists()  # nothing installed, the bad part removed
+    conn.put_file(str(source), str(dest))  # a second run starts over and succeeds
+    assert dest.read_bytes() == source.read_bytes()
+
+
+def test_put_file_refuses_bytes_that_are_not_the_expected_sha256(conn, tmp_path: Path) -> None:
+    source = tmp_path / "weights.bin"
+    source.write_bytes(os.urandom(2 * 1024 * 1024))
+    with pytest.raises(OSError, match="failed verification \\(checksum mismatch"):
+        conn.put_file(str(source), str(tmp_path / "out.bin"), sha256="0" * 64)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights.bin"]
+
+
 # -- become ---------------------------------------------------------------------------------------
 def test_become_runs_through_sudo_only_for_another_user(conn) -> None:
     assert conn.run("cat /proc/$PPID/comm", become=Become("nobody")).stdout == "sudo\n"

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from glmops.connection.partfile import MISMATCH_RC, Verified, finish_script, local_sha256, parse_verified, resume_offset
+from glmops.connection.partfile import (MISMATCH_RC, Verified, finish_script, follow_sha256_script, local_sha256, parse_verified,
+                                        resume_offset)
 
 SOURCE = b"0123456789" * 10
 
@@ -68,3 +69,28 @@ def test_finish_script_installs_only_a_verified_part(tmp_path: Path, expected: d
 def test_finish_script_without_a_part_fails_without_installing(tmp_path: Path) -> None:
     done = _finish(tmp_path, size=1)
     assert done.returncode not in (0, MISMATCH_RC) and parse_verified(done.stdout) is None and not (tmp_path / "f").exists()
+
+
+def test_follow_sha256_script_hashes_what_is_appended_after_the_offset(tmp_path: Path) -> None:
+    part = tmp_path / "f.part"
+    part.write_bytes(b"kept prefix")
+    follow = subprocess.Popen(["/bin/sh", "-c", follow_sha256_script(str(part), len(b"kept prefix"))],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    pieces = [bytes([n]) * 300_000 for n in range(5)]
+    with open(part, "ab") as handle:  # written while the script follows the file
+        for piece in pieces:
+            handle.write(piece)
+            handle.flush()
+    out, err = follow.communicate(b"")  # end of input: the writer is done
+    assert follow.returncode == 0 and err == b""
+    assert out.decode().strip() == hashlib.sha256(b"".join(pieces)).hexdigest()
+
+
+def test_finish_script_with_a_streamed_hash_checks_only_the_size(tmp_path: Path) -> None:
+    (tmp_path / "f.part").write_bytes(SOURCE)
+    done = _finish(tmp_path, size=100, sha256=_prefix(1), hashed=_prefix(1))  # no second pass over the bytes
+    assert done.returncode == 0 and parse_verified(done.stdout) == Verified(100, _prefix(1)) and (tmp_path / "f").exists()
+    (tmp_path / "f.part").write_bytes(SOURCE[:50])
+    short = _finish(tmp_path, size=100, sha256=_prefix(100), hashed=_prefix(100))
+    assert short.returncode == MISMATCH_RC and "size mismatch: expected 100 bytes, got 50" in short.stderr
+    assert not (tmp_path / "f.part").exists()

@@ -54,17 +54,37 @@ class Verified:
     sha256: str
 
 
-def finish_script(part: str, install: str, *, size: int | None = None, sha256: str | None = None) -> str:
+def follow_sha256_script(part: str, offset: int) -> str:
+    """sh that hashes the part file from byte `offset` on *while it is being written* (GNU tail -f).
+
+    It follows the file until its standard input reaches end-of-file (the writer is done), reads what
+    is left and prints the sha256 (hex only) of those bytes. Anything on stderr (no GNU tail, the
+    file truncated under it) means the printed sum must not be trusted.
+    """
+    q = shlex.quote(part)
+    return (
+        "exec 3<&0; cat <&3 >/dev/null & w=$!; exec 3<&-\n"
+        "if command -v openssl >/dev/null 2>&1; then h='openssl dgst -sha256 -r'; "  # OpenSSL uses the CPU's SHA instructions
+        "elif command -v sha256sum >/dev/null 2>&1; then h=sha256sum; else h='shasum -a 256'; fi\n"
+        f"tail -c +{int(offset) + 1} -s 0.1 -f --pid=\"$w\" -- {q} | $h | cut -d' ' -f1"
+    )
+
+
+def finish_script(part: str, install: str, *, size: int | None = None, sha256: str | None = None,
+                  hashed: str | None = None) -> str:
     """sh that verifies the part file on the host and, when it is right, runs `install` (which moves it).
 
     Prints `size=N` and `sha256=HEX` (read them with `parse_verified`). When `size` or `sha256` is
     given and differs, the part file is removed and the script exits MISMATCH_RC with the reason
-    on stderr ("checksum mismatch: ..." or "size mismatch: ...").
+    on stderr ("checksum mismatch: ..." or "size mismatch: ..."). `hashed` is a sha256 already
+    established on the host while the part was written (see follow_sha256_script): then only the
+    size is checked here, with no second pass over the data.
     """
     q = shlex.quote(part)
+    summed = shlex.quote(hashed.lower()) if hashed is not None else f"$({sha256_cmd(q)})"
     lines = [
         f"[ -f {q} ] || {{ echo {shlex.quote('the part file ' + part + ' is missing')} >&2; exit 1; }}",
-        f"size=$(wc -c < {q} | tr -d ' ') && sum=$({sha256_cmd(q)}) || exit $?",
+        f"size=$(wc -c < {q} | tr -d ' ') && sum={summed} || exit $?",
         'echo "size=$size"; echo "sha256=$sum"',
     ]
     if size is not None:

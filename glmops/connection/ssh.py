@@ -28,7 +28,7 @@ import paramiko
 
 from glmops.connection.base import (Become, CommandResult, CommandTimeout, Connection, LineCallback, LineSplitter, ProgressCallback,
                                     RunInterrupted, wrap_command)
-from glmops.connection.partfile import MISMATCH_RC, finish_script, parse_verified, resume_offset, sha256_cmd
+from glmops.connection.partfile import MISMATCH_RC, finish_script, follow_sha256_script, parse_verified, resume_offset, sha256_cmd
 from glmops.connection.sshopts import SSHSettings
 from glmops.errors import AuthenticationFailure, ConnectionFailure, HostKeyError
 
@@ -37,10 +37,18 @@ CHUNK = 1 << 20
 # default 32 KiB requests plus their header took two packets each: about 1.3x slower here).
 SFTP_WRITE = 32768 - 128
 SMALL_UPLOAD = 512 * 1024  # below this, files go through the shell (base64) instead of SFTP
+STREAM_HASH_MIN = 1024 * 1024  # from this many new bytes on, the host hashes an upload while it arrives
+FOLLOW_TIMEOUT = 600.0  # seconds the host-side hash may take to catch up after the last byte was written
 HOST_KEY_POLICIES = ("yes", "accept-new", "no")
 # Host key algorithms in the order we ask for them when known_hosts has none for the host yet.
 PREFERRED_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-512", "rsa-sha2-256")
 _RECORD_LOCK = threading.Lock()  # accept-new: hosts connecting in parallel append to one file
+
+
+def _update_all(hashers: list[Any], chunk: bytes) -> None:
+    """Feed one chunk to every hash (the whole file and, on a resume, the new suffix)."""
+    for hasher in hashers:
+        hasher.update(chunk)
 
 
 def known_hosts_name(hostname: str, port: int) -> str:
@@ -713,31 +721,43 @@ class SSHConnection(Connection):
             part = posixpath.join(directory, f".{name}.glmops-part")
         sftp = self._sftp_client()
         offset, digest = self._resumable_offset(sftp, local_path, part, size)
+        # What the controller hashes while sending: the whole file unless the caller knows its sha256,
+        # and on a resume also the new suffix alone (the host hashes only the bytes that arrive).
+        suffix = hashlib.sha256() if offset else None
+        hashers = [h for h in (digest if sha256 is None or offset else None, suffix) if h is not None]
         if progress:
             progress(offset, size)  # where this transfer starts: 0, or the part kept from a broken upload
+        follow: paramiko.Channel | None = None
         try:
             with open(local_path, "rb") as source, sftp.open(part, "ab" if offset else "wb") as target, \
                     ThreadPoolExecutor(max_workers=1) as hasher:
                 target.set_pipelined(True)
                 target.MAX_REQUEST_SIZE = SFTP_WRITE  # type: ignore[misc]
+                if size - offset >= STREAM_HASH_MIN:
+                    follow = self._follow_part(part, offset)
                 source.seek(offset)
                 done = offset
                 hashing = None
                 while chunk := source.read(CHUNK):
-                    if sha256 is None:  # hashed as it is read (no second pass), in a thread while the chunk is sent
+                    if hashers:  # hashed as it is read (no second pass), in a thread while the chunk is sent
                         if hashing is not None:
                             hashing.result()
-                        hashing = hasher.submit(digest.update, chunk)
+                        hashing = hasher.submit(_update_all, hashers, chunk)
                     target.write(chunk)
                     done += len(chunk)
                     if progress:
                         progress(done, size)
                 if hashing is not None:
                     hashing.result()
+            # the part file is closed: every write was acknowledged, so the host-side hash can end
+            streamed = self._follow_result(follow) if follow is not None else None
         except OSError as exc:
             if isinstance(exc, FileNotFoundError) and not os.path.exists(local_path):
                 raise
             raise OSError(f"cannot upload to {self.host}:{part}: {exc.strerror or exc}") from None
+        finally:
+            if follow is not None:
+                follow.close()
         q = shlex.quote(part)
         sha256 = sha256 or digest.hexdigest()
         if needs_sudo:
@@ -747,7 +767,12 @@ class SSHConnection(Connection):
             install = f"{self._wrap(inner, become=become)} < {q}; rc=$?; rm -f {q}; exit $rc"
         else:
             install = f"{self._install_script(part, remote_path, mode)} || {{ rc=$?; rm -f {q}; exit $rc; }}"
-        result = self.run(finish_script(part, install, size=size, sha256=sha256))
+        # The host's hash of what arrived spares the second pass when it matches (with the resumed
+        # prefix, already compared at resume time); otherwise the full pass decides and reports.
+        wanted_suffix = suffix.hexdigest() if suffix is not None else sha256
+        whole_ok = not offset or digest.hexdigest() == sha256
+        hashed = sha256 if streamed is not None and streamed == wanted_suffix and whole_ok else None
+        result = self.run(finish_script(part, install, size=size, sha256=sha256, hashed=hashed))
         if result.rc == MISMATCH_RC or parse_verified(result.stdout) is None:
             raise OSError(
                 f"upload of {local_path} to {self.host}:{remote_path} failed verification "
@@ -755,6 +780,35 @@ class SSHConnection(Connection):
             )
         self._check(result, f"installing {remote_path}")
         return sha256
+
+    def _follow_part(self, part: str, offset: int) -> paramiko.Channel | None:
+        """Start hashing the part file on the host while it is written (see follow_sha256_script);
+        None when the server opens no second session (then the full pass verifies)."""
+        try:
+            channel = self.transport.open_session(timeout=30)  # type: ignore[union-attr]
+            channel.exec_command(follow_sha256_script(part, offset))
+        except paramiko.SSHException:
+            return None
+        return channel
+
+    @staticmethod
+    def _follow_result(channel: paramiko.Channel) -> str | None:
+        """End the host-side hash (its stdin closes) and return the sha256 it printed, None if it is not to be trusted."""
+        channel.shutdown_write()
+        channel.settimeout(FOLLOW_TIMEOUT)
+        out = err = b""
+        try:
+            while data := channel.recv(65536):
+                out += data
+            while data := channel.recv_stderr(65536):
+                err += data
+        except socket.timeout:
+            return None  # the host fell too far behind: the full pass decides
+        rc = channel.recv_exit_status()
+        digest = out.decode(errors="replace").strip()
+        if rc != 0 or err.strip() or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            return None
+        return digest
 
     def _resumable_offset(self, sftp: paramiko.SFTPClient, local_path: str, part: str, size: int) -> tuple[int, Any]:
         """Bytes of an earlier, interrupted upload of the same file that can be kept (0 if none),
