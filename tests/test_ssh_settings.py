@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from helpers import ROOT, events, inventory, results, write
-from sshd import SshServer
+from sshd import SshServer, free_port
 
 from glmops.connection.sshopts import parse_ssh_args, resolve
 from glmops.errors import GlmopsError
@@ -202,7 +202,9 @@ def password_host(tmp_path: Path) -> Iterator[PasswordSshServer]:
 
 
 def _password_vars(server: SshServer) -> dict:
-    return {"ansible_host": server.host, "ansible_port": server.port, "ansible_user": USER, "glmops_known_hosts": server.known_hosts}
+    # api_port: a port nothing listens on, so a server running elsewhere on this machine (6006) is not seen
+    return {"ansible_host": server.host, "ansible_port": server.port, "ansible_user": USER, "glmops_known_hosts": server.known_hosts,
+            "api_port": free_port()}
 
 
 def test_ask_pass_and_become_pass_from_stdin_never_shown(tmp_path: Path, password_host: PasswordSshServer) -> None:
@@ -312,10 +314,9 @@ def _alias_home(tmp_path: Path, sshd: SshServer) -> dict[str, str]:
 
 def test_day2_and_tunnel_reach_a_host_known_only_by_its_ssh_config_alias(tmp_path: Path, sshd: SshServer) -> None:
     from httpserver import LoopbackHTTPServer
-    from sshd import free_port
 
     env = _alias_home(tmp_path, sshd)
-    done = _glmops(tmp_path, env, "status", "gpu-box", "--json", "-e", f"deploy_dir={tmp_path / 'none'}")
+    done = _glmops(tmp_path, env, "status", "gpu-box", "--json", "-e", f"deploy_dir={tmp_path / 'none'}", "-e", f"api_port={free_port()}")
     assert done.returncode == 2, done.stdout + done.stderr  # logged in: the server is down, not the host unknown
     assert json.loads(done.stdout)[0]["state"] == "down"
     with LoopbackHTTPServer() as http:
@@ -331,7 +332,7 @@ def test_day2_and_tunnel_reach_a_host_known_only_by_its_ssh_config_alias(tmp_pat
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     # an inventory that does not name the alias does not hide it either
     inv = str(inventory(tmp_path / "hosts.yml", {"other": {"ansible_host": "127.0.0.1"}}))
-    assert _glmops(tmp_path, env, "status", "gpu-box", "-i", inv, "--json", "-e", f"deploy_dir={tmp_path / 'none'}").returncode == 2
+    assert _glmops(tmp_path, env, "status", "gpu-box", "-i", inv, "--json", "-e", f"deploy_dir={tmp_path / 'none'}", "-e", f"api_port={free_port()}").returncode == 2
     # without the alias the name is an unknown host, as before
     (tmp_path / "home" / ".ssh" / "config").write_text("")
     unknown = _glmops(tmp_path, env, "status", "gpu-box", "--json")
