@@ -24,19 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
+from make_tiny_models import CORPUS  # the same sentences train both tiny tokenizers (scripts/ is on sys.path)
+
 SPECIAL = ["[MASK]", "[gMASK]", "[sMASK]", "sop", "eop", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"]
-CORPUS = [
-    "你好，给我讲一个故事，大概100字",
-    "从前有一座山，山里有一座庙，庙里有一个老和尚在给小和尚讲故事。",
-    "You are ChatGLM3, a large language model trained by Zhipu.AI. Follow the user's instructions carefully.",
-    "Respond using markdown. The weather in Beijing is sunny today.",
-    "北京今天天气晴朗，气温二十五度。上海有小雨。",
-    "Answer the following questions as best as you can. You have access to the following tools:",
-    'get_weather tool_call(city="北京") ```python``` observation result',
-    "def hello(): print('hello world') 1 2 3 4 5 6 7 8 9 0 , . ! ? : ; ( ) [ ] { } \" '",
-    "ChatGLM3-6B 是一个开源的对话模型，可以部署在 AutoDL 的 RTX 3090 上。",
-    "The quick brown fox jumps over the lazy dog. 我爱自然语言处理。",
-]
 GGML_TYPES = {"f32": 0, "q4_0": 2}  # chatglm.cpp's GGMLType values
 QK4_0 = 32
 
