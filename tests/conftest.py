@@ -86,3 +86,11 @@ def any_conn(request: pytest.FixtureRequest, sshd: SshServer) -> Iterator:
     connection.connect()
     yield connection
     connection.close()
+
+
+@pytest.fixture
+def inv(tmp_path, sshd: SshServer):
+    """An inventory with one host, "target", the test sshd."""
+    from helpers import inventory
+
+    return inventory(tmp_path / "hosts.yml", {"target": sshd.hostvars()})

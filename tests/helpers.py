@@ -55,3 +55,9 @@ def recap(output: str) -> dict[str, dict[str, int]]:
 def results(output: str, task: str) -> dict[str, dict[str, Any]]:
     """host -> host_result event of the task named `task` (last one wins)."""
     return {e["host"]: e for e in events(output) if e["event"] == "host_result" and e["task"] == task}
+
+
+def run_playbook(tmp_path: Path, inv: Path, playbook: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Write `playbook` to tmp_path/site.yml and `glmops run` it against `inv` with --json."""
+    book = write(tmp_path / "site.yml", playbook)
+    return glmops("run", str(book), "-i", str(inv), "--json", *args, cwd=tmp_path)

@@ -4,18 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-from helpers import glmops, inventory, recap, results, write
-
-
-@pytest.fixture
-def inv(tmp_path: Path, sshd) -> Path:
-    return inventory(tmp_path / "hosts.yml", {"target": sshd.hostvars()})
-
-
-def run(tmp_path: Path, inv: Path, playbook: str, *args: str):
-    book = write(tmp_path / "site.yml", playbook)
-    return glmops("run", str(book), "-i", str(inv), "--json", *args, cwd=tmp_path)
+from helpers import recap, results
+from helpers import run_playbook as run
 
 
 def test_async_with_poll_returns_the_command_result(tmp_path: Path, inv: Path) -> None:

@@ -6,17 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import run_playbook as run
 from helpers import events, glmops, inventory, recap, results, write
-
-
-@pytest.fixture
-def inv(tmp_path: Path, sshd) -> Path:
-    return inventory(tmp_path / "hosts.yml", {"target": sshd.hostvars()})
-
-
-def run(tmp_path: Path, inv: Path, playbook: str, *args: str):
-    book = write(tmp_path / "site.yml", playbook)
-    return glmops("run", str(book), "-i", str(inv), "--json", *args, cwd=tmp_path)
 
 
 def test_files_then_rerun_changes_nothing(tmp_path: Path, inv: Path) -> None:
