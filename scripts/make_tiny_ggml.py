@@ -1,17 +1,18 @@
 #!/usr/bin/env python3
 """Make, offline, a ChatGLM3-architecture model with random weights for the CPU backends.
 
-    python scripts/make_tiny_ggml.py OUT_DIR [--shape tiny|6b] [--dtype q4_0|f32] [--seed N]
+    python scripts/make_tiny_ggml.py OUT_DIR [--shape tiny|6b] [--dtype q4_0|f32] [--seed N] [--hf]
 
 writes OUT_DIR/chatglm3-{shape}.gguf (llama.cpp, arch `chatglm`), OUT_DIR/chatglm3-{shape}-ggml.bin
 (chatglm.cpp, model type 3 = ChatGLM3) and OUT_DIR/tokenizer.model, all with the SAME weights and
-tokenizer, so both engines must produce the same greedy tokens.
+tokenizer, so both engines must produce the same greedy tokens; with --hf also the checkpoint folder
+OUT_DIR/chatglm3-{shape}-hf (what ModelScope serves, in float32) for glmops.server.gguf_convert.
 
 The tokenizer is a sentencepiece BPE model trained here (byte fallback, unk/bos/eos = 0/1/2); ChatGLM3's
 9 special tokens follow the pieces ([MASK] [gMASK] [sMASK] sop eop <|system|> <|user|> <|assistant|>
 <|observation|>), and the vocabulary is exactly pieces + 9. `--shape 6b` gives ChatGLM3-6B's real
 shapes (3.5 GB in q4_0, for bench/cpu_backends.py) with the same small tokenizer's ids padded to
-65024 rows. Needs numpy, sentencepiece and gguf; no torch, no download, deterministic.
+65024 rows. Needs numpy, sentencepiece, gguf (and safetensors for --hf); no torch, no download, deterministic.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from typing import Any, BinaryIO, Iterator
 
 from make_tiny_models import CORPUS  # the same sentences train both tiny tokenizers (scripts/ is on sys.path)
 
-SPECIAL = ["[MASK]", "[gMASK]", "[sMASK]", "sop", "eop", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"]
+from glmops.server.backends.ggml_files import CHATGLM3_SPECIAL as SPECIAL
+
 GGML_TYPES = {"f32": 0, "q4_0": 2}  # chatglm.cpp's GGMLType values
 QK4_0 = 32
 
@@ -44,6 +46,7 @@ class Shape:
     vocab: int = 0  # padded_vocab_size: set from the tokenizer (tiny) or 65024 (6b)
     used: int = 0  # ids the tokenizer has: pieces + the 9 special tokens
     eps: float = 1e-5
+    never: tuple[int, ...] = ()  # ids greedy decoding must never pick (their output rows are zero)
 
     @property
     def head_dim(self) -> int:
@@ -78,8 +81,8 @@ def train_tokenizer(pieces: int = 400) -> bytes:
 def tensors(shape: Shape, seed: int, direct_q4_0: bool = False) -> Iterator[tuple[str, list[int], Any]]:
     """(HF name, HF's [out, in] dims, float32 array), in chatglm.cpp's order. Large enough weights that the
     logits of the top tokens are far apart: both engines then pick the same greedy token. Output rows
-    past the tokenizer's ids (6b's padding) and, for 6b, of eos/<|user|>/<|observation|> are zero:
-    greedy decoding never picks them, so a benchmark decodes as many tokens as it asks.
+    past the tokenizer's ids (6b's padding) and `shape.never` are zero: greedy decoding never picks them, so a
+    benchmark decodes as many tokens as it asks, each one whole text.
     `direct_q4_0`: matrices come as random q4_0 bytes (rows x bytes, uint8), fast enough for 6b."""
     import numpy as np
 
@@ -110,8 +113,8 @@ def tensors(shape: Shape, seed: int, direct_q4_0: bool = False) -> Iterator[tupl
     yield "transformer.encoder.final_layernorm.weight", [shape.hidden], ones_ish(shape.hidden)
     output = normal(shape.vocab, shape.hidden, 1.0)
     output[shape.used:] = 0  # all-zero q4_0 blocks are zeros too
-    if shape.vocab > shape.used:
-        output[[2, shape.used - 3, shape.used - 1]] = 0  # eos, <|user|>, <|observation|>
+    if shape.never:
+        output[list(shape.never)] = 0
     yield "transformer.output_layer.weight", [shape.vocab, shape.hidden], output
 
 
@@ -140,100 +143,52 @@ def stored(name: str, array: Any, dtype: str) -> tuple[Any, int]:
     return array, GGML_TYPES["f32"]
 
 
-GGUF_NAMES = {
-    "transformer.embedding.word_embeddings.weight": "token_embd.weight",
-    "transformer.encoder.final_layernorm.weight": "output_norm.weight",
-    "transformer.output_layer.weight": "output.weight",
-    "input_layernorm.weight": "attn_norm.weight",
-    "self_attention.query_key_value.weight": "attn_qkv.weight",
-    "self_attention.query_key_value.bias": "attn_qkv.bias",
-    "self_attention.dense.weight": "attn_output.weight",
-    "post_attention_layernorm.weight": "ffn_norm.weight",
-    "mlp.dense_h_to_4h.weight": "ffn_up.weight",
-    "mlp.dense_4h_to_h.weight": "ffn_down.weight",
-}
+def chatglm3_config(shape: Shape) -> Any:
+    from glmops.server.gguf_convert import ChatGLM3Config
 
-
-def gguf_name(name: str) -> str:
-    """HF name -> llama.cpp's (what convert_hf_to_gguf.py's tensor map gives for ChatGLMModel)."""
-    if name in GGUF_NAMES:
-        return GGUF_NAMES[name]
-    _, _, _, index, rest = name.split(".", 4)  # transformer.encoder.layers.N.rest
-    return f"blk.{index}.{GGUF_NAMES[rest]}"
-
-
-def vocabulary(sp_model: bytes, size: int) -> tuple[list[bytes], list[float], list[int]]:
-    """Tokens, scores and types as convert_hf_to_gguf.py's set_vocab_chatglm3 writes them."""
-    import sentencepiece as spm
-    from gguf import TokenType
-
-    sp = spm.SentencePieceProcessor(model_proto=sp_model)
-    tokens, scores, types = [], [], []
-    for token_id in range(size):
-        if token_id < sp.get_piece_size():
-            piece = {0: "<unk>", 1: "<bos>", 2: "<eos>"}.get(token_id, sp.id_to_piece(token_id))
-            kind = TokenType.NORMAL
-            if sp.is_unknown(token_id):
-                kind = TokenType.UNKNOWN
-            elif sp.is_control(token_id):
-                kind = TokenType.CONTROL
-            elif sp.is_byte(token_id):
-                kind = TokenType.BYTE
-            tokens.append(piece.encode())
-            scores.append(sp.get_score(token_id))
-        else:
-            offset = token_id - sp.get_piece_size()
-            if offset < len(SPECIAL):
-                tokens.append(SPECIAL[offset].encode())
-                kind = TokenType.CONTROL
-            else:
-                tokens.append(f"[PAD{token_id}]".encode())
-                kind = TokenType.UNUSED
-            scores.append(0.0)
-        types.append(int(kind))
-    return tokens, scores, types
+    return ChatGLM3Config(hidden=shape.hidden, heads=shape.heads, kv_groups=shape.kv_groups, layers=shape.layers, ffn=shape.ffn,
+                          seq_length=shape.seq_length, vocab=shape.vocab, eps=shape.eps)
 
 
 def write_gguf(path: Path, shape: Shape, sp_model: bytes, dtype: str, seed: int) -> None:
-    import gguf
+    """With glmops's GGUF writer (glmops.server.gguf_convert), as a converted checkpoint is written."""
+    from glmops.server.gguf_convert import TensorSpec, gguf_name
+    from glmops.server.gguf_convert import write_gguf as write
 
-    writer = gguf.GGUFWriter(str(path), "chatglm")
-    writer.add_name("ChatGLM3 random weights (glmops test model)")
-    writer.add_context_length(shape.seq_length)
-    writer.add_embedding_length(shape.hidden)
-    writer.add_feed_forward_length(shape.ffn)
-    writer.add_block_count(shape.layers)
-    writer.add_head_count(shape.heads)
-    writer.add_head_count_kv(shape.kv_groups)
-    writer.add_layer_norm_rms_eps(shape.eps)
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_0 if dtype == "q4_0" else gguf.LlamaFileType.ALL_F32)
-    writer.add_rope_dimension_count(shape.head_dim // 2)
-    writer.add_rope_freq_base(10000.0)
-    writer.add_add_bos_token(False)
-    tokens, scores, types = vocabulary(sp_model, shape.vocab)
-    writer.add_tokenizer_model("llama")
-    writer.add_tokenizer_pre("chatglm-spm")
-    writer.add_token_list(tokens)
-    writer.add_token_scores(scores)
-    writer.add_token_types(types)
-    writer.add_add_space_prefix(True)
-    writer.add_remove_extra_whitespaces(False)
-    writer.add_unk_token_id(0)
-    writer.add_bos_token_id(1)
-    writer.add_eos_token_id(2)
-    quant = gguf.GGMLQuantizationType
-    # headers first (name, shape, type), then the data tensor by tensor: a 6b model never sits in memory whole
     direct = dtype == "q4_0" and shape.vocab > shape.used
+    second_pass: Iterator[Any] | None = None  # tensors() again for the data, in order: a 6b model never sits in memory whole
+
+    def next_data() -> Any:
+        nonlocal second_pass
+        if second_pass is None:
+            second_pass = (stored(name, array, dtype)[0] for name, _, array in tensors(shape, seed, direct))
+        return next(second_pass)
+
+    specs = []
     for name, _, array in tensors(shape, seed, direct):
         data, kind = stored(name, array, dtype)
-        writer.add_tensor_info(gguf_name(name), data.shape, data.dtype, data.nbytes,
-                               raw_dtype=quant.Q4_0 if kind == GGML_TYPES["q4_0"] else quant.F32)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    for name, _, array in tensors(shape, seed, direct):
-        writer.write_tensor_data(stored(name, array, dtype)[0])
-    writer.close()
+        specs.append(TensorSpec(gguf_name(name) or name, tuple(data.shape), data.dtype.name,
+                                "Q4_0" if kind == GGML_TYPES["q4_0"] else "F32", next_data))
+    write(path, chatglm3_config(shape), sp_model, specs, "MOSTLY_Q4_0" if dtype == "q4_0" else "ALL_F32",
+          "ChatGLM3 random weights (glmops test model)")
+
+
+def write_hf(out: Path, shape: Shape, sp_model: bytes, seed: int) -> None:
+    """The same weights as a ChatGLM3 checkpoint folder (config.json, tokenizer.model, model.safetensors in
+    float32), for glmops.server.gguf_convert."""
+    import json
+
+    from safetensors.numpy import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    config = {"_name_or_path": "glmops/tiny-chatglm3", "model_type": "chatglm", "architectures": ["ChatGLMModel"],
+              "hidden_size": shape.hidden, "num_attention_heads": shape.heads, "multi_query_attention": True,
+              "multi_query_group_num": shape.kv_groups, "num_layers": shape.layers, "ffn_hidden_size": shape.ffn,
+              "seq_length": shape.seq_length, "padded_vocab_size": shape.vocab, "layernorm_epsilon": shape.eps,
+              "kv_channels": shape.head_dim, "torch_dtype": "float32"}
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    (out / "tokenizer.model").write_bytes(sp_model)
+    save_file({name: array for name, _, array in tensors(shape, seed)}, str(out / "model.safetensors"))
 
 
 def write_ggml(path: Path, shape: Shape, sp_model: bytes, dtype: str, seed: int) -> None:
@@ -259,11 +214,13 @@ def write_ggml_tensor(handle: BinaryIO, name: str, dims: list[int], kind: int, d
     data.tofile(handle)
 
 
-def make(out: Path, shape_name: str = "tiny", dtype: str = "q4_0", seed: int = 0) -> dict[str, Path]:
-    """Write the three files (skipped when they exist); returns their paths."""
+def make(out: Path, shape_name: str = "tiny", dtype: str = "q4_0", seed: int = 0, hf: bool = False) -> dict[str, Path]:
+    """Write the three files, and with `hf` the checkpoint folder (skipped when they exist); returns their paths."""
     shape = SHAPES[shape_name]
     out.mkdir(parents=True, exist_ok=True)
     paths = {"gguf": out / f"chatglm3-{shape_name}.gguf", "ggml": out / f"chatglm3-{shape_name}-ggml.bin", "tokenizer": out / "tokenizer.model"}
+    if hf:
+        paths["hf"] = out / f"chatglm3-{shape_name}-hf"
     if all(path.exists() for path in paths.values()):
         return paths
     sp_model = train_tokenizer()
@@ -271,10 +228,16 @@ def make(out: Path, shape_name: str = "tiny", dtype: str = "q4_0", seed: int = 0
 
     pieces = spm.SentencePieceProcessor(model_proto=sp_model).get_piece_size()
     used = pieces + len(SPECIAL)
-    shape = Shape(**{**shape.__dict__, "vocab": shape.vocab or used, "used": used})
+    never: tuple[int, ...] = ()
+    if shape.vocab:  # 6b, for benchmarks: never unk/bos/eos or a special token (the full length is decoded) nor a
+        sp = spm.SentencePieceProcessor(model_proto=sp_model)  # byte (each token is whole text: streamed chunks time it)
+        never = (0, 1, 2, *range(pieces, used), *(i for i in range(pieces) if sp.is_byte(i)))
+    shape = Shape(**{**shape.__dict__, "vocab": shape.vocab or used, "used": used, "never": never})
     paths["tokenizer"].write_bytes(sp_model)
     write_gguf(paths["gguf"], shape, sp_model, dtype, seed)
     write_ggml(paths["ggml"], shape, sp_model, dtype, seed)
+    if hf:
+        write_hf(paths["hf"], shape, sp_model, seed)
     return paths
 
 
@@ -284,8 +247,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
     parser.add_argument("--dtype", choices=sorted(GGML_TYPES), default="q4_0")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hf", action="store_true", help="also the checkpoint folder (float32 safetensors) for the GGUF converter")
     args = parser.parse_args(argv)
-    for path in make(args.out, args.shape, args.dtype, args.seed).values():
+    for path in make(args.out, args.shape, args.dtype, args.seed, args.hf).values():
         print(path)
 
 

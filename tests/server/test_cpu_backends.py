@@ -176,7 +176,7 @@ def test_bad_magic_and_wrong_tensor_shapes_are_refused_clearly(cpu_models, tmp_p
     with pytest.raises(BackendError, match=r"not a chatglm.cpp GGML file \(it starts with b'GGUF', not b'ggml'\); it is a GGUF file: serve it with backend: llama_cpp"):
         check_ggml_file(str(cpu_models["gguf"]))
     gguf = patched(cpu_models["gguf"], tmp_path / "bad.gguf", b"blk.0.attn_output.weight", "<Q", "<I")
-    with pytest.raises(BackendError, match=r"bad.gguf: tensor blk.0.attn_output.weight has shape \[32, 64\], expected \[64, 64\].*convert_hf_to_gguf.py"):
+    with pytest.raises(BackendError, match=r"bad.gguf: tensor blk.0.attn_output.weight has shape \[32, 64\], expected \[64, 64\].*glmops.server.gguf_convert"):
         check_gguf(str(gguf))
     ggml = patched(cpu_models["ggml"], tmp_path / "bad-ggml.bin", b"layers.0.self_attention.dense.weight", "<i", "<i")
     with pytest.raises(BackendError, match=r"bad-ggml.bin: tensor transformer.encoder.layers.0.self_attention.dense.weight has shape \[32, 64\], expected \[64, 64\].*chatglm_cpp.convert"):

@@ -15,8 +15,7 @@ from typing import Any, BinaryIO
 from glmops.server.backends.base import BackendError
 from glmops.server.prompt import Turn
 
-GGUF_CONVERT = ("python3 llama.cpp/convert_hf_to_gguf.py MODEL_DIR --outtype f16 --outfile chatglm3-f16.gguf, then "
-                "llama-quantize chatglm3-f16.gguf chatglm3-q4_0.gguf q4_0 (see docs/server.md: config.json's _name_or_path must contain THUDM/chatglm3-6b)")
+GGUF_CONVERT = "python -m glmops.server.gguf_convert --type q4_0 -- MODEL_DIR chatglm3-6b-q4_0.gguf"
 GGML_CONVERT = "python3 -m chatglm_cpp.convert -i MODEL_DIR -t q4_0 -o chatglm3-ggml.bin"
 CHATGLM3_SPECIAL = ("[MASK]", "[gMASK]", "[sMASK]", "sop", "eop", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>")
 GGML_MODEL_TYPES = {1: "ChatGLM-6B", 2: "ChatGLM2-6B", 3: "ChatGLM3-6B", 4: "GLM-4", 1004: "GLM-4V"}
@@ -80,8 +79,8 @@ def check_gguf(path: str) -> dict[str, Any]:
     missing = [t for t in CHATGLM3_SPECIAL if t not in tokens]
     if model != "llama" or missing:
         raise BackendError(f"{path} has a {model!r} tokenizer{' without ' + ', '.join(missing) if missing else ''}, not ChatGLM3's "
-                           "sentencepiece tokenizer: convert_hf_to_gguf.py takes ChatGLM3's tokenizer only when config.json's "
-                           "_name_or_path contains 'THUDM/chatglm3-6b'; set it and convert again (docs/server.md)")
+                           f"sentencepiece tokenizer; convert the checkpoint with: {GGUF_CONVERT} (llama.cpp's convert_hf_to_gguf.py "
+                           "takes ChatGLM3's tokenizer only when config.json's _name_or_path contains 'THUDM/chatglm3-6b': docs/server.md)")
     hparams = {key: value(f"chatglm.{key}") for key in ("embedding_length", "attention.head_count", "attention.head_count_kv",
                                                         "feed_forward_length", "block_count", "context_length")}
     absent = [key for key, found in hparams.items() if found is None]
