@@ -281,7 +281,7 @@ def diagnose(data: dict[str, Any], variables: dict[str, Any], layout: Layout) ->
                 else:
                     add(Check("vram", "ok", f"{have:.1f} GB free GPU memory for {profile} ({need:.0f} GB)"))
         ram = float(facts.get("glmops_ram_mb") or 0) / 1024
-        need_ram = CPU_RAM_MIN_GB if profile == "cpu" else CHATGLM_CPP_RAM_GB if profile == "chatglm_cpp" else 0
+        need_ram = CPU_RAM_MIN_GB if profile == "cpu" else CHATGLM_CPP_RAM_GB if profile in ("chatglm_cpp", "llama_cpp") else 0
         if need_ram:
             if ram < need_ram:
                 add(Check("ram", "fail", f"{profile} needs about {need_ram + 1:.0f} GB RAM; the host has {ram:.1f} GB",

@@ -7,6 +7,7 @@
 - mps on Apple Silicon;
 - cpu (float32) with >= 32 GB RAM (a machine sold as 32 GB: MemTotal >= 31 GiB);
 - else chatglm_cpp (q4_0 GGML, about 4 GB RAM).
+llama_cpp (a GGUF conversion served by llama.cpp, about 4 GB RAM for q4_0) is chosen by request only.
 A requested profile is checked against the host: quantization (int8/int4) and vllm need CUDA,
 mps needs Apple Silicon; such a request is refused with the reason.
 """
@@ -19,7 +20,7 @@ from typing import Any
 
 from glmops.errors import GlmopsError
 
-PROFILES = ("auto", "fp16", "int8", "int4", "cpu", "chatglm_cpp", "vllm", "mps")
+PROFILES = ("auto", "fp16", "int8", "int4", "cpu", "chatglm_cpp", "llama_cpp", "vllm", "mps")
 FP16_MIN_GB = 14.0
 INT8_MIN_GB = 9.0
 INT4_MIN_GB = 6.0
@@ -131,6 +132,8 @@ def decide(facts: Mapping[str, Any], requested: str = "auto") -> Choice:
     if requested == "cpu":
         note = "" if ram_gb >= CPU_RAM_MIN_GB else f"; only {ram_gb:.1f} GB RAM, float32 needs 32 GB"
         return Choice("cpu", f"cpu (requested): float32 with {ram_gb:.1f} GB RAM{note}")
+    if requested == "llama_cpp":
+        return Choice("llama_cpp", f"llama_cpp (requested): a GGUF conversion served by llama.cpp with {ram_gb:.1f} GB RAM")
     return Choice("chatglm_cpp", f"chatglm_cpp (requested): q4_0 GGML model with {ram_gb:.1f} GB RAM")
 
 

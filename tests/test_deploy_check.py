@@ -139,6 +139,11 @@ def test_cpu_box_without_32gb_gets_chatglm_cpp(lookalike: Any) -> None:
     forced = lookalike("cpu", "cpu", profile="cpu")
     _ok(forced)
     assert (_config(forced.stdout)["device"], _config(forced.stdout)["dtype"]) == ("cpu", "float32")
+    gguf = lookalike("cpu", "cpu", profile="llama_cpp")
+    _ok(gguf)
+    assert _profile(gguf.stdout).startswith("llama_cpp (requested)")
+    assert (_config(gguf.stdout)["backend"], _config(gguf.stdout)["model_path"]) == ("llama_cpp", str(lookalike.root / "deploy" / "cpu" / "models" / "chatglm3-q4_0.gguf"))
+    assert results(gguf.stdout, "Convert the model to GGUF (once)")["lookalike"]["status"] == "changed"
 
 
 def test_mac_gets_mps_and_refuses_quantization(lookalike: Any) -> None:

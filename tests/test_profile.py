@@ -32,6 +32,7 @@ CASES = [
     ("Mac: mps", {"apple_silicon": True, "ram_mb": 32 * 1024}, "auto", "mps", ["Apple Silicon", "32.0 GB unified"]),
     ("Mac requested cpu", {"apple_silicon": True, "ram_mb": 16 * 1024}, "cpu", "cpu", ["only 16.0 GB RAM"]),
     ("Mac requested chatglm_cpp", {"apple_silicon": True}, "chatglm_cpp", "chatglm_cpp", ["requested"]),
+    ("requested llama_cpp on a 3090", {"gpus": [RTX3090], "ram_mb": 16 * 1024}, "llama_cpp", "llama_cpp", ["GGUF", "llama.cpp", "16.0 GB RAM"]),
     ("requested int4 on a 3090", {"gpus": [RTX3090]}, "int4", "int4", ["int4 (requested): 23.7 GB free"]),
     ("requested fp16, too small", {"gpus": [RTX3060]}, "fp16", "fp16", ["only 11.5 GB", "out of memory"]),
     ("requested vllm over 2 GPUs", {"gpus": [RTX3060, RTX3060]}, "vllm", "vllm", ["tensor parallel over 2", "2x RTX 3060"]),

@@ -159,7 +159,7 @@ class GpuFactsModule(Module):
         "`network_turbo_path` file exists), glmops_profile and glmops_profile_reason (e.g. "
         "\"fp16: 23.7 GB free on RTX 3090\"). `profile: auto` picks fp16 with >= 14 GB free VRAM, "
         "fp16 with device_map auto over several smaller GPUs, int8 >= 9 GB, int4 >= 6 GB, mps on "
-        "Apple Silicon, cpu with >= 32 GB RAM, else chatglm_cpp; a requested profile the host cannot "
+        "Apple Silicon, cpu with >= 32 GB RAM, else chatglm_cpp (llama_cpp only when asked); a requested profile the host cannot "
         "run (int4/int8 on mps, a GPU profile without an NVIDIA GPU) fails with the reason. Never changes anything."
     )
     args = {
