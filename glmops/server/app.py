@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +72,9 @@ class ServerState:
         self.load_error: str | None = None
         self.gate: Gate | None = None
         self.stats = {"generations": 0, "cancelled": 0}  # cancelled: stopped because the client went away
+        # Generations run on long-lived threads, never one new thread per request: an engine built with
+        # OpenMP (llama.cpp) decodes ~20 % slower when each request's thread starts its own thread team.
+        self.generators = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="glmops-generate")
 
     def load(self) -> None:
         try:
@@ -220,8 +224,7 @@ def create_app(config: ServerConfig, backend: Backend, *, load_in_background: bo
                 loop.call_soon_threadsafe(queue.put_nowait, None)
 
         state.stats["generations"] += 1
-        worker = threading.Thread(target=produce, daemon=True)
-        worker.start()
+        worker = state.generators.submit(produce)
         finished = False
         try:
             while True:
@@ -253,11 +256,11 @@ def create_app(config: ServerConfig, backend: Backend, *, load_in_background: bo
                     yield Delta(text)
         finally:
             if not finished:  # the consumer went away (a client disconnect) while the model was still working
-                if worker.is_alive():
+                if not worker.done():
                     state.stats["cancelled"] += 1
                 cancel.set()
-            if worker.is_alive():
-                await asyncio.to_thread(worker.join)
+            if not worker.done():
+                await asyncio.wrap_future(worker)
 
     async def generate_checked(request: Request, chat_request: ChatRequest, turns: list[Turn], what: str) -> Outcome:
         """Generate; when the request requires a tool call or JSON, check the answer and retry (sampling) up to twice."""
