@@ -108,6 +108,13 @@ def test_stat_and_fetch(any_conn, tmp_path: Path) -> None:
     assert result.changed and local.read_bytes() == b"w" * 100
     assert not run_module(any_conn, "fetch", src=str(f), dest=str(out)).changed
     assert run_module(any_conn, "fetch", src=str(tmp_path / "none"), dest=str(out)).failed
+    # a src with .. may not climb out of dest/HOSTNAME on the controller (Ansible refuses it too: CVE-2019-3828)
+    # (on the host, .. beyond / stays at /: the path names the file; on the controller it climbs 2 levels above dest/target)
+    (tmp_path / "sub").mkdir()
+    climbing = "/".join([str(tmp_path / "sub"), *[".."] * (len(tmp_path.parts) + 2), str(f.relative_to("/"))])
+    escaped = run_module(any_conn, "fetch", src=climbing, dest=str(out))
+    assert escaped.failed and "directory traversal" in escaped.msg, escaped.msg
+    assert not (tmp_path / f.relative_to("/")).exists()
 
 
 HOSTILE = "x\"; touch {s}/pwned #'$(touch {s}/pwned2)`touch {s}/pwned3`\nnext"

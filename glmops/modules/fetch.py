@@ -32,7 +32,12 @@ class FetchModule(Module):
         if args["flat"]:
             dest = os.path.join(args["dest"], os.path.basename(src)) if args["dest"].endswith("/") else args["dest"]
         else:
-            dest = os.path.join(args["dest"], ctx.host, src.lstrip("/"))
+            root = os.path.abspath(args["dest"])
+            host_dir = os.path.normpath(os.path.join(root, ctx.host))
+            dest = os.path.normpath(os.path.join(host_dir, src.lstrip("/")))
+            if os.path.dirname(host_dir) != root or os.path.commonpath([host_dir, dest]) != host_dir or dest == host_dir:
+                return ModuleResult(failed=True, msg=f"detected directory traversal: {src} of host {ctx.host} would be written to "
+                                                     f"{dest}, outside {root}/{ctx.host}; use flat: true with an explicit dest")
         data = {"src": src, "dest": dest, "checksum": state.sha256}
         if os.path.isfile(dest):
             with open(dest, "rb") as handle:
