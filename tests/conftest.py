@@ -6,12 +6,15 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
 from sshd import SshServer, free_port  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _started(server: SshServer) -> SshServer:
@@ -20,6 +23,14 @@ def _started(server: SshServer) -> SshServer:
         return server.start()
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         pytest.fail(f"cannot start the test sshd: {exc}\n(run `bash scripts/bootstrap.sh` to install openssh-server)", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny chat and embedding models (scripts/make_tiny_models.py), made once per session."""
+    out = tmp_path_factory.mktemp("models")
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_tiny_models.py"), str(out)], check=True, capture_output=True)
+    return {"chat": out / "tiny-chatglm3", "embed": out / "tiny-bge"}
 
 
 @pytest.fixture(scope="session")

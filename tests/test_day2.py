@@ -20,13 +20,6 @@ API_KEY = "sk-day2-test-0123456789"
 
 
 @pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("models")
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_tiny_models.py"), str(out)], check=True, capture_output=True)
-    return {"chat": out / "tiny-chatglm3", "embed": out / "tiny-bge"}
-
-
-@pytest.fixture(scope="module")
 def deployed(sshd, tiny_models, tmp_path_factory: pytest.TempPathFactory):
     """A deployment laid out as glmops.layout says, its server started through the daemon module."""
     base = tmp_path_factory.mktemp("day2")

@@ -94,16 +94,19 @@ def test_inventory_wins_over_args_which_win_over_ssh_config(tmp_path: Path, monk
 
 
 # -- real connections ------------------------------------------------------------------------
-def test_host_known_only_by_its_ssh_config_alias(tmp_path: Path, sshd: SshServer) -> None:
-    env = _home(tmp_path, f"""
+def _alias_home(tmp_path: Path, sshd: SshServer) -> dict[str, str]:
+    return _home(tmp_path, f"""
         Host gpu-box
           HostName {sshd.host}
           Port {sshd.port}
           User root
           IdentityFile {sshd.client_key}
           UserKnownHostsFile {sshd.known_hosts}
-          ServerAliveInterval 5
     """)
+
+
+def test_host_known_only_by_its_ssh_config_alias(tmp_path: Path, sshd: SshServer) -> None:
+    env = _alias_home(tmp_path, sshd)
     done = _run(tmp_path, {"gpu-box": {}}, env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert results(done.stdout, "who")["gpu-box"]["result"]["stdout"] == "root"
@@ -299,17 +302,6 @@ def test_day2_ask_pass_and_become_pass_from_stdin(tmp_path: Path, password_host:
     assert wrong.returncode == 4 and "authentication failed" in wrong.stdout
     empty = _glmops(tmp_path, env, "status", "pw", "-i", inv, "-k", input="\n")
     assert empty.returncode != 0 and "--ask-pass: no password was given" in empty.stderr and "Traceback" not in empty.stderr
-
-
-def _alias_home(tmp_path: Path, sshd: SshServer) -> dict[str, str]:
-    return _home(tmp_path, f"""
-        Host gpu-box
-          HostName {sshd.host}
-          Port {sshd.port}
-          User root
-          IdentityFile {sshd.client_key}
-          UserKnownHostsFile {sshd.known_hosts}
-    """)
 
 
 def test_day2_and_tunnel_reach_a_host_known_only_by_its_ssh_config_alias(tmp_path: Path, sshd: SshServer) -> None:

@@ -18,13 +18,6 @@ ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "sk-glmops-test-0123456789"
 
 
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("models")
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_tiny_models.py"), str(out)], check=True, capture_output=True)
-    return {"chat": out / "tiny-chatglm3", "embed": out / "tiny-bge"}
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
