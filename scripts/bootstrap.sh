@@ -32,3 +32,13 @@ export CMAKE_BUILD_PARALLEL_LEVEL=2
 .venv/bin/python -c "import chatglm_cpp" 2>/dev/null || CMAKE_POLICY_VERSION_MINIMUM=3.5 .venv/bin/pip install -q 'chatglm-cpp==0.4.2'
 .venv/bin/pip install -q -e '.[server,dev,cpu]'
 .venv/bin/python -m compileall -q glmops >/dev/null || true  # byte-code, as a regular install has
+# The deployed pins (roles/python_env/defaults/main.yml: torch_pin, transformers_pin and the cpu profile's
+# packages) in a venv of their own: ChatGLM3's own remote code (the checkpoint of scripts/make_tiny_chatglm.py)
+# runs in it, as on a deployed target; it does not run with the newer transformers of .venv.
+if [ ! -x .venv-pins/bin/python ]; then
+  "$PY" -m venv .venv-pins
+  .venv-pins/bin/pip install -q --upgrade pip
+fi
+pins=$(.venv/bin/python -c "import yaml; d = yaml.safe_load(open('roles/python_env/defaults/main.yml')); print(d['torch_pin'], d['transformers_pin'], *d['python_env_profile_packages']['cpu'])")
+.venv-pins/bin/pip install -q $pins
+.venv-pins/bin/pip install -q -e '.[server]'
