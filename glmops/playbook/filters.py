@@ -115,9 +115,11 @@ def to_nice_json(value: Any, indent: int = 4, **kwargs: Any) -> str:
 
 
 def _plain(value: Any) -> Any:
-    """PosDict/PosList and other subclasses -> plain dict/list, so yaml.safe_dump accepts them."""
+    """PosDict/PosList/Unsafe and other subclasses -> plain dict/list/str, so yaml.safe_dump accepts them."""
+    if isinstance(value, str):
+        return str(value)
     if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
+        return {_plain(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
