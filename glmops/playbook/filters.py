@@ -16,6 +16,8 @@ import yaml
 from jinja2 import Undefined
 from jinja2.exceptions import FilterArgumentError
 
+from glmops.errors import LoadError
+from glmops.playbook.yamlpos import LimitedSafeLoader
 from glmops.values import to_bool as _to_bool
 from glmops.values import truthy as _truthy
 
@@ -142,9 +144,11 @@ def from_json(value: Any) -> Any:
 
 def from_yaml(value: Any) -> Any:
     try:
-        return yaml.safe_load(value)
+        return yaml.load(value, Loader=LimitedSafeLoader)  # noqa: S506 - a SafeLoader with the alias limit
     except yaml.YAMLError as exc:
         raise FilterArgumentError(f"from_yaml: not valid YAML: {exc}") from None
+    except LoadError as exc:
+        raise FilterArgumentError(f"from_yaml: {exc.message}") from None
 
 
 def b64encode(value: Any, encoding: str = "utf-8") -> str:
