@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ROOT, events, inventory, results, write
+from helpers import ROOT, events, glmops, inventory, results, write
 from helpers import run_playbook as run
 from httpserver import LoopbackHTTPServer
 
@@ -206,8 +206,6 @@ def test_fetched_file_read_back_stays_data(tmp_path: Path, inv: Path) -> None:
 def test_facts_stay_data(tmp_path: Path, gathered: str) -> None:
     """Facts (ansible_env.PATH) of a host whose PATH holds the payload: the local connection, whose
     host is the controller itself, so the test sets the PATH that the facts report."""
-    from helpers import glmops
-
     payload = _payload(tmp_path)
     hosts = inventory(tmp_path / "hosts.yml", {"me": {"ansible_connection": "local"}})
     setup = "- setup:" if gathered == "by a setup task" else ""
@@ -244,3 +242,24 @@ def test_deploy_verify_prints_the_models_answer_as_data(tmp_path: Path, inv: Pat
     shown = results(done.stdout, "The answer")["target"]
     assert shown["msg"] == f"chatglm3-6b on target answers: {payload}"
     assert len(server.requests) == 1
+
+
+def test_code_stays_code(tmp_path: Path) -> None:
+    """The playbook, vars files (include_vars, on the controller), the inventory and -e are code:
+    their templates still render, also when set_fact passes them on and host data sits next to them."""
+    hosts = inventory(tmp_path / "hosts.yml", {"me": {"ansible_connection": "local", "from_inventory": "{{ who }} (inventory)"}})
+    write(tmp_path / "vars" / "more.yml", 'greeting: "hi {{ who }}"\n')
+    book = write(tmp_path / "site.yml", """
+        - hosts: all
+          vars: {who: world}
+          tasks:
+            - command: echo host text
+              register: out
+            - include_vars: more.yml
+            - set_fact: {both: "{{ '{{' }} who {{ '}}' }}", seen: "{{ out.stdout }}"}
+            - name: greeting
+              debug: {msg: "{{ greeting }} / {{ from_inventory }} / {{ from_cli }} / {{ both }} / {{ seen }}"}
+        """)
+    done = glmops("run", str(book), "-i", str(hosts), "--json", "-e", "from_cli='{{ who }} (-e)'", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert results(done.stdout, "greeting")["me"]["msg"] == "hi world / world (inventory) / world (-e) / world / host text"

@@ -51,7 +51,7 @@ def _tracked(render: Callable[[], Any]) -> Any:
         _TAINTED.reset(token)
     if not tainted:
         return result
-    _TAINTED.set(True)
+    _TAINTED.set(True)  # the enclosing render (if any) read this result; each render starts untainted
     return to_unsafe(result)
 
 
@@ -245,9 +245,8 @@ def _query(context: Any, plugin: str, *terms: Any, **options: Any) -> list[Any]:
     return _lookup(context, plugin, *terms, **{**options, "wantlist": True})
 
 
-def _environment() -> ImmutableSandboxedEnvironment:
-    env = _Environment(undefined=_Undefined, keep_trailing_newline=True, autoescape=False,
-                                        finalize=_defined)
+def _environment() -> _Environment:
+    env = _Environment(undefined=_Undefined, keep_trailing_newline=True, autoescape=False, finalize=_defined)
     env.filters.update(FILTERS)
     env.tests.update(TESTS)
     env.globals["lookup"] = _lookup
