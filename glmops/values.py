@@ -68,9 +68,39 @@ def truthy(value: Any) -> bool:
 
 
 class Unsafe(str):
-    """Text never templated: YAML's `!unsafe` tag, as Ansible's (`{{` in it stays as written)."""
+    """Text never templated (`{{` in it stays as written), as Ansible's AnsibleUnsafeText: YAML's
+    `!unsafe` tag, and everything that comes from a host (see `to_unsafe`)."""
 
     __slots__ = ()
+
+
+def to_unsafe(value: Any) -> Any:
+    """`value` with every string in it (keys too, all the way down lists, tuples and dicts) marked
+    `Unsafe`: data from a host, never rendered as a template nor evaluated as an expression.
+
+    Containers are copied (dicts stay dicts, lists and tuples become lists); other values, and
+    mappings that compute their items when asked (hostvars), are returned as they are.
+    """
+    if isinstance(value, Unsafe):
+        return value
+    if isinstance(value, str):
+        return Unsafe(value)
+    if isinstance(value, dict):
+        return {to_unsafe(k): to_unsafe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_unsafe(v) for v in value]
+    return value
+
+
+def contains_unsafe(value: Any) -> bool:
+    """Is `value` unsafe text, or a dict, list or tuple holding some anywhere?"""
+    if isinstance(value, str):
+        return isinstance(value, Unsafe)
+    if isinstance(value, dict):
+        return any(contains_unsafe(k) or contains_unsafe(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(contains_unsafe(v) for v in value)
+    return False
 
 
 def is_template(value: Any) -> bool:

@@ -10,6 +10,7 @@ from glmops.modules import get_module
 from glmops.modules.base import ModuleContext, validate_args
 from glmops.playbook.model import Task
 from glmops.playbook.templating import Templar
+from glmops.values import to_unsafe
 
 FACT_PREFIX = "ansible_"  # facts are the ansible_* variables setup defines
 
@@ -21,6 +22,7 @@ def needs_facts(templar: Templar, task: Task, when: list[Any], environment: list
     Decided from the names the templater finds in the task (find_undeclared_variables, plus
     attribute and constant-key lookups), followed through variables whose values are templates,
     and the template file of a `template` task: any `ansible_*` name not defined yet needs facts.
+    Unsafe values (host data) are never templates, so they are not followed.
     """
     names = templar.referenced_names((task.args, task.loop, task.loop_label, task.environment, environment,
                                       task.no_log, task.ignore_errors))
@@ -43,4 +45,4 @@ def gather_facts(conn: Connection, host: str) -> dict[str, Any]:
     result = module.run(ctx, validate_args(module, {}, final=True))
     if result.failed:
         raise GlmopsError(f"gathering facts failed: {result.msg}")
-    return result.facts
+    return to_unsafe(result.facts)  # host data: never rendered as a template

@@ -27,6 +27,7 @@ from glmops.inventory import Inventory
 from glmops.output.redact import HIDDEN, Redactor, hide_result
 from glmops.playbook.model import Block, IncludeRole, IncludeTasks, Item, Play, Playbook, Task
 from glmops.playbook.templating import Templar
+from glmops.values import to_unsafe
 
 __all__ = ["STATS", "HostState", "PlaybookRunner", "RunOptions", "Scope"]
 
@@ -356,11 +357,11 @@ class PlaybookRunner(TaskVars, TaskCall, Includes):
             self.emit("host_result", host=state.name, task=task.display_name, status="unreachable", msg=str(exc),
                       duration=round(time.monotonic() - started, 3))
             return
-        except GlmopsError as exc:
-            outcome = {"failed": True, "changed": False, "msg": str(exc) if exc.pos else f"{task.pos}: {exc}"}
+        except GlmopsError as exc:  # the message may quote host data: unsafe, as a module's result
+            outcome = to_unsafe({"failed": True, "changed": False, "msg": str(exc) if exc.pos else f"{task.pos}: {exc}"})
         except Exception as exc:  # noqa: BLE001 - a bug must fail the host, not the run
             detail = traceback.format_exc() if self.options.verbosity >= 3 else f"{type(exc).__name__}: {exc}"
-            outcome = {"failed": True, "changed": False, "msg": f"{task.pos}: internal error in module '{task.module}': {detail}"}
+            outcome = to_unsafe({"failed": True, "changed": False, "msg": f"{task.pos}: internal error in module '{task.module}': {detail}"})
         try:
             self._finish(task, state, scope, outcome, no_log, time.monotonic() - started)
             return outcome

@@ -18,7 +18,7 @@ from glmops.modules.base import ModuleContext, ModuleResult, validate_args
 from glmops.output.redact import Redactor, is_secret_name
 from glmops.playbook.model import Play, Task
 from glmops.playbook.templating import Templar
-from glmops.values import to_bool
+from glmops.values import to_bool, to_unsafe
 
 
 class TaskCall:
@@ -256,6 +256,8 @@ class TaskCall:
             raise
         except (OSError, ArgumentError, TemplateError) as exc:
             result = ModuleResult(failed=True, msg=str(exc))
+        if not module.result_is_code:  # host data from here on: never rendered, never evaluated (docs/playbooks.md)
+            result.facts = to_unsafe(result.facts)
         if result.facts:
             fact_host = state
             if delegate is not None and to_bool(self.templar.render(_first(task.delegate_facts, scope.delegate_facts) or False, variables),
@@ -265,7 +267,7 @@ class TaskCall:
             for key, value in result.facts.items():
                 if is_secret_name(key):
                     self.redactor.add(value)
-        out = result.as_dict()
+        out = result.as_dict() if module.result_is_code else to_unsafe(result.as_dict())
         if task.module in ("group_by", "add_host") and not result.failed:
             self._change_inventory(state, out, task.pos)
         return self._apply_conditions(task, out, variables)

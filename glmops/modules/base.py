@@ -225,6 +225,9 @@ class Module:
     any_args: ClassVar[bool] = False  # accepts arbitrary argument names (set_fact)
     doc: ClassVar[str] = ""
     supports_async: ClassVar[bool] = False  # the task keywords async/poll are allowed (see async_command)
+    # Its result and facts are the playbook's own values (set_fact, include_vars of controller files), so
+    # they may hold templates. Every other module's result is host data: marked unsafe (values.to_unsafe).
+    result_is_code: ClassVar[bool] = False
 
     def async_command(self, ctx: ModuleContext, args: dict[str, Any]) -> "AsyncCommand | ModuleResult":
         """For an `async:` task: the sh command to run detached, or a final result when nothing must run."""
@@ -266,7 +269,7 @@ def coerce(value: Any, kind: str, *, name: str, pos: Pos | None = None, elements
             raise bad("a string")
         if isinstance(value, bool):
             return "True" if value else "False"
-        return str(value)
+        return value if isinstance(value, str) else str(value)  # a str stays itself: Unsafe text stays unsafe
     if kind == "bool":
         try:
             return to_bool(value)

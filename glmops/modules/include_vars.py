@@ -21,6 +21,7 @@ class IncludeVarsModule(Module):
     )
     on_controller = True
     free_form = "file"
+    result_is_code = True  # vars files on the controller are code, as in Ansible
     args = {
         "file": Arg("str", aliases=("_raw_params",), help="A vars file."),
         "dir": Arg("str", help="A directory of vars files."),

@@ -16,6 +16,7 @@ class SetFactModule(Module):
     doc = "Set variables for this host (`name: value` pairs, templated), visible to later tasks and plays of the run."
     on_controller = True
     any_args = True
+    result_is_code = True  # the values are the task's own (rendered: data a template read stays unsafe)
     args = {"cacheable": Arg("bool", default=False, help="Accepted for Ansible compatibility; facts are not cached between runs.")}
 
     def check_args(self, args: dict[str, Any]) -> None:

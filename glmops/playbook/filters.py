@@ -16,6 +16,8 @@ import yaml
 from jinja2 import Undefined
 from jinja2.exceptions import FilterArgumentError
 
+from glmops.errors import LoadError
+from glmops.playbook.yamlpos import LimitedSafeLoader
 from glmops.values import to_bool as _to_bool
 from glmops.values import truthy as _truthy
 
@@ -115,9 +117,11 @@ def to_nice_json(value: Any, indent: int = 4, **kwargs: Any) -> str:
 
 
 def _plain(value: Any) -> Any:
-    """PosDict/PosList and other subclasses -> plain dict/list, so yaml.safe_dump accepts them."""
+    """PosDict/PosList/Unsafe and other subclasses -> plain dict/list/str, so yaml.safe_dump accepts them."""
+    if isinstance(value, str):
+        return str(value)
     if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
+        return {_plain(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
@@ -140,9 +144,11 @@ def from_json(value: Any) -> Any:
 
 def from_yaml(value: Any) -> Any:
     try:
-        return yaml.safe_load(value)
+        return yaml.load(value, Loader=LimitedSafeLoader)  # noqa: S506 - a SafeLoader with the alias limit
     except yaml.YAMLError as exc:
         raise FilterArgumentError(f"from_yaml: not valid YAML: {exc}") from None
+    except LoadError as exc:
+        raise FilterArgumentError(f"from_yaml: {exc.message}") from None
 
 
 def b64encode(value: Any, encoding: str = "utf-8") -> str:

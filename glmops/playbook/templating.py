@@ -3,25 +3,75 @@
 StrictUndefined: an undefined variable is an error that names the variable and the task field.
 A string that is exactly one `{{ expression }}` renders to the expression's native value (a list
 for `loop`, an int, a dict), as Ansible does; other strings render to text.
+
+Data from hosts is never code (docs/playbooks.md, "Data from hosts"): it arrives as `Unsafe` text
+(`values.to_unsafe`), which is never rendered nor evaluated. A render that reads unsafe data (a
+variable, an attribute or item, a lookup's result) is tainted: every string of its result is
+marked `Unsafe` too, so `"{{ out.stdout | trim }}"` stored by set_fact or passed to `debug var=`
+stays data (Ansible's rule before 2.19).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any, Callable
 
 from jinja2 import ChainableUndefined, StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, meta, nodes, pass_context
 from jinja2.exceptions import FilterArgumentError, SecurityError, TemplateRuntimeError
+from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from glmops.errors import Pos, TemplateError
 from glmops.output.redact import is_secret_name
 from glmops.playbook.filters import FILTERS, TESTS, type_debug
-from glmops.values import has_template, is_template
+from glmops.values import Unsafe, contains_unsafe, has_template, is_template, to_unsafe
 
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.S)
+_TAINTED: ContextVar[bool] = ContextVar("glmops_template_tainted", default=False)  # this render read unsafe data
+
+
+def _note(value: Any) -> Any:
+    """`value`, read by the render in progress; taints the render when it is or holds unsafe data."""
+    if not _TAINTED.get() and contains_unsafe(value):
+        _TAINTED.set(True)
+    return value
+
+
+def _tracked(render: Callable[[], Any]) -> Any:
+    """Run one render; when it read unsafe data, its result is unsafe (every string in it), and so
+    is the render around it (which reads this result)."""
+    token = _TAINTED.set(False)
+    try:
+        result = render()
+        tainted = _TAINTED.get()
+    finally:
+        _TAINTED.reset(token)
+    if not tainted:
+        return result
+    _TAINTED.set(True)  # the enclosing render (if any) read this result; each render starts untainted
+    return to_unsafe(result)
+
+
+class _Context(Context):
+    """Jinja2's context; every variable a template reads by name is noted (taint)."""
+
+    def resolve_or_missing(self, key: str) -> Any:
+        return _note(super().resolve_or_missing(key))
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    """The sandbox; every attribute and item a template reads is noted (taint)."""
+
+    context_class = _Context
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        return _note(super().getattr(obj, attribute))
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        return _note(super().getitem(obj, argument))
 
 
 class _Undefined(ChainableUndefined, StrictUndefined):
@@ -157,6 +207,7 @@ _LOOKUP_PLUGINS: dict[str, Callable[[Any, tuple[Any, ...], dict[str, Any]], list
     "list": lambda context, terms, options: list(terms),
 }
 _LOOKUPS = tuple(_LOOKUP_PLUGINS)
+_DATA_LOOKUPS = frozenset({"file", "pipe"})  # read from outside the playbook (a fetched file, a command): unsafe, as Ansible's
 
 
 @pass_context
@@ -175,6 +226,9 @@ def _lookup(context: Any, plugin: str, *terms: Any, **options: Any) -> Any:
     if plugin != "first_found" and len(terms) == 1 and isinstance(terms[0], (list, tuple)):
         terms = tuple(terms[0])  # lookup('list', [1, 2]) == lookup('list', 1, 2)
     values = _LOOKUP_PLUGINS[plugin](context, terms, options)
+    if plugin in _DATA_LOOKUPS:
+        values = to_unsafe(values)
+    _note(values)
     on_secret = getattr(context.environment, "glmops_on_secret", None)
     if on_secret is not None and plugin in ("env", "file"):
         for term, value in zip(terms, values):
@@ -191,9 +245,8 @@ def _query(context: Any, plugin: str, *terms: Any, **options: Any) -> list[Any]:
     return _lookup(context, plugin, *terms, **{**options, "wantlist": True})
 
 
-def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(undefined=_Undefined, keep_trailing_newline=True, autoescape=False,
-                                        finalize=_defined)
+def _environment() -> _Environment:
+    env = _Environment(undefined=_Undefined, keep_trailing_newline=True, autoescape=False, finalize=_defined)
     env.filters.update(FILTERS)
     env.tests.update(TESTS)
     env.globals["lookup"] = _lookup
@@ -366,14 +419,17 @@ class Templar:
         if not self.is_template(text):
             return text
         try:
-            variables = self._resolve(text, variables, depth, pos, field)
-            expression = self._single_expression(text)
-            if expression is not None:
-                return _defined(expression(**variables))
-            return self._compile(text).render(**variables)
+            return _tracked(lambda: self._render_now(text, variables, depth, pos, field))
         except (UndefinedError, TemplateSyntaxError, FilterArgumentError, TemplateRuntimeError, SecurityError,
                 TypeError, ValueError, KeyError, AttributeError, ZeroDivisionError) as exc:
             raise self._fail(exc, text, pos, field) from None
+
+    def _render_now(self, text: str, variables: Mapping[str, Any], depth: int, pos: Pos | None, field: str | None) -> Any:
+        variables = self._resolve(text, variables, depth, pos, field)
+        expression = self._single_expression(text)
+        if expression is not None:
+            return _defined(expression(**variables))
+        return self._compile(text).render(**variables)
 
     def render(self, value: Any, variables: Mapping[str, Any], *, pos: Pos | None = None, field: str | None = None, _depth: int = 0) -> Any:
         """Render every template inside `value` (strings, and recursively lists and dicts)."""
@@ -393,16 +449,25 @@ class Templar:
         """Evaluate a bare expression (`when: x is defined and y == 1`); non-strings pass through."""
         if not isinstance(expr, str):
             return expr
+        if isinstance(expr, Unsafe):
+            shown = expr if len(expr) <= 80 else expr[:77] + "..."
+            raise TemplateError(f"the expression {shown!r} comes from host data (or a template that read it) and is never evaluated",
+                                pos=pos, field=field,
+                                hint="name the variable in the expression itself (var: out.stdout, that: out.rc == 0) "
+                                     "instead of building the expression with {{ }}")
         text = expr.strip()
         match = _SINGLE_EXPRESSION.match(text)
         if match:  # `when: "{{ x }}"` is accepted too
             text = match.group("expr").strip()
         try:
-            variables = self._resolve("{{ " + text + " }}", variables, 0, pos, field)
-            return _defined(self._compile_expr(text, undefined_to_none=False)(**variables))
+            return _tracked(lambda: self._evaluate_now(text, variables, pos, field))
         except (UndefinedError, TemplateSyntaxError, FilterArgumentError, TemplateRuntimeError, SecurityError,
                 TypeError, ValueError, KeyError, AttributeError, ZeroDivisionError) as exc:
             raise self._fail(exc, expr, pos, field) from None
+
+    def _evaluate_now(self, text: str, variables: Mapping[str, Any], pos: Pos | None, field: str | None) -> Any:
+        variables = self._resolve("{{ " + text + " }}", variables, 0, pos, field)
+        return _defined(self._compile_expr(text, undefined_to_none=False)(**variables))
 
     def all_true(self, conditions: list[Any], variables: Mapping[str, Any], *, pos: Pos | None = None, field: str = "when") -> bool:
         """True when every condition holds (an empty list holds).
@@ -445,8 +510,11 @@ class Templar:
         lstrip_blocks off, lines end with `newline_sequence`.
         """
         try:
-            variables = self._resolve(text, variables, 0, Pos(name))
-            return self._file_environment(trim_blocks, lstrip_blocks, newline_sequence)(text).render(**variables)
+            def render() -> str:
+                resolved = self._resolve(text, variables, 0, Pos(name))
+                return self._file_environment(trim_blocks, lstrip_blocks, newline_sequence)(text).render(**resolved)
+
+            return _tracked(render)
         except TemplateSyntaxError as exc:
             raise TemplateError(f"template syntax error: {exc.message}", pos=Pos(name, exc.lineno or 0),
                                 hint="check the {{ }} / {% %} pairs around this line") from None

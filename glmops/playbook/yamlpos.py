@@ -4,6 +4,10 @@
 they behave as dict and list, and also carry `pos` (where the node starts) and the position of each
 key (`key_pos`) or item (`item_pos`). YAML syntax errors (tabs included) become a LoadError that
 names file, line and column.
+
+Aliases (`*name`) may repeat at most MAX_ALIAS_VALUES values in one document, and may not refer
+to a node that contains them: a few hundred bytes of nested aliases ("billion laughs") would
+otherwise expand to billions of values the moment anything walks them.
 """
 
 from __future__ import annotations
@@ -37,6 +41,64 @@ class PosList(list):
         return self.item_pos[index] if 0 <= index < len(self.item_pos) else self.pos
 
 
+MAX_ALIAS_VALUES = 100_000  # values that aliases may repeat in one YAML document
+
+
+def _node_pos(filename: str, node: yaml.Node) -> Pos:
+    return _mark_pos(filename, node.start_mark)
+
+
+def check_aliases(filename: str, root: yaml.Node) -> None:
+    """Refuse a document whose aliases repeat more than MAX_ALIAS_VALUES values, or refer to a
+    node that contains them (LoadError at the mapping or list that holds the alias)."""
+    sizes: dict[int, int] = {}  # node -> how many values it stands for, aliases expanded
+    open_nodes: set[int] = set()
+    repeated = 0
+
+    def size(node: yaml.Node, holder: yaml.Node) -> int:
+        nonlocal repeated
+        key = id(node)
+        if key in open_nodes:
+            raise LoadError("a YAML alias refers to a mapping or list that contains it", pos=_node_pos(filename, holder),
+                            hint="an alias (*name) can only repeat a node written before it and outside it")
+        if key in sizes:  # an alias: its node again
+            repeated += sizes[key]
+            if repeated > MAX_ALIAS_VALUES:
+                raise LoadError(f"YAML aliases here repeat more than {MAX_ALIAS_VALUES} values (nested aliases, an 'alias bomb')",
+                                pos=_node_pos(filename, holder),
+                                hint="write the values out, or nest fewer aliases (*name) inside anchored (&name) values")
+            return sizes[key]
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        else:
+            children = []
+        open_nodes.add(key)
+        total = 1 + sum(size(child, node) for child in children)
+        open_nodes.discard(key)
+        sizes[key] = total
+        return total
+
+    size(root, root)
+
+
+class _AliasLimit:
+    """Loader mixin: every document is checked by check_aliases before it is constructed."""
+
+    glmops_filename = "<string>"
+
+    def get_single_node(self) -> Any:
+        node = super().get_single_node()  # type: ignore[misc]
+        if node is not None:
+            check_aliases(self.glmops_filename, node)
+        return node
+
+
+class LimitedSafeLoader(_AliasLimit, yaml.SafeLoader):
+    """yaml.SafeLoader with the alias limit (the from_yaml filter: YAML text from hosts)."""
+
+
 _QUOTE_HINT = 'a value that starts with "{{" must be quoted: key: "{{ var }}"'
 _UNQUOTED_TEMPLATE = re.compile(r"(^|[:\-\[,]\s*)\{\{")
 
@@ -46,8 +108,8 @@ def _mark_pos(filename: str, mark: Any) -> Pos:
 
 
 def _make_loader(filename: str) -> type:
-    class PositionLoader(yaml.SafeLoader):
-        pass
+    class PositionLoader(_AliasLimit, yaml.SafeLoader):
+        glmops_filename = filename
 
     def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> PosDict:
         loader.flatten_mapping(node)
