@@ -159,19 +159,22 @@ def quick_probe(ctx: ModuleContext, dest: str) -> dict[str, Any] | None:
     """
     d = shlex.quote(dest)
     result = ctx.run(f"cat {d}/{worker.MANIFEST} 2>/dev/null || exit 3; printf '\n@@glmops-files\n'; "
-                     f"cd {d} && find . -path ./.git -prune -o -type f -printf '%P\t%s\t%T@\n'")
+                     f"cd {d} && find . -path ./.git -prune -o -type f -printf '%P\t%s\t%T@\t%C@\n'")
     if result.rc != 0:
         return None
     text, _, listing = result.stdout.partition("\n@@glmops-files\n")
     try:
         manifest = json.loads(text)
         files = manifest["files"]
-        seen: dict[str, tuple[int, int]] = {}
+        seen: dict[str, tuple[int, int, int]] = {}
         for line in listing.splitlines():
-            rel, size, mtime = line.rsplit("\t", 2)
-            seconds, _, fraction = mtime.partition(".")
-            seen[rel] = (int(size), int(seconds) * 10**9 + int((fraction + "000000000")[:9]))
-        drift = [rel for rel, entry in files.items() if seen.get(rel) != (entry.get("size"), entry.get("mtime_ns"))]
+            rel, size, *times = line.rsplit("\t", 3)
+            seen[rel] = (int(size), *(int(t.partition(".")[0]) * 10**9 + int((t.partition(".")[2] + "0" * 9)[:9]) for t in times))
+        drift = []  # size, mtime and ctime (not in an older manifest); the worker hashes a file whose ctime alone moved
+        for rel, entry in files.items():
+            n = 3 if "ctime_ns" in entry else 2
+            if seen.get(rel, ())[:n] != (entry.get("size"), entry.get("mtime_ns"), entry.get("ctime_ns"))[:n]:
+                drift.append(rel)
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
     return {"manifest": manifest, "drift": drift}
