@@ -223,3 +223,141 @@ def test_a_temporary_file_is_never_seen_wider_than_its_final_mode(umask0_conn: A
     assert seen, "the watcher never saw a temporary file (the test cannot tell anything)"
     assert seen <= {0o600}, f"temporary files were seen with modes {sorted(oct(m) for m in seen)}"
     assert mode_of(dest) == 0o600
+
+
+# -- item 8: the disk filled up during an upload; the resume needs only the rest -------------------
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """An 8 MiB tmpfs the test mounts and unmounts (the tests run as root, as CI does)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def fill(path: Path) -> None:
+    """Write into `path` until the filesystem is full."""
+    with open(path, "ab") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 4096)
+                handle.flush()
+        except OSError:
+            pass
+
+
+def free_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def test_after_a_disk_full_upload_the_resume_needs_only_the_rest(sshd: Any, tmp_path: Path, small_disk: Path) -> None:
+    from glmops.modules import get_module
+    from glmops.modules.base import ModuleContext, validate_args
+    from glmops.playbook.templating import Templar
+
+    src = tmp_path / "src"
+    src.mkdir()
+    size = 6 * 1024 * 1024
+    (src / "model.bin").write_bytes(os.urandom(size))
+    dest = small_disk / "model"
+    filler = small_disk / "other-files"
+    module = get_module("model_fetch")
+    args = validate_args(module, {"source": "upload", "src": str(src), "dest": str(dest)}, final=True)
+
+    part = dest / ".model.bin.glmops-part"
+
+    def fill_the_disk(event: dict) -> None:  # something else fills the disk while the upload runs
+        if event.get("done", 0) >= 3 * 1024 * 1024 and not filler.exists():
+            deadline = time.monotonic() + 30
+            while part.stat().st_size < 2 * 1024 * 1024 and time.monotonic() < deadline:  # the sent bytes land
+                time.sleep(0.01)
+            fill(filler)
+
+    first = open_connection("target", sshd.hostvars())
+    first.connect()
+    try:
+        ctx = ModuleContext(conn=first, host="target", templar=Templar(), report=fill_the_disk)
+        ctx.PROGRESS_INTERVAL = 0  # type: ignore[misc]  # see every chunk
+        broken = module.run(ctx, args)
+    finally:
+        first.close()
+    assert broken.failed and "No space left" in broken.msg, broken.msg
+    kept = part.stat().st_size
+    assert 2 * 1024 * 1024 <= kept < size
+
+    with open(filler, "r+b") as handle:  # space is freed, but less than the whole file needs
+        handle.truncate(max(0, filler.stat().st_size - (size - kept) + 256 * 1024))
+    assert free_bytes(small_disk) < size - kept
+    refused = run_module_on(sshd, "model_fetch", source="upload", src=str(src), dest=str(dest))
+    assert refused.failed and str(part) in refused.msg, refused.msg  # the message names the kept part
+    assert refused.data["needed"] == size - kept and f"less {kept} bytes already in part files" in refused.msg
+
+    with open(filler, "r+b") as handle:  # now the rest fits; the whole file still would not
+        handle.truncate(max(0, filler.stat().st_size - 384 * 1024))
+    assert size - kept < free_bytes(small_disk) < size
+    resumed = run_module_on(sshd, "model_fetch", source="upload", src=str(src), dest=str(dest))
+    assert resumed.changed and not resumed.failed, resumed.msg
+    assert resumed.data["bytes_sent"] == size - kept
+    assert sha(dest / "model.bin") == sha(src / "model.bin") and not part.exists()
+
+
+def run_module_on(sshd: Any, name: str, **args: Any) -> Any:
+    """One module call on a fresh connection to `sshd`."""
+    connection = open_connection("target", sshd.hostvars())
+    connection.connect()
+    try:
+        return run_module(connection, name, **args)
+    finally:
+        connection.close()
+
+
+# -- item 10: Ctrl-C during a large upload stops the transfer loop; the part stays resumable -------
+
+def test_ctrl_c_stops_a_large_upload_at_once_and_the_part_resumes(sshd: Any, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    size = 800 * 1024 * 1024  # seconds to send here, far more on a loaded machine
+    with open(src / "big.bin", "wb") as handle:
+        handle.write(os.urandom(1024 * 1024))
+        handle.truncate(size)  # the rest is a hole: no disk used on the controller
+    dest = tmp_path / "remote" / "model"
+    part = dest / ".big.bin.glmops-part"
+    inv = inventory(tmp_path / "hosts.yml", {"target": sshd.hostvars()})
+    book = write(tmp_path / "site.yml", f"""
+        - hosts: all
+          gather_facts: false
+          tasks:
+            - model_fetch: {{source: upload, src: "{src}", dest: "{dest}"}}
+        """)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "glmops", "run", str(book), "-i", str(inv)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not part.exists() or part.stat().st_size < 40 * 1024 * 1024:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the upload never got going"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        sent_at = time.monotonic()
+        out, err = proc.communicate(timeout=120)
+        stopped_after = time.monotonic() - sent_at
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 99, out + err
+    kept = part.stat().st_size
+    assert kept < size // 2, f"the upload went on after Ctrl-C: {kept} of {size} bytes sent"
+    assert stopped_after < 5, f"glmops took {stopped_after:.1f} s to stop after Ctrl-C"
+    assert not (dest / "big.bin").exists()
+
+    resumed = run_module_on(sshd, "model_fetch", source="upload", src=str(src), dest=str(dest))
+    assert resumed.changed and not resumed.failed, resumed.msg
+    assert resumed.data["bytes_sent"] == size - kept  # the part was kept, not sent again
+    assert (dest / "big.bin").stat().st_size == size and not part.exists()
