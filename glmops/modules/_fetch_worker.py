@@ -127,7 +127,8 @@ def manifest_drift(dest, manifest):
     or `touch -d` bumps and which cannot be set back). A file whose size and mtime are as recorded
     but whose ctime is not (its mtime put back after an edit, or only its attributes changed) is
     hashed again: drift when its sha256 is not the recorded one; else its new ctime is put in
-    `manifest` (the caller saves it, so the next run does not hash it again).
+    `manifest` (the caller saves it, so the next run does not hash it again). A file recorded without
+    a hash (`verify: false`) is checked by size and mtime only.
     """
     drift, refreshed = [], False
     for rel, entry in manifest["files"].items():
@@ -139,8 +140,8 @@ def manifest_drift(dest, manifest):
             continue
         if st.st_size != entry.get("size") or st.st_mtime_ns != entry.get("mtime_ns"):
             drift.append(rel)
-        elif entry.get("ctime_ns") is not None and st.st_ctime_ns != entry["ctime_ns"]:
-            if not entry.get("sha256") or sha256_of(path) != entry["sha256"]:
+        elif entry.get("ctime_ns") is not None and entry.get("sha256") and st.st_ctime_ns != entry["ctime_ns"]:
+            if sha256_of(path) != entry["sha256"]:
                 drift.append(rel)
             else:
                 entry["ctime_ns"], refreshed = st.st_ctime_ns, True

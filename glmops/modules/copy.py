@@ -26,7 +26,10 @@ class CopyModule(Module):
     doc = (
         "Copy a controller file (`src`, looked up in the role's files/ and the playbook's directory) "
         "or a string (`content`) to the host. Compares checksums first and sends nothing when the "
-        "file is already right; writes atomically (temporary file + rename)."
+        "file is already right; writes atomically (a new temporary file, readable by its owner only "
+        "until it gets its final mode, renamed into place). A `dest` that is a symlink is replaced by "
+        "a regular file (Ansible's copy without `follow`) that keeps the mode and owner of the file "
+        "the link pointed to, never the link's own 0777."
     )
     args = {
         "src": Arg("path", help="A file or directory on the controller (on the host with remote_src). A directory "
