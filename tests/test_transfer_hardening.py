@@ -295,7 +295,7 @@ def test_after_a_disk_full_upload_the_resume_needs_only_the_rest(sshd: Any, tmp_
     assert free_bytes(small_disk) < size - kept
     refused = run_module_on(sshd, "model_fetch", source="upload", src=str(src), dest=str(dest))
     assert refused.failed and str(part) in refused.msg, refused.msg  # the message names the kept part
-    assert refused.data["needed"] == size - kept and f"less {kept} bytes already in part files" in refused.msg
+    assert refused.data["needed"] == size - kept and f"less {kept} bytes already in part files that resume" in refused.msg
 
     with open(filler, "r+b") as handle:  # now the rest fits; the whole file still would not
         handle.truncate(max(0, filler.stat().st_size - 384 * 1024))

@@ -28,16 +28,17 @@ def preflight(ctx: ModuleContext, dest: str, todo: dict[str, int], probe: dict[s
     needed, free = sum(todo.values()), probe["free"]
     if needed <= free:
         return
-    kept = ctx.conn.kept_parts([posixpath.join(dest, rel) for rel in todo], become=ctx.become)
-    in_parts = sum(min(size, todo[posixpath.relpath(path, dest)]) for path, (_, size) in kept.items())
+    sizes = {posixpath.join(dest, rel): size for rel, size in todo.items()}
+    kept = ctx.conn.kept_parts(list(sizes), become=ctx.become)
+    in_parts = sum(have for path, (_, have) in kept.items() if have <= sizes[path])  # a longer part starts over
     if needed - in_parts <= free:
         return
     rest = needed - in_parts
-    kept_text = (f" ({worker.human(needed)} to send, less {in_parts} bytes already in part files: "
-                 + ", ".join(part for part, _ in sorted(kept.values())) + ")") if kept else ""
-    raise WorkerError(f"not enough disk space at {probe['free_path']}: need {rest} bytes ({worker.human(rest)}){kept_text}, "
+    kept_text = (f": {worker.human(needed)} to send, less {in_parts} bytes already in part files that resume: "
+                 + ", ".join(part for part, _ in sorted(kept.values()))) if kept else ""
+    raise WorkerError(f"not enough disk space at {probe['free_path']}: need {rest} bytes ({worker.human(rest)}{kept_text}), "
                       f"{free} free ({worker.human(free)}); free space there or choose another dest",
-                      {"needed": rest, "free": free, "path": probe["free_path"], "kept_parts": {p: n for p, n in kept.values()}})
+                      {"needed": rest, "free": free, "path": probe["free_path"], "kept_parts": dict(kept.values())})
 
 
 def upload(ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
