@@ -361,3 +361,25 @@ def test_ctrl_c_stops_a_large_upload_at_once_and_the_part_resumes(sshd: Any, tmp
     assert resumed.changed and not resumed.failed, resumed.msg
     assert resumed.data["bytes_sent"] == size - kept  # the part was kept, not sent again
     assert (dest / "big.bin").stat().st_size == size and not part.exists()
+
+
+@pytest.mark.parametrize("mode", [None, "0600"])
+def test_copy_remote_src_never_writes_through_a_planted_temporary_name(conn: Any, tmp_path: Path, victim: Path,
+                                                                         mode: str | None) -> None:
+    src = tmp_path / "host" / "run.sh"
+    src.parent.mkdir()
+    src.write_text("#!/bin/sh\necho hi\n")
+    src.chmod(0o750)
+    dest = tmp_path / "opt" / "run.sh"
+    dest.parent.mkdir()
+    (dest.parent / "run.sh.glmops-tmp").symlink_to(victim)  # the temporary name older versions used
+    args = {"mode": mode} if mode else {}
+
+    result = run_module(conn, "copy", src=str(src), dest=str(dest), remote_src=True, **args)
+
+    assert result.changed and not result.failed, result.msg
+    assert_untouched(victim)
+    assert not dest.is_symlink() and dest.read_text() == src.read_text()
+    umask = int(conn.run("umask").stdout.strip(), 8)
+    assert mode_of(dest) == (0o600 if mode else 0o750 & ~umask)  # without mode: what cp gives a new file
+    assert not [p.name for p in dest.parent.iterdir() if ".glmops-tmp-" in p.name]
