@@ -200,7 +200,7 @@ def test_a_part_file_is_private_even_under_a_login_umask_of_000(umask0_conn: Any
 def test_a_temporary_file_is_never_seen_wider_than_its_final_mode(umask0_conn: Any, tmp_path: Path) -> None:
     dest = tmp_path / "remote" / "token"
     dest.parent.mkdir()
-    seen: set[int] = set()
+    seen: list[int] = []
     done = threading.Event()
 
     def watch() -> None:
@@ -208,20 +208,22 @@ def test_a_temporary_file_is_never_seen_wider_than_its_final_mode(umask0_conn: A
             for entry in os.scandir(dest.parent):
                 if ".glmops-" in entry.name:
                     try:
-                        seen.add(stat.S_IMODE(entry.stat(follow_symlinks=False).st_mode))
+                        seen.append(stat.S_IMODE(entry.stat(follow_symlinks=False).st_mode))
                     except FileNotFoundError:
                         pass
 
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        for round_ in range(60):
-            umask0_conn.put_bytes(os.urandom(400 * 1024) + bytes([round_]), str(dest), mode=0o600)
+        for round_ in range(500):  # until the watcher caught temporary files often enough
+            umask0_conn.put_bytes(os.urandom(400 * 1024) + bytes([round_ % 256]), str(dest), mode=0o600)
+            if len(seen) >= 50:
+                break
     finally:
         done.set()
         watcher.join()
     assert seen, "the watcher never saw a temporary file (the test cannot tell anything)"
-    assert seen <= {0o600}, f"temporary files were seen with modes {sorted(oct(m) for m in seen)}"
+    assert set(seen) <= {0o600}, f"temporary files were seen with modes {sorted({oct(m) for m in seen})}"
     assert mode_of(dest) == 0o600
 
 
