@@ -76,6 +76,19 @@ def test_model_fetch_upload_never_writes_through_a_planted_part_symlink(conn: An
     assert not list(dest.glob(".*glmops-part"))
 
 
+def test_the_manifest_is_never_written_through_a_planted_symlink(conn: Any, tmp_path: Path, victim: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "config.json").write_text('{"a": 1}')
+    dest = tmp_path / "remote" / "model"
+    dest.mkdir(parents=True)
+    (dest / (MANIFEST + ".glmops-tmp")).symlink_to(victim)
+    result = run_module(conn, "model_fetch", source="upload", src=str(src), dest=str(dest))
+    assert result.changed and not result.failed, result.msg
+    assert_untouched(victim)
+    assert not (dest / MANIFEST).is_symlink() and "config.json" in json.loads((dest / MANIFEST).read_text())["files"]
+
+
 def test_copy_of_large_content_never_writes_through_a_planted_part_symlink(conn: Any, tmp_path: Path, victim: Path) -> None:
     dest = tmp_path / "etc" / "secret.conf"
     dest.parent.mkdir()

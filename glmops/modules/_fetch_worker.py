@@ -149,9 +149,14 @@ def manifest_drift(dest, manifest):
 
 
 def save_manifest(dest, manifest):
-    """Write the manifest atomically."""
+    """Write the manifest atomically, through a temporary file created new (never through a symlink
+    planted at its predictable name)."""
     tmp = os.path.join(dest, MANIFEST + ".glmops-tmp")
-    with open(tmp, "w") as handle:
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "w") as handle:
         json.dump(manifest, handle, indent=1, sort_keys=True)
     os.replace(tmp, os.path.join(dest, MANIFEST))
 
@@ -561,7 +566,10 @@ def op_probe(req):
     if manifest is not None:
         out["drift"], refreshed = manifest_drift(dest, manifest)
         if refreshed and not out["drift"]:
-            save_manifest(dest, manifest)
+            try:
+                save_manifest(dest, manifest)
+            except OSError:  # not writable for this user: the next run hashes those files again
+                pass
         out["manifest"] = manifest
     out["empty"] = not out["exists"] or not os.listdir(dest)
     state = req.get("state")
