@@ -92,6 +92,52 @@ def test_truncated_file_is_detected_and_repaired_by_a_rerun(conn: Any, lfs_repo:
     assert sha(dest / "model.safetensors") == lfs_repo["sha"]["model.safetensors"]
 
 
+def edit_keeping_size_and_mtime(path: Path, offset: int = 100) -> None:
+    """A hand edit that the size and mtime cannot show: one byte flipped, the mtime put back."""
+    before = path.stat()
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+
+def test_a_hand_edit_that_keeps_size_and_mtime_is_noticed_by_a_rerun(conn: Any, lfs_repo: dict, tmp_path: Path) -> None:
+    dest = tmp_path / "tiny"
+    assert not run_module(conn, "model_fetch", source="git", repo=lfs_repo["url"], dest=str(dest)).failed
+    edit_keeping_size_and_mtime(dest / "model.safetensors")
+    result = run_module(conn, "model_fetch", source="git", repo=lfs_repo["url"], dest=str(dest))
+    assert result.changed and not result.failed, result.msg
+    assert result.data["changed_files"] == ["model.safetensors"]
+    assert sha(dest / "model.safetensors") == lfs_repo["sha"]["model.safetensors"]
+    assert not run_module(conn, "model_fetch", source="git", repo=lfs_repo["url"], dest=str(dest)).changed
+
+
+def test_upload_notices_hand_edits_that_keep_size_and_mtime_on_both_sides(conn: Any, tmp_path: Path) -> None:
+    src = make_folder(tmp_path / "src")
+    dest = tmp_path / "remote" / "model"
+    upload = {"source": "upload", "src": str(src), "dest": str(dest)}
+    assert run_module(conn, "model_fetch", **upload).changed
+
+    edit_keeping_size_and_mtime(dest / "model-00001.safetensors")  # on the host
+    repaired = run_module(conn, "model_fetch", **upload)
+    assert repaired.changed and repaired.data["to_send"] == ["model-00001.safetensors"], repaired.msg
+    assert sha(dest / "model-00001.safetensors") == sha(src / "model-00001.safetensors")
+
+    edit_keeping_size_and_mtime(src / "sub" / "tokenizer.model")  # on the controller
+    resent = run_module(conn, "model_fetch", **upload)
+    assert resent.changed and resent.data["to_send"] == ["sub/tokenizer.model"], resent.msg
+    assert sha(dest / "sub" / "tokenizer.model") == sha(src / "sub" / "tokenizer.model")
+
+    (dest / "config.json").chmod(0o600)  # only the ctime moves: hashed again, found right, recorded
+    same = run_module(conn, "model_fetch", **upload)
+    assert not same.changed and same.data["bytes_sent"] == 0, same.msg
+    assert manifest(dest)["files"]["config.json"]["ctime_ns"] == (dest / "config.json").stat().st_ctime_ns
+
+
 def test_include_selects_lfs_files_and_drop_git_dir(conn: Any, lfs_repo: dict, tmp_path: Path) -> None:
     dest = tmp_path / "tiny"
     result = run_module(conn, "model_fetch", source="git", repo=lfs_repo["url"], dest=str(dest), include=["*.safetensors"], drop_git_dir=True)

@@ -124,6 +124,33 @@ def wrap_command(
     return f"( {script}\n)"
 
 
+def private_create(write: str) -> str:
+    """sh that runs `write` (a command whose `> FILE` creates a temporary file) so that the file is new
+    and private: umask 077 (no one else can open it before it gets its final mode) and noclobber (the
+    `>` opens with O_EXCL, so it never writes through a symlink or into a file that was already there).
+    """
+    return f"(umask 077 && set -C && {write})"
+
+
+def install_script(tmp: str, dest: str, mode: int | None) -> str:
+    """sh that gives the temporary file `tmp` its final mode and renames it onto `dest`.
+
+    `mode` None: the mode (and, when permitted, the owner) of the file `dest` is now, read through a
+    symlink (`stat -L`: a symlink's own 0777 is never copied; the rename replaces the link itself),
+    or for a new file the default of the login's umask (0666 & ~umask), as a plain `>` would give.
+    """
+    t, d = shlex.quote(tmp), shlex.quote(dest)
+    if mode is not None:
+        perms = f"chmod {mode:o} {t}"
+    else:
+        perms = (
+            f"if [ -e {d} ]; then m=$(stat -L -c %a {d} 2>/dev/null || stat -L -f %Lp {d}) && chmod \"$m\" {t}"
+            f" && o=$(stat -L -c %u:%g {d} 2>/dev/null || stat -L -f %u:%g {d}) && {{ chown \"$o\" {t} 2>/dev/null || true; }}; "
+            f"else chmod \"$(printf %o $(( 0666 & ~0$(umask) )))\" {t}; fi"
+        )
+    return f"{perms} && mv -f {t} {d}"
+
+
 class Connection(ABC):
     """One host's transport. Opened once per run and reused by every task."""
 
@@ -189,6 +216,13 @@ class Connection(ABC):
         interrupted earlier upload that are kept), then as data goes out; done - first = bytes sent.
         `sha256`: the local file's hash when the caller already has it (it is not computed again).
         """
+
+    def kept_parts(self, remote_paths: list[str], *, become: Become | None = None) -> dict[str, tuple[str, int]]:
+        """{remote_path: (part file, bytes)} for the destinations whose interrupted put_file left a part
+        file *beside* them (same filesystem), which the next put_file resumes from when it is a prefix
+        of the file: those bytes need no new space there. The default (a transport that never resumes): {}.
+        """
+        return {}
 
     @abstractmethod
     def get_file(self, remote_path: str, local_path: str, *, become: Become | None = None) -> None:

@@ -18,7 +18,7 @@ import threading
 import time
 
 from glmops.connection.base import (Become, CommandResult, CommandTimeout, Connection, LineCallback, LineSplitter, ProgressCallback,
-                                    RunInterrupted, wrap_command)
+                                    RunInterrupted, install_script, private_create, wrap_command)
 
 
 def _write_atomic(path: str, data: bytes, mode: int | None) -> None:
@@ -175,12 +175,8 @@ class LocalConnection(Connection):
         """Write `data` (or the file `source`) to `dest` as the become user: temporary file, mode, rename."""
         directory, name = os.path.split(dest)
         tmp = os.path.join(directory, f".{name}.glmops-tmp-{secrets.token_hex(4)}")
-        t, d = shlex.quote(tmp), shlex.quote(dest)
-        if mode is not None:
-            perms = f"chmod {mode:o} {t}"
-        else:
-            perms = f'if [ -e {d} ]; then chmod "$(stat -c %a {d} 2>/dev/null || stat -f %Lp {d})" {t}; fi'
-        inner = f"cat > {t} && {perms} && mv -f {t} {d} || {{ rc=$?; rm -f {t}; exit $rc; }}"
+        t = shlex.quote(tmp)
+        inner = f"{private_create(f'cat > {t}')} && {install_script(tmp, dest, mode)} || {{ rc=$?; rm -f {t}; exit $rc; }}"
         if source is not None:  # the controller user reads the file, the become user writes it
             result = self.run(f"{wrap_command(inner, become=become, login_user=self.user)} < {shlex.quote(source)}")
         else:

@@ -9,6 +9,7 @@ and a corrupt part is removed instead of installed.
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,9 +71,34 @@ def follow_sha256_script(part: str, offset: int) -> str:
     )
 
 
+def part_name(dest: str) -> str:
+    """The part file of a transfer to `dest` beside it: DIR/.NAME.glmops-part (found again by the next run)."""
+    directory, name = posixpath.split(dest)
+    return posixpath.join(directory, f".{name}.glmops-part")
+
+
+def prepare_part_script(part: str) -> str:
+    """sh that makes the part file safe to write into and prints its size in bytes.
+
+    The name is predictable, so something may have been planted there: anything that is not a
+    regular file (a symlink pointing elsewhere, a fifo) is removed, never written through. A missing
+    part is created new (noclobber: O_EXCL) and private (umask 077); a kept one loses group and other
+    access, which it keeps until its final mode is set on install.
+    """
+    q = shlex.quote(part)
+    return (
+        f"if [ -L {q} ] || {{ [ -e {q} ] && [ ! -f {q} ]; }}; then rm -f -- {q} || exit 1; fi\n"
+        f"[ -e {q} ] || (umask 077 && set -C && : > {q}) || exit 1\n"
+        f"chmod go-rwx -- {q} && wc -c < {q} | tr -d ' '"
+    )
+
+
 def finish_script(part: str, install: str, *, size: int | None = None, sha256: str | None = None,
                   hashed: str | None = None) -> str:
     """sh that verifies the part file on the host and, when it is right, runs `install` (which moves it).
+
+    Only a regular file is ever installed: a part that is missing, or that became a symlink (which
+    `install` would otherwise move into place), fails with exit 1.
 
     Prints `size=N` and `sha256=HEX` (read them with `parse_verified`). When `size` or `sha256` is
     given and differs, the part file is removed and the script exits MISMATCH_RC with the reason
@@ -83,7 +109,7 @@ def finish_script(part: str, install: str, *, size: int | None = None, sha256: s
     q = shlex.quote(part)
     summed = shlex.quote(hashed.lower()) if hashed is not None else f"$({sha256_cmd(q)})"
     lines = [
-        f"[ -f {q} ] || {{ echo {shlex.quote('the part file ' + part + ' is missing')} >&2; exit 1; }}",
+        f"[ -f {q} ] && [ ! -L {q} ] || {{ echo {shlex.quote('the part file ' + part + ' is missing or not a regular file')} >&2; exit 1; }}",
         f"size=$(wc -c < {q} | tr -d ' ') && sum={summed} || exit $?",
         'echo "size=$size"; echo "sha256=$sum"',
     ]

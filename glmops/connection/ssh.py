@@ -27,8 +27,9 @@ from typing import Any
 import paramiko
 
 from glmops.connection.base import (Become, CommandResult, CommandTimeout, Connection, LineCallback, LineSplitter, ProgressCallback,
-                                    RunInterrupted, wrap_command)
-from glmops.connection.partfile import MISMATCH_RC, finish_script, follow_sha256_script, parse_verified, resume_offset, sha256_cmd
+                                    RunInterrupted, install_script, private_create, wrap_command)
+from glmops.connection.partfile import (MISMATCH_RC, finish_script, follow_sha256_script, parse_verified, prepare_part_script,
+                                        part_name, resume_offset, sha256_cmd)
 from glmops.connection.sshopts import SSHSettings
 from glmops.errors import AuthenticationFailure, ConnectionFailure, HostKeyError
 
@@ -654,19 +655,6 @@ class SSHConnection(Connection):
         if result.rc != 0:
             raise OSError(f"{action} failed on {self.host}: {result.stderr.strip() or result.stdout.strip()}")
 
-    @staticmethod
-    def _install_script(tmp: str, dest: str, mode: int | None) -> str:
-        """sh that gives `tmp` the requested mode (or the existing file's mode and owner) and renames it."""
-        t, d = shlex.quote(tmp), shlex.quote(dest)
-        if mode is not None:
-            perms = f"chmod {mode:o} {t}"
-        else:
-            perms = (
-                f"if [ -e {d} ]; then m=$(stat -c %a {d} 2>/dev/null || stat -f %Lp {d}) && chmod \"$m\" {t}"
-                f" && o=$(stat -c %u:%g {d} 2>/dev/null || stat -f %u:%g {d}) && {{ chown \"$o\" {t} 2>/dev/null || true; }}; fi"
-            )
-        return f"{perms} && mv -f {t} {d}"
-
     def put_bytes(self, data: bytes, remote_path: str, *, mode: int | None = None, become: Become | None = None) -> None:
         if len(data) > SMALL_UPLOAD:
             with tempfile.NamedTemporaryFile(delete=False) as handle:
@@ -679,7 +667,8 @@ class SSHConnection(Connection):
             return
         directory, name = posixpath.split(remote_path)
         tmp = posixpath.join(directory, f".{name}.glmops-tmp-{secrets.token_hex(4)}")
-        script = f"base64 -d > {shlex.quote(tmp)} && {self._install_script(tmp, remote_path, mode)} || {{ rc=$?; rm -f {shlex.quote(tmp)}; exit $rc; }}"
+        t = shlex.quote(tmp)
+        script = f"{private_create(f'base64 -d > {t}')} && {install_script(tmp, remote_path, mode)} || {{ rc=$?; rm -f {t}; exit $rc; }}"
         result = self.run(script, stdin=base64.b64encode(data) if data else b"", become=become)
         self._check(result, f"writing {remote_path}")
 
@@ -714,13 +703,10 @@ class SSHConnection(Connection):
         size = os.path.getsize(local_path)
         needs_sudo = become is not None and become.user != self.user
         directory, name = posixpath.split(remote_path)
-        if needs_sudo:
-            home = self.run('printf %s "$HOME"').stdout or "/tmp"
-            part = posixpath.join(home, f".glmops-upload-{hashlib.sha256(remote_path.encode()).hexdigest()[:16]}.part")
-        else:
-            part = posixpath.join(directory, f".{name}.glmops-part")
+        part = self._part_path(remote_path, needs_sudo)
         sftp = self._sftp_client()
-        offset, digest = self._resumable_offset(sftp, local_path, part, size)
+        have = self._prepare_part(part)
+        offset, digest = self._resumable_offset(local_path, part, have, size)
         # What the controller hashes while sending: the whole file unless the caller knows its sha256,
         # and on a resume also the new suffix alone (the host hashes only the bytes that arrive).
         suffix = hashlib.sha256() if offset else None
@@ -729,8 +715,12 @@ class SSHConnection(Connection):
             progress(offset, size)  # where this transfer starts: 0, or the part kept from a broken upload
         follow: paramiko.Channel | None = None
         try:
-            with open(local_path, "rb") as source, sftp.open(part, "ab" if offset else "wb") as target, \
+            # "r+": never created (nor a symlink followed to create one) by SFTP; _prepare_part made it
+            with open(local_path, "rb") as source, sftp.open(part, "r+b") as target, \
                     ThreadPoolExecutor(max_workers=1) as hasher:
+                if have and not offset:
+                    target.truncate(0)  # a part that was not a prefix of this file: start over
+                target.seek(offset)
                 target.set_pipelined(True)
                 target.MAX_REQUEST_SIZE = SFTP_WRITE  # type: ignore[misc]
                 if size - offset >= STREAM_HASH_MIN:
@@ -739,6 +729,8 @@ class SSHConnection(Connection):
                 done = offset
                 hashing = None
                 while chunk := source.read(CHUNK):
+                    if self._interrupted:  # Ctrl-C: stop now; what was written stays a resumable prefix
+                        raise RunInterrupted(self.host)
                     if hashers:  # hashed as it is read (no second pass), in a thread while the chunk is sent
                         if hashing is not None:
                             hashing.result()
@@ -763,10 +755,10 @@ class SSHConnection(Connection):
         if needs_sudo:
             tmp = posixpath.join(directory, f".{name}.glmops-tmp-{secrets.token_hex(4)}")
             t = shlex.quote(tmp)
-            inner = f"cat > {t} && {self._install_script(tmp, remote_path, mode)} || {{ rc=$?; rm -f {t}; exit $rc; }}"
+            inner = f"{private_create(f'cat > {t}')} && {install_script(tmp, remote_path, mode)} || {{ rc=$?; rm -f {t}; exit $rc; }}"
             install = f"{self._wrap(inner, become=become)} < {q}; rc=$?; rm -f {q}; exit $rc"
         else:
-            install = f"{self._install_script(part, remote_path, mode)} || {{ rc=$?; rm -f {q}; exit $rc; }}"
+            install = f"{install_script(part, remote_path, mode)} || {{ rc=$?; rm -f {q}; exit $rc; }}"
         # The host's hash of what arrived spares the second pass when it matches (with the resumed
         # prefix, already compared at resume time); otherwise the full pass decides and reports.
         wanted_suffix = suffix.hexdigest() if suffix is not None else sha256
@@ -810,13 +802,38 @@ class SSHConnection(Connection):
             return None
         return digest
 
-    def _resumable_offset(self, sftp: paramiko.SFTPClient, local_path: str, part: str, size: int) -> tuple[int, Any]:
+    def _part_path(self, remote_path: str, needs_sudo: bool) -> str:
+        """Where an upload to `remote_path` writes first: beside it, or with sudo in the login user's home
+        (then the become user copies it to the destination)."""
+        if not needs_sudo:
+            return part_name(remote_path)
+        home = self.run('printf %s "$HOME"').stdout or "/tmp"
+        return posixpath.join(home, f".glmops-upload-{hashlib.sha256(remote_path.encode()).hexdigest()[:16]}.part")
+
+    def _prepare_part(self, part: str) -> int:
+        """Make the part file a private regular file (prepare_part_script); return the bytes it holds."""
+        result = self.run(prepare_part_script(part))
+        if result.rc != 0 or not result.stdout.strip().isdigit():
+            raise OSError(f"cannot prepare the part file {self.host}:{part}: {result.stderr.strip() or result.stdout.strip()}")
+        return int(result.stdout.strip())
+
+    def kept_parts(self, remote_paths: list[str], *, become: Become | None = None) -> dict[str, tuple[str, int]]:
+        """Part files beside their destination that an interrupted put_file left; see Connection.kept_parts."""
+        if not remote_paths or (become is not None and become.user != self.user):
+            return {}
+        parts = {part_name(path): path for path in remote_paths}
+        listing = self.run("for p in " + " ".join(shlex.quote(p) for p in parts)
+                           + '; do [ -f "$p" ] && [ ! -L "$p" ] && printf \'%s\\t%s\\n\' "$(wc -c < "$p" | tr -d \' \')" "$p"; done; true')
+        kept: dict[str, tuple[str, int]] = {}
+        for line in listing.stdout.splitlines():
+            size, _, part = line.partition("\t")
+            if part in parts and size.isdigit() and int(size):
+                kept[parts[part]] = (part, int(size))
+        return kept
+
+    def _resumable_offset(self, local_path: str, part: str, have: int, size: int) -> tuple[int, Any]:
         """Bytes of an earlier, interrupted upload of the same file that can be kept (0 if none),
         and the sha256 state of the local file up to there (hashed once, then continued while sending)."""
-        try:
-            have: int | None = sftp.stat(part).st_size or 0
-        except OSError:
-            have = None
         prefix = hashlib.sha256()
 
         def local_prefix(length: int) -> str:

@@ -6,7 +6,8 @@ object on stdout (between markers, so that a chatty client library cannot corrup
 
 Requests (`op`):
 - probe: the folder's state in one pass: the manifest and whether every file it lists still has its
-  size and mtime (no hashing), free bytes on the filesystem, whether a git checkout is there.
+  size, mtime and ctime (hashing only a file whose ctime alone changed), free bytes on the
+  filesystem, whether a git checkout is there.
 - seal: write the manifest for files whose hashes the controller already checked (upload).
 - fetch: download (git, modelscope, huggingface), preflight the disk, verify, write the manifest,
   drop .git; writes `progress.json` and `result.json` into `state` as it goes, so that a detached
@@ -119,17 +120,45 @@ def read_manifest(dest):
 
 
 def manifest_drift(dest, manifest):
-    """Files listed in the manifest that are missing or whose size or mtime changed."""
-    drift = []
+    """Files listed in the manifest that are missing or changed since they were verified, and whether
+    `manifest` was refreshed (see below).
+
+    The quick check is size, mtime and the inode change time (ctime, which every write, chmod, chown
+    or `touch -d` bumps and which cannot be set back). A file whose size and mtime are as recorded
+    but whose ctime is not (its mtime put back after an edit, or only its attributes changed) is
+    hashed again: drift when its sha256 is not the recorded one; else its new ctime is put in
+    `manifest` (the caller saves it, so the next run does not hash it again). A file recorded without
+    a hash (`verify: false`) is checked by size and mtime only.
+    """
+    drift, refreshed = [], False
     for rel, entry in manifest["files"].items():
+        path = os.path.join(dest, rel)
         try:
-            st = os.stat(os.path.join(dest, rel))
+            st = os.stat(path)
         except OSError:
             drift.append(rel)
             continue
         if st.st_size != entry.get("size") or st.st_mtime_ns != entry.get("mtime_ns"):
             drift.append(rel)
-    return drift
+        elif entry.get("ctime_ns") is not None and entry.get("sha256") and st.st_ctime_ns != entry["ctime_ns"]:
+            if sha256_of(path) != entry["sha256"]:
+                drift.append(rel)
+            else:
+                entry["ctime_ns"], refreshed = st.st_ctime_ns, True
+    return drift, refreshed
+
+
+def save_manifest(dest, manifest):
+    """Write the manifest atomically, through a temporary file created new (never through a symlink
+    planted at its predictable name)."""
+    tmp = os.path.join(dest, MANIFEST + ".glmops-tmp")
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "w") as handle:
+        json.dump(manifest, handle, indent=1, sort_keys=True)
+    os.replace(tmp, os.path.join(dest, MANIFEST))
 
 
 def write_manifest(dest, spec, hashes):
@@ -137,7 +166,7 @@ def write_manifest(dest, spec, hashes):
     files = {}
     for rel, sha in sorted(hashes.items()):
         st = os.stat(os.path.join(dest, rel))
-        files[rel] = {"size": st.st_size, "sha256": sha, "mtime_ns": st.st_mtime_ns}
+        files[rel] = {"size": st.st_size, "sha256": sha, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
     manifest = {
         "version": 1,
         "source": spec.get("source"),
@@ -151,10 +180,7 @@ def write_manifest(dest, spec, hashes):
     }
     if spec.get("source_meta"):
         manifest["source_meta"] = spec["source_meta"]
-    tmp = os.path.join(dest, MANIFEST + ".glmops-tmp")
-    with open(tmp, "w") as handle:
-        json.dump(manifest, handle, indent=1, sort_keys=True)
-    os.replace(tmp, os.path.join(dest, MANIFEST))
+    save_manifest(dest, manifest)
     return manifest
 
 
@@ -538,7 +564,12 @@ def op_probe(req):
     manifest = read_manifest(dest) if out["exists"] else None
     out["manifest"] = None
     if manifest is not None:
-        out["drift"] = manifest_drift(dest, manifest)
+        out["drift"], refreshed = manifest_drift(dest, manifest)
+        if refreshed and not out["drift"]:
+            try:
+                save_manifest(dest, manifest)
+            except OSError:  # not writable for this user: the next run hashes those files again
+                pass
         out["manifest"] = manifest
     out["empty"] = not out["exists"] or not os.listdir(dest)
     state = req.get("state")

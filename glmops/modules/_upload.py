@@ -11,10 +11,34 @@ from glmops.modules import _fetch_worker as worker
 from glmops.modules.base import ModuleContext, ModuleResult
 
 
-def local_files(src: str, include: list[str], exclude: list[str]) -> dict[str, tuple[int, int]]:
-    """{rel: (size, mtime_ns)} of the files to upload."""
-    return {rel: (st.st_size, st.st_mtime_ns) for rel in worker.walk(src, include, exclude)
+def local_files(src: str, include: list[str], exclude: list[str]) -> dict[str, tuple[int, int, int]]:
+    """{rel: (size, mtime_ns, ctime_ns)} of the files to upload (the quick check of a controller file, as on the host)."""
+    return {rel: (st.st_size, st.st_mtime_ns, st.st_ctime_ns) for rel in worker.walk(src, include, exclude)
             for st in [os.stat(os.path.join(src, rel))]}
+
+
+def preflight(ctx: ModuleContext, dest: str, todo: dict[str, int], probe: dict[str, Any]) -> None:
+    """Fail with the numbers when the files to send do not fit in the free space at `dest`.
+
+    Bytes that an interrupted upload left in a part file beside a destination (a disk that filled up,
+    Ctrl-C) are counted as already there: the resume appends only the rest.
+    """
+    from glmops.modules.model_fetch import WorkerError
+
+    needed, free = sum(todo.values()), probe["free"]
+    if needed <= free:
+        return
+    sizes = {posixpath.join(dest, rel): size for rel, size in todo.items()}
+    kept = ctx.conn.kept_parts(list(sizes), become=ctx.become)
+    in_parts = sum(have for path, (_, have) in kept.items() if have <= sizes[path])  # a longer part starts over
+    if needed - in_parts <= free:
+        return
+    rest = needed - in_parts
+    kept_text = (f": {worker.human(needed)} to send, less {in_parts} bytes already in part files that resume: "
+                 + ", ".join(part for part, _ in sorted(kept.values()))) if kept else ""
+    raise WorkerError(f"not enough disk space at {probe['free_path']}: need {rest} bytes ({worker.human(rest)}{kept_text}), "
+                      f"{free} free ({worker.human(free)}); free space there or choose another dest",
+                      {"needed": rest, "free": free, "path": probe["free_path"], "kept_parts": dict(kept.values())})
 
 
 def upload(ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
@@ -36,10 +60,10 @@ def upload(ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
     seen: dict[str, list[int]] = (manifest.get("source_meta") or {}).get("local", {}) if listed else {}
     hashes: dict[str, str] = {}
     # Local hashes only where a comparison needs one: the manifest's is reused when the local file has
-    # the size and mtime it had then; files sent fresh are hashed while they are read for sending.
-    for rel, (size, mtime) in files.items():
+    # the size, mtime and ctime it had then; files sent fresh are hashed while they are read for sending.
+    for rel, (size, mtime, ctime) in files.items():
         entry = listed.get(rel)
-        if entry and seen.get(rel) == [size, mtime] and entry.get("size") == size:
+        if entry and seen.get(rel) == [size, mtime, ctime] and entry.get("size") == size:
             hashes[rel] = entry["sha256"]
         elif entry and rel not in drift:
             hashes[rel] = worker.sha256_of(os.path.join(src, rel))
@@ -54,7 +78,7 @@ def upload(ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
     todo = sorted(rel for rel in files if rel not in complete)
     needed = sum(files[rel][0] for rel in todo)
     data: dict[str, Any] = {"dest": dest, "source": "upload", "src": src, "files": len(files),
-                            "bytes": sum(size for size, _ in files.values()), "to_send": todo, "bytes_to_send": needed}
+                            "bytes": sum(size for size, _, _ in files.values()), "to_send": todo, "bytes_to_send": needed}
     if not todo and set(listed) == set(files) and not drift:
         data["bytes_sent"] = 0
         return ModuleResult(changed=False, msg=f"{dest} is verified ({len(files)} files)", data=data)
@@ -63,10 +87,7 @@ def upload(ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
                             msg=f"would upload {len(todo)} files ({worker.human(needed)})", data=data)
     if "free" not in probe:
         probe = call_worker(ctx, python, {"op": "probe", "dest": dest})
-    if needed > probe["free"]:
-        raise WorkerError(f"not enough disk space at {probe['free_path']}: need {needed} bytes ({worker.human(needed)}), "
-                          f"{probe['free']} free ({worker.human(probe['free'])}); free space there or choose another dest",
-                          {"needed": needed, "free": probe["free"], "path": probe["free_path"]})
+    preflight(ctx, dest, {rel: files[rel][0] for rel in todo}, probe)
     dirs = sorted({posixpath.dirname(posixpath.join(dest, rel)) for rel in todo} | {dest})
     made = ctx.run("mkdir -p -- " + " ".join(shlex.quote(d) for d in dirs))
     if made.rc != 0:
@@ -90,7 +111,7 @@ def upload(ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
         sent += reports[-1] - reports[0] if reports else size
         total_done += size
     ctx.progress(needed, needed, "verified")
-    meta = {"local": {rel: [size, mtime] for rel, (size, mtime) in files.items()}}
+    meta = {"local": {rel: list(quick) for rel, quick in files.items()}}
     spec = {"source": "upload", "repo": None, "revision": None, "include": include, "exclude": exclude, "source_meta": meta}
     call_worker(ctx, python, {"op": "seal", "dest": dest, "spec": spec, "hashes": hashes})
     data["bytes_sent"] = sent

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import posixpath
+import secrets
 import shlex
 from typing import Any
 
+from glmops.connection.base import private_create
 from glmops.errors import ArgumentError
 from glmops.modules._files import ATTR_ARGS, install_content, set_attrs, wanted_attrs
-from glmops.modules._remote import probe
+from glmops.modules._remote import normalize_mode, probe
 from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult
 
 CONTENT_ARGS = {
@@ -26,7 +28,10 @@ class CopyModule(Module):
     doc = (
         "Copy a controller file (`src`, looked up in the role's files/ and the playbook's directory) "
         "or a string (`content`) to the host. Compares checksums first and sends nothing when the "
-        "file is already right; writes atomically (temporary file + rename)."
+        "file is already right; writes atomically (a new temporary file, readable by its owner only "
+        "until it gets its final mode, renamed into place). A `dest` that is a symlink is replaced by "
+        "a regular file (Ansible's copy without `follow`) that keeps the mode and owner of the file "
+        "the link pointed to, never the link's own 0777."
     )
     args = {
         "src": Arg("path", help="A file or directory on the controller (on the host with remote_src). A directory "
@@ -111,10 +116,7 @@ def copy_on_host(ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
         return ModuleResult(failed=True, msg=f"dest {dest} is a directory")
     result = ModuleResult(data={"src": src, "dest": dest})
     if not before.exists or (before.sha256 != state.sha256 and args["force"]):
-        q, tmp = shlex.quote(dest), shlex.quote(dest + ".glmops-tmp")
-        parent = shlex.quote(posixpath.dirname(dest) or ".")
-        if not ctx.change(result, f"mkdir -p -- {parent} && cp -- {shlex.quote(src)} {tmp} && mv -f -- {tmp} {q}",
-                          failure=f"cannot copy {src} to {dest}"):
+        if not ctx.change(result, _copy_script(src, dest, args.get("mode")), failure=f"cannot copy {src} to {dest}"):
             return result
     after, _ = probe(ctx, dest) if not ctx.check else (before, None)
     if after.exists:
@@ -126,6 +128,22 @@ def copy_on_host(ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
         result.data.update(checksum=sums[0] if sums else None, md5sum=sums[2] if len(sums) > 2 else None, state="file",
                            mode=final.mode, uid=final.uid, gid=final.gid, owner=final.owner, group=final.group, size=final.size)
     return result
+
+
+def _copy_script(src: str, dest: str, mode: object) -> str:
+    """sh that copies the host file `src` to `dest` through a new, private temporary file beside it
+    (never through anything planted there) that gets its final mode before the rename: a numeric
+    `mode`, else the source's mode less the umask (what `cp` gives a new file)."""
+    directory, name = posixpath.split(dest)
+    tmp = posixpath.join(directory, f".{name}.glmops-tmp-{secrets.token_hex(4)}")
+    s, t, q = shlex.quote(src), shlex.quote(tmp), shlex.quote(dest)
+    wanted = normalize_mode(mode)
+    if wanted and wanted.isdigit():
+        perms = f"chmod {wanted} {t}"
+    else:
+        perms = f'chmod "$(printf %o $(( 0$(stat -L -c %a -- {s} 2>/dev/null || stat -L -f %Lp {s}) & ~0$(umask) )))" {t}'
+    return (f"mkdir -p -- {shlex.quote(directory or '.')} && {private_create(f'cat -- {s} > {t}')} && {perms} "
+            f"&& mv -f -- {t} {q} || {{ rc=$?; rm -f -- {t}; exit $rc; }}")
 
 
 MODULE = CopyModule

@@ -159,19 +159,22 @@ def quick_probe(ctx: ModuleContext, dest: str) -> dict[str, Any] | None:
     """
     d = shlex.quote(dest)
     result = ctx.run(f"cat {d}/{worker.MANIFEST} 2>/dev/null || exit 3; printf '\n@@glmops-files\n'; "
-                     f"cd {d} && find . -path ./.git -prune -o -type f -printf '%P\t%s\t%T@\n'")
+                     f"cd {d} && find . -path ./.git -prune -o -type f -printf '%P\t%s\t%T@\t%C@\n'")
     if result.rc != 0:
         return None
     text, _, listing = result.stdout.partition("\n@@glmops-files\n")
     try:
         manifest = json.loads(text)
         files = manifest["files"]
-        seen: dict[str, tuple[int, int]] = {}
+        seen: dict[str, tuple[int, int, int]] = {}
         for line in listing.splitlines():
-            rel, size, mtime = line.rsplit("\t", 2)
-            seconds, _, fraction = mtime.partition(".")
-            seen[rel] = (int(size), int(seconds) * 10**9 + int((fraction + "000000000")[:9]))
-        drift = [rel for rel, entry in files.items() if seen.get(rel) != (entry.get("size"), entry.get("mtime_ns"))]
+            rel, size, *times = line.rsplit("\t", 3)
+            seen[rel] = (int(size), *(int(t.partition(".")[0]) * 10**9 + int((t.partition(".")[2] + "0" * 9)[:9]) for t in times))
+        drift = []  # size, mtime and ctime (not in an older manifest); the worker hashes a file whose ctime alone moved
+        for rel, entry in files.items():
+            n = 3 if "ctime_ns" in entry else 2
+            if seen.get(rel, ())[:n] != (entry.get("size"), entry.get("mtime_ns"), entry.get("ctime_ns"))[:n]:
+                drift.append(rel)
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
     return {"manifest": manifest, "drift": drift}
@@ -192,10 +195,16 @@ class ModelFetchModule(Module):
         "`endpoint` for a mirror), or `upload` (the controller folder `src` over SFTP on the run's "
         "connection: complete files are skipped by size and SHA-256, a partial file resumes, each file "
         "lands atomically). Before downloading, a disk preflight fails with the numbers when the "
-        "filesystem cannot hold the model. After, every file is checked: LFS pointer files left behind, "
+        "filesystem cannot hold the model (an upload counts the bytes kept in part files by an interrupted "
+        "one, and names them). After, every file is checked: LFS pointer files left behind, "
         "truncated files and SHA-256 / LFS oid mismatches fail the task and are named with the fix. A "
-        "verified folder gets `DEST/.glmops-manifest.json` (files, sizes, hashes, mtimes): a re-run "
-        "checks it in one round trip without hashing again and reports changed=false. Check mode "
+        "verified folder gets `DEST/.glmops-manifest.json` (each file's size, SHA-256, mtime and ctime). "
+        "The quick check of a re-run (one round trip, no hashing, changed=false) compares size, mtime "
+        "and ctime, the inode change time that every write, chmod or chown moves and `touch` cannot "
+        "set back; a file whose ctime alone moved (an edit with its mtime put back, a chmod) is hashed "
+        "again and fetched again only when its SHA-256 differs (else its new ctime is recorded; with "
+        "`verify: false` no hash is recorded and only size and mtime count). An upload checks the "
+        "controller's files the same way. Check mode "
         "reports what would be fetched and how many bytes. `drop_git_dir: true` removes .git after "
         "verification (the LFS object store doubles the disk use)."
     )
