@@ -45,6 +45,18 @@ def test_get_url_resumes_partial_download(conn, http, tmp_path: Path) -> None:
     assert http.requests[-1]["range"] == "bytes=300000-"
 
 
+def test_get_url_never_downloads_through_a_planted_part_symlink(conn, http, tmp_path: Path) -> None:
+    data = b"model bytes " * 1000
+    http.files["/m.bin"] = data
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"do not touch")
+    dest = tmp_path / "m.bin"
+    (tmp_path / "m.bin.part").symlink_to(victim)  # the predictable part name, planted before the download
+    result = run_module(conn, "get_url", url=f"{http.url}/m.bin", dest=str(dest), checksum="sha256:" + hashlib.sha256(data).hexdigest())
+    assert result.changed and dest.read_bytes() == data and not dest.is_symlink()
+    assert victim.read_bytes() == b"do not touch"
+
+
 def test_get_url_checksum_mismatch_leaves_no_file(conn, http, tmp_path: Path) -> None:
     http.files["/x"] = b"corrupt"
     dest = tmp_path / "x"

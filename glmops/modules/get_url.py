@@ -8,7 +8,8 @@ from typing import Any
 
 from glmops.errors import ArgumentError
 from glmops.modules._files import ATTR_ARGS, set_attrs, wanted_attrs
-from glmops.connection.partfile import MISMATCH_RC, finish_script, parse_verified
+from glmops.connection.base import install_script
+from glmops.connection.partfile import MISMATCH_RC, finish_script, parse_verified, prepare_part_script
 from glmops.modules._remote import probe
 from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult
 
@@ -57,8 +58,9 @@ class GetUrlModule(Module):
             return ModuleResult(changed=True, data=data)
         part = dest + ".part"
         fetch = self._fetch_script(args, shlex.quote(part))
-        install = f"mv -f {shlex.quote(part)} {shlex.quote(dest)}"
-        done = ctx.run(f"{fetch} || exit $?\n{finish_script(part, install, sha256=wanted)}", timeout=24 * 3600)
+        install = install_script(part, dest, None)  # the part is private until now: the mode a new file (or dest) has
+        prepare = f"{{ {prepare_part_script(part)}; }} >/dev/null || exit 1"  # never download through a planted symlink
+        done = ctx.run(f"{prepare}\n{fetch} || exit $?\n{finish_script(part, install, sha256=wanted)}", timeout=24 * 3600)
         verified = parse_verified(done.stdout)
         if done.rc != 0 or verified is None:
             reason = done.stderr.strip()[-1000:] or done.stdout.strip()[-1000:]
