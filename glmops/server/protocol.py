@@ -14,6 +14,9 @@ from glmops.server.config import ServerConfig
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule; also keeps names one line in the prompt
 MAX_EMBEDDING_INPUTS = 2048
+# `seed`: OpenAI's range, a signed 64-bit integer. Every backend takes all of it: torch.manual_seed takes
+# -2**63 .. 2**64-1 (room for the +1, +2 of a retry), llama_cpp folds it into llama.cpp's 32 bits.
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
 
 
 class RequestError(ValueError):
@@ -263,8 +266,8 @@ def _sampling(body: dict[str, Any], config: ServerConfig, default_max: int) -> G
     if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop) or len(stop) > 4:
         raise RequestError("'stop' must be a string or a list of up to 4 non-empty strings", "stop")
     seed = body.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise RequestError("'seed' must be an integer", "seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not SEED_MIN <= seed <= SEED_MAX):
+        raise RequestError(f"'seed' must be an integer from {SEED_MIN} to {SEED_MAX} (a signed 64-bit integer, as OpenAI's), got {seed!r}", "seed")
     min_tokens = body.get("min_tokens", 0)
     if isinstance(min_tokens, bool) or not isinstance(min_tokens, int) or not 0 <= min_tokens <= max_tokens:
         raise RequestError("'min_tokens' must be an integer between 0 and max_tokens", "min_tokens")
