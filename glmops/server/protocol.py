@@ -238,10 +238,10 @@ def _response_format(body: dict[str, Any], messages: list[dict[str, Any]]) -> di
         spec = value.get("json_schema")
         if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
             raise RequestError("response_format.json_schema must be {name, schema: {...}, strict}", "response_format.json_schema")
-        try:
+        try:  # before any generation: the schema's own meta-schema, then the keywords this server enforces
             check_schema(spec.get("schema", {}))
         except SchemaError as exc:
-            raise RequestError(f"response_format.json_schema.schema: {exc}", "response_format.json_schema.schema", "unsupported_value") from None
+            raise RequestError(f"response_format.json_schema.{exc}", f"response_format.json_schema.{exc.where}", exc.code) from None
     if not any("json" in (m.get("content") or "").lower() for m in messages):
         raise RequestError("'messages' must contain the word 'json' in some form to use 'response_format' of type "
                            f"'{value['type']}' (ask the model for JSON; OpenAI has the same rule)", "messages")
