@@ -41,6 +41,8 @@ def check_schema(schema: Any, where: str = "schema") -> None:
     """Raise SchemaError unless `schema` passes its draft's meta-schema and uses only KEYWORDS."""
     if not isinstance(schema, dict):
         raise SchemaError(f"{where} must be an object", where)
+    if not isinstance(schema.get("$schema", ""), str):  # what picks the draft: jsonschema expects a string
+        raise SchemaError(f"{where}.$schema: must be a string, the URI of a JSON Schema draft", f"{where}.$schema")
     kind = validator_class(schema)
     error = best_match(kind(kind.META_SCHEMA).iter_errors(schema))
     if error is not None:

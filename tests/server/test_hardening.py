@@ -276,6 +276,8 @@ ASK_JSON = [{"role": "user", "content": "answer in JSON"}]
     ({"type": "string", "minLength": "a"}, "minLength"),
     ({"type": "object", "required": [5]}, "required[0]"),
     ({"anyOf": [{"type": "string"}, {"maxItems": -1}]}, "anyOf[1].maxItems"),
+    ({"$schema": [], "type": "object"}, "$schema"),
+    ({"$schema": 5}, "$schema"),
 ])
 def test_invalid_json_schemas_are_400_naming_the_keyword(open_server, schema: dict, where: str) -> None:
     before = health(open_server)
