@@ -19,12 +19,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from glmops.server.backends.base import Backend, BackendError, Delta, GenerationParams
 from glmops.server.config import ServerConfig
-from glmops.server.gate import APIError, Gate, GatedStream, error_body, sse
+from glmops.server.gate import APIError, ClientGone, Gate, GatedStream, disconnected, error_body, sse
 from glmops.server.jsonmode import output_problem
 from glmops.server.limits import LimitError, parse_json, prompt_chars_over, read_limited
 from glmops.server.prompt import Turn, build_prompt, forced_call_prefix, to_turns
@@ -103,6 +103,10 @@ def create_app(config: ServerConfig, backend: Backend, *, load_in_background: bo
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError) -> JSONResponse:
         return JSONResponse(error_body(exc.message, exc.kind, exc.code, exc.param), status_code=exc.status)
+
+    @app.exception_handler(ClientGone)
+    async def client_gone(request: Request, exc: ClientGone) -> Response:
+        return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -209,10 +213,16 @@ def create_app(config: ServerConfig, backend: Backend, *, load_in_background: bo
         raise APIError(404, f"The model '{model_id}' does not exist: this server serves {', '.join(n for n, _ in model_cards())}",
                        param="model", code="model_not_found")
 
-    async def run_generation(request: Request, turns: list[Turn], params: GenerationParams, cancel: threading.Event) -> AsyncIterator[Delta]:
-        """Generation in a worker thread; deltas arrive here as they are produced."""
+    async def run_generation(request: Request, turns: list[Turn], params: GenerationParams) -> AsyncIterator[Delta]:
+        """Generation in a worker thread; deltas arrive here as they are produced.
+
+        The one place that notices a client going away, streaming or not: a task waits for ASGI's
+        http.disconnect and stops the model at once; the generation then ends in ClientGone (counted in
+        /health's `cancelled`). A consumer that stops early (a stream's closed connection) stops it too.
+        """
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
+        cancel = threading.Event()
 
         def produce() -> None:
             try:
@@ -223,17 +233,17 @@ def create_app(config: ServerConfig, backend: Backend, *, load_in_background: bo
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, None)
 
+        def client_left(task: asyncio.Task[None]) -> bool:
+            return task.done() and not task.cancelled() and task.exception() is None
+
         state.stats["generations"] += 1
         worker = state.generators.submit(produce)
+        watcher = asyncio.create_task(disconnected(request))
+        watcher.add_done_callback(lambda task: client_left(task) and cancel.set())
         finished = False
         try:
             while True:
-                try:
-                    items = [await asyncio.wait_for(queue.get(), timeout=0.5)]
-                except asyncio.TimeoutError:
-                    if await request.is_disconnected():
-                        cancel.set()
-                    continue
+                items = [await queue.get()]
                 while not queue.empty():  # text produced meanwhile goes out in one chunk
                     items.append(queue.get_nowait())
                 text = ""
@@ -245,6 +255,8 @@ def create_app(config: ServerConfig, backend: Backend, *, load_in_background: bo
                         yield Delta(text)
                         text = ""
                     if item is None:
+                        if client_left(watcher):  # the model stopped because the client went away
+                            raise ClientGone()
                         finished = True
                         return
                     if isinstance(item, BaseException):
@@ -255,12 +267,24 @@ def create_app(config: ServerConfig, backend: Backend, *, load_in_background: bo
                 if text:
                     yield Delta(text)
         finally:
-            if not finished:  # the consumer went away (a client disconnect) while the model was still working
-                if not worker.done():
+            watcher.cancel()
+            if not finished:  # the client went away (or its stream was closed) while the model was still working
+                if client_left(watcher) or not worker.done():
                     state.stats["cancelled"] += 1
+                    log.info("generation stopped: the client went away")
                 cancel.set()
             if not worker.done():
                 await asyncio.wrap_future(worker)
+
+    async def collect(request: Request, turns: list[Turn], params: GenerationParams) -> tuple[str, Delta]:
+        """A whole generation: (its text, the final delta with the totals); ClientGone when the client left."""
+        text, final = "", Delta("")
+        async for delta in run_generation(request, turns, params):
+            if delta.done:
+                final = delta
+            else:
+                text += delta.text
+        return text, final
 
     async def generate_checked(request: Request, chat_request: ChatRequest, turns: list[Turn], what: str) -> Outcome:
         """Generate; when the request requires a tool call or JSON, check the answer and retry (sampling) up to twice."""
@@ -272,12 +296,8 @@ def create_app(config: ServerConfig, backend: Backend, *, load_in_background: bo
             params = chat_request.params
             if attempt and params.seed is not None:
                 params = dataclasses.replace(params, seed=params.seed + attempt)
-            text, final = params.prefix, Delta("")
-            async for delta in run_generation(request, turns, params, threading.Event()):
-                if delta.done:
-                    final = delta
-                else:
-                    text += delta.text
+            text, final = await collect(request, turns, params)
+            text = params.prefix + text
             spent += final.completion_tokens
             content, calls = parse_output(text, chat_request.tool_names)
             if chat_request.require_tool and not calls:
@@ -349,7 +369,7 @@ def create_app(config: ServerConfig, backend: Backend, *, load_in_background: bo
                 final, completion = outcome.final, outcome.completion_tokens
             else:
                 final = Delta("")
-                async for delta in run_generation(request, turns, chat_request.params, threading.Event()):
+                async for delta in run_generation(request, turns, chat_request.params):
                     if delta.done:
                         final = delta
                     elif delta.text:
@@ -389,7 +409,7 @@ def create_app(config: ServerConfig, backend: Backend, *, load_in_background: bo
             try:
                 if completion_request.echo:
                     yield sse(body(completion_request.prompt, None))
-                async for delta in run_generation(request, turns, completion_request.params, threading.Event()):
+                async for delta in run_generation(request, turns, completion_request.params):
                     if delta.done:
                         final = delta
                     elif delta.text:
@@ -405,12 +425,7 @@ def create_app(config: ServerConfig, backend: Backend, *, load_in_background: bo
         if completion_request.stream:
             return GatedStream(ticket, stream())
         async with ticket:
-            text, final = "", Delta("")
-            async for delta in run_generation(request, turns, completion_request.params, threading.Event()):
-                if delta.done:
-                    final = delta
-                else:
-                    text += delta.text
+            text, final = await collect(request, turns, completion_request.params)
         answer = body((completion_request.prompt if completion_request.echo else "") + text, final.finish_reason or "stop")
         return JSONResponse({**answer, "usage": usage(final.prompt_tokens, final.completion_tokens)})
 

@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 
@@ -18,6 +19,16 @@ class APIError(Exception):
 
 def error_body(message: str, kind: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+class ClientGone(Exception):
+    """The client closed its connection before its answer was complete; its generation was stopped."""
+
+
+async def disconnected(request: Request) -> None:
+    """Return once the client has gone: ASGI's http.disconnect (the body was already read)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 class Ticket:
@@ -82,6 +93,8 @@ class GatedStream(StreamingResponse):
         try:
             await self.ticket.acquire()
             await super().__call__(scope, receive, send)
+        except ClientGone:  # nobody is left to send anything to
+            pass
         finally:
             self.ticket.release()
 

@@ -1,78 +1,80 @@
-"""response_format: is the model's answer the JSON the client asked for? (a small JSON-schema subset)"""
+"""response_format: is the model's answer the JSON the client asked for? (JSON Schema, checked with jsonschema)"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+from jsonschema.validators import validator_for
+
+# The keywords a schema may use. jsonschema enforces every standard keyword; this list keeps refusing the
+# ones this server has not promised (docs/server.md), so a client learns at once instead of being surprised.
 KEYWORDS = {"type", "properties", "required", "additionalProperties", "items", "enum", "const", "anyOf", "description",
             "title", "default", "minimum", "maximum", "minLength", "maxLength", "minItems", "maxItems", "$schema", "strict"}
-TYPES: dict[str, tuple[type, ...]] = {"object": (dict,), "array": (list,), "string": (str,), "integer": (int,),
-                                      "number": (int, float), "boolean": (bool,), "null": (type(None),)}
+SUBSCHEMAS = ("properties", "items", "additionalProperties", "anyOf")  # keywords whose values hold schemas
+MAX_MESSAGE = 200  # characters of one problem (jsonschema's messages quote the offending value)
 
 
 class SchemaError(ValueError):
-    """A schema that uses what this checker does not implement."""
+    """A schema that is not valid JSON Schema, or that uses a keyword this server does not enforce."""
+
+    def __init__(self, message: str, where: str, code: str = "invalid_value"):
+        super().__init__(message)
+        self.where = where  # e.g. schema.properties.age.type
+        self.code = code  # invalid_value, or unsupported_value for a keyword this server does not enforce
+
+
+def json_path(parts: Iterable[Any]) -> str:
+    """`.name` and `[index]` steps, as in schema.properties.a or $.items[0]."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
+
+
+def validator_class(schema: dict[str, Any]) -> Any:
+    """The validator of the draft that `$schema` names; 2020-12 when it names none."""
+    return validator_for(schema, default=Draft202012Validator)
 
 
 def check_schema(schema: Any, where: str = "schema") -> None:
-    """Refuse, naming it, any keyword this module cannot check (so none is silently ignored)."""
+    """Raise SchemaError unless `schema` passes its draft's meta-schema and uses only KEYWORDS."""
     if not isinstance(schema, dict):
-        raise SchemaError(f"{where} must be an object")
+        raise SchemaError(f"{where} must be an object", where)
+    if not isinstance(schema.get("$schema", ""), str):  # what picks the draft: jsonschema expects a string
+        raise SchemaError(f"{where}.$schema: must be a string, the URI of a JSON Schema draft", f"{where}.$schema")
+    kind = validator_class(schema)
+    error = best_match(kind(kind.META_SCHEMA).iter_errors(schema))
+    if error is not None:
+        here = where + json_path(error.absolute_path)
+        raise SchemaError(f"{here}: {error.message[:MAX_MESSAGE]} (not valid JSON Schema)", here)
+    check_keywords(schema, where)
+
+
+def check_keywords(schema: Any, where: str) -> None:
+    """Refuse, naming it, any keyword outside KEYWORDS, at any depth (the schema is already valid)."""
+    if isinstance(schema, bool):
+        return
     unknown = sorted(set(schema) - KEYWORDS)
     if unknown:
-        raise SchemaError(f"{where} uses {', '.join(unknown)}, which this server cannot enforce; supported: {', '.join(sorted(KEYWORDS))}")
-    kinds = schema.get("type")
-    for kind in kinds if isinstance(kinds, list) else [kinds] if kinds is not None else []:
-        if kind not in TYPES:
-            raise SchemaError(f"{where}.type {kind!r} is not a JSON-schema type")
-    for name, sub in (schema.get("properties") or {}).items():
-        check_schema(sub, f"{where}.properties.{name}")
-    if isinstance(schema.get("items"), dict):
-        check_schema(schema["items"], f"{where}.items")
-    if isinstance(schema.get("additionalProperties"), dict):
-        check_schema(schema["additionalProperties"], f"{where}.additionalProperties")
-    for index, sub in enumerate(schema.get("anyOf") or []):
-        check_schema(sub, f"{where}.anyOf[{index}]")
+        raise SchemaError(f"{where} uses {', '.join(unknown)}, which this server cannot enforce; supported: {', '.join(sorted(KEYWORDS))}",
+                          f"{where}.{unknown[0]}", "unsupported_value")
+    for keyword in SUBSCHEMAS:
+        value = schema.get(keyword)
+        if isinstance(value, dict) and keyword == "properties":
+            for name, sub in value.items():
+                check_keywords(sub, f"{where}.properties.{name}")
+        elif isinstance(value, list):
+            for index, sub in enumerate(value):
+                check_keywords(sub, f"{where}.{keyword}[{index}]")
+        elif value is not None:
+            check_keywords(value, f"{where}.{keyword}")
 
 
-def problems(value: Any, schema: dict[str, Any], where: str = "$") -> list[str]:
-    """What is wrong with `value` under `schema` (empty: it conforms)."""
-    if "anyOf" in schema and not any(not problems(value, sub, where) for sub in schema["anyOf"]):
-        return [f"{where} matches none of anyOf"]
-    kinds = schema.get("type")
-    if kinds is not None:
-        kinds = kinds if isinstance(kinds, list) else [kinds]
-        ok = any(isinstance(value, TYPES[k]) and not (k in ("integer", "number") and isinstance(value, bool)) for k in kinds)
-        if not ok:
-            return [f"{where} is not {' or '.join(kinds)}"]
-    found: list[str] = []
-    if "enum" in schema and value not in schema["enum"]:
-        found.append(f"{where} is not one of {schema['enum']}")
-    if "const" in schema and value != schema["const"]:
-        found.append(f"{where} is not {schema['const']!r}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if "minimum" in schema and value < schema["minimum"] or "maximum" in schema and value > schema["maximum"]:
-            found.append(f"{where} is out of range")
-    if isinstance(value, str) and not schema.get("minLength", 0) <= len(value) <= schema.get("maxLength", len(value)):
-        found.append(f"{where} has the wrong length")
-    if isinstance(value, list):
-        if not schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", len(value)):
-            found.append(f"{where} has the wrong number of items")
-        if isinstance(schema.get("items"), dict):
-            for index, item in enumerate(value):
-                found += problems(item, schema["items"], f"{where}[{index}]")
-    if isinstance(value, dict):
-        properties = schema.get("properties") or {}
-        found += [f"{where}.{name} is missing" for name in schema.get("required", []) if name not in value]
-        for name, item in value.items():
-            if name in properties:
-                found += problems(item, properties[name], f"{where}.{name}")
-            elif schema.get("additionalProperties") is False:
-                found.append(f"{where}.{name} is not allowed")
-            elif isinstance(schema.get("additionalProperties"), dict):
-                found += problems(item, schema["additionalProperties"], f"{where}.{name}")
-    return found
+def problems(value: Any, schema: dict[str, Any]) -> list[str]:
+    """What is wrong with `value` under `schema` (empty: it conforms); the schema passed check_schema."""
+    errors = validator_class(schema)(schema).iter_errors(value)
+    return [f"${json_path(error.absolute_path)}: {error.message[:MAX_MESSAGE]}" for error in errors]
 
 
 def output_problem(text: str, response_format: dict[str, Any]) -> str | None:

@@ -40,7 +40,7 @@ def parse_json(raw: bytes) -> Any:
         body = json.loads(raw)
     except RecursionError:
         raise LimitError(400, f"the request body is nested too deeply (at most {MAX_DEPTH} levels)", "invalid_json") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, and an integer of more than 4300 digits
         raise LimitError(400, f"the request body is not valid JSON: {exc}", "invalid_json") from None
     _check(body, 0, "body")
     return body

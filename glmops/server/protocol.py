@@ -14,6 +14,9 @@ from glmops.server.config import ServerConfig
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule; also keeps names one line in the prompt
 MAX_EMBEDDING_INPUTS = 2048
+# `seed`: OpenAI's range, a signed 64-bit integer. Every backend takes all of it: torch.manual_seed takes
+# -2**63 .. 2**64-1 (room for the +1, +2 of a retry), llama_cpp folds it into llama.cpp's 32 bits.
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
 
 
 class RequestError(ValueError):
@@ -235,10 +238,10 @@ def _response_format(body: dict[str, Any], messages: list[dict[str, Any]]) -> di
         spec = value.get("json_schema")
         if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
             raise RequestError("response_format.json_schema must be {name, schema: {...}, strict}", "response_format.json_schema")
-        try:
+        try:  # before any generation: the schema's own meta-schema, then the keywords this server enforces
             check_schema(spec.get("schema", {}))
         except SchemaError as exc:
-            raise RequestError(f"response_format.json_schema.schema: {exc}", "response_format.json_schema.schema", "unsupported_value") from None
+            raise RequestError(f"response_format.json_schema.{exc}", f"response_format.json_schema.{exc.where}", exc.code) from None
     if not any("json" in (m.get("content") or "").lower() for m in messages):
         raise RequestError("'messages' must contain the word 'json' in some form to use 'response_format' of type "
                            f"'{value['type']}' (ask the model for JSON; OpenAI has the same rule)", "messages")
@@ -263,8 +266,8 @@ def _sampling(body: dict[str, Any], config: ServerConfig, default_max: int) -> G
     if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop) or len(stop) > 4:
         raise RequestError("'stop' must be a string or a list of up to 4 non-empty strings", "stop")
     seed = body.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise RequestError("'seed' must be an integer", "seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not SEED_MIN <= seed <= SEED_MAX):
+        raise RequestError(f"'seed' must be an integer from {SEED_MIN} to {SEED_MAX} (a signed 64-bit integer, as OpenAI's), got {seed!r}", "seed")
     min_tokens = body.get("min_tokens", 0)
     if isinstance(min_tokens, bool) or not isinstance(min_tokens, int) or not 0 <= min_tokens <= max_tokens:
         raise RequestError("'min_tokens' must be an integer between 0 and max_tokens", "min_tokens")

@@ -137,7 +137,7 @@ def test_json_checks() -> None:
     fmt = {"type": "json_schema", "json_schema": {"schema": schema}}
     assert output_problem('{"city": "北京", "days": 3}', fmt) is None
     assert "days" in output_problem('{"city": "北京", "days": 0}', fmt)
-    assert "city is missing" in output_problem('{"days": 2}', fmt)
+    assert "'city' is a required property" in output_problem('{"days": 2}', fmt)
     assert "not allowed" in output_problem('{"city": "x", "extra": 1}', fmt)
     assert output_problem("[1]", {"type": "json_object"}) == "the answer is JSON but not an object"
     assert output_problem("not json", {"type": "json_object"}) == "the answer is not valid JSON"

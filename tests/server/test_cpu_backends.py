@@ -214,3 +214,16 @@ def test_config_knows_the_cpu_backends(tmp_path: Path) -> None:
     path.write_text("model_path: /m/chatglm3.gguf\nbackend: llama_cpp\nthreads: 2\n")
     config = load_config(str(path), environ={})
     assert isinstance(config, ServerConfig) and (config.backend, config.threads) == ("llama_cpp", 2)
+
+
+def test_llama_cpp_seeds_are_reproducible_across_the_range(cpu_servers) -> None:
+    """Every seed the API accepts (a signed 64-bit integer) samples the same answer twice; -1 and 2**32-1 are
+    llama.cpp's own "random seed" once wrapped into its 32 bits, and must not mean that here."""
+    client = openai.OpenAI(base_url=cpu_servers["llama_cpp"].url + "/v1", api_key="none", max_retries=0)
+    for seed in (-1, 2**32 - 1, 2**63 - 1, -(2**63), 7):
+        answers = {client.chat.completions.create(model="chatglm3-6b", messages=MESSAGES, max_tokens=16, temperature=2.0, top_p=1.0,
+                                                  seed=seed).choices[0].message.content for _ in range(3)}
+        assert len(answers) == 1, (seed, answers)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="chatglm3-6b", messages=MESSAGES, max_tokens=2, seed=2**63)
+    assert caught.value.body["param"] == "seed"

@@ -1,9 +1,10 @@
-"""Issue 10's server items against the real server process: limits, the queue, malformed bodies, health, special tokens."""
+"""Issues 10 and 16's server items against the real server process: limits, the queue, malformed bodies, health, special tokens."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import pytest
 from glmops.server.backends.base import GenerationParams
 from glmops.server.backends.transformers_backend import TransformersBackend
 from glmops.server.config import ServerConfig
+from glmops.server.jsonmode import output_problem
 from glmops.server.prompt import to_turns
 
 from .conftest import API_KEY, ServerProcess
@@ -213,3 +215,145 @@ def test_forged_turns_through_the_server(server) -> None:
     plain = client.chat.completions.create(model="chatglm3-6b", messages=[{"role": "user", "content": ""}], max_tokens=1)
     assert forged.usage.prompt_tokens - plain.usage.prompt_tokens > 1  # several text tokens, not one special id
     assert GenerationParams(max_tokens=1).non_default() == set()
+
+
+# == issue 16 ==========================================================================================
+def health(server: ServerProcess) -> dict:
+    return httpx.get(server.url + "/health").json()
+
+
+def wait_until(server: ServerProcess, key: str, value: int, within: float) -> float:
+    """Seconds until health[key] == value; fails when that takes longer than `within`."""
+    start = time.monotonic()
+    while time.monotonic() - start < within:
+        if health(server)[key] == value:
+            return time.monotonic() - start
+        time.sleep(0.05)
+    raise AssertionError(f"/health did not show {key} = {value} within {within} s: {health(server)}")
+
+
+# -- item 3: a non-streaming client that gives up stops its generation ------------------------------------
+LONG = {"max_tokens": 6000, "min_tokens": 6000, "temperature": 0}  # a minute of tokens on the tiny model, no early stop
+
+
+@pytest.mark.parametrize("route, body", [
+    ("/v1/chat/completions", {"messages": HI, **LONG}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "json please"}], "response_format": {"type": "json_object"}, **LONG}),
+    ("/v1/completions", {"prompt": "hi", **LONG}),
+], ids=["chat", "chat-json", "completions"])
+def test_abandoned_non_streaming_request_frees_its_slot(open_server, route: str, body: dict) -> None:
+    before = health(open_server)
+    with pytest.raises(httpx.ReadTimeout):  # the client waits 1 s for the answer, then closes the connection
+        httpx.post(open_server.url + route, json=body, timeout=httpx.Timeout(30, read=1))
+    took = wait_until(open_server, "running", 0, within=3)
+    after = health(open_server)
+    assert after["generations"] == before["generations"] + 1 and after["cancelled"] == before["cancelled"] + 1, (before, after, took)
+    quick = httpx.post(open_server.url + "/v1/chat/completions", json={"messages": HI, "max_tokens": 2}, timeout=10)  # the one slot serves again
+    assert quick.status_code == 200
+
+
+def test_abandoned_stream_is_counted_once(open_server) -> None:
+    before = health(open_server)
+    with slot_taken(open_server):
+        pass
+    wait_until(open_server, "running", 0, within=3)
+    after = health(open_server)
+    assert after["generations"] == before["generations"] + 1 and after["cancelled"] == before["cancelled"] + 1
+
+
+# -- item 9: a json_schema that is not valid JSON Schema is a 400 before any generation -------------------
+ASK_JSON = [{"role": "user", "content": "answer in JSON"}]
+
+
+@pytest.mark.parametrize("schema, where", [
+    ({"type": "object", "properties": [1]}, "properties"),
+    ({"anyOf": 5}, "anyOf"),
+    ({"type": "object", "required": "x"}, "required"),
+    ({"type": 7}, "type"),
+    ({"type": "array", "items": 3}, "items"),
+    ({"type": "object", "properties": {"age": {"type": "integer", "minimum": "5"}}}, "properties.age.minimum"),
+    ({"enum": 5}, "enum"),
+    ({"type": "string", "minLength": "a"}, "minLength"),
+    ({"type": "object", "required": [5]}, "required[0]"),
+    ({"anyOf": [{"type": "string"}, {"maxItems": -1}]}, "anyOf[1].maxItems"),
+    ({"$schema": [], "type": "object"}, "$schema"),
+    ({"$schema": 5}, "$schema"),
+])
+def test_invalid_json_schemas_are_400_naming_the_keyword(open_server, schema: dict, where: str) -> None:
+    before = health(open_server)
+    client = openai.OpenAI(base_url=open_server.url + "/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="chatglm3-6b", messages=ASK_JSON, max_tokens=2000, extra_body={"min_tokens": 2000},
+                                       response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
+    error = caught.value.body
+    assert error["param"] == f"response_format.json_schema.schema.{where}", error
+    assert error["message"].startswith(f"response_format.json_schema.schema.{where}: ") and error["code"] == "invalid_value"
+    assert health(open_server)["generations"] == before["generations"]  # refused before the model ran
+
+
+def test_valid_json_schema_is_checked_against_the_answer(open_server) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 2}},
+              "required": ["city"], "additionalProperties": False}
+    body = {"messages": ASK_JSON, "temperature": 0, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}}
+    cut = httpx.post(open_server.url + "/v1/chat/completions", json={**body, "max_tokens": 3, "min_tokens": 3}, timeout=30)
+    assert cut.status_code == 200 and cut.json()["choices"][0]["finish_reason"] == "length"  # cut off: returned as it is
+    checked = httpx.post(open_server.url + "/v1/chat/completions", json={**body, "max_tokens": 40}, timeout=30)
+    if checked.status_code != 200:  # the tiny random model writes no JSON: the answer was checked, and refused clearly
+        assert checked.status_code == 500 and checked.json()["error"]["code"] == "invalid_model_output", checked.text
+    fmt = {"type": "json_schema", "json_schema": {"schema": schema}}
+    assert output_problem('{"city": "北京", "tags": ["a"]}', fmt) is None
+    assert output_problem('{"city": "北京", "tags": ["a", "b", "c"]}', fmt) == "$.tags: ['a', 'b', 'c'] is too long"
+    assert output_problem('{"city": 5}', fmt) == "$.city: 5 is not of type 'string'"
+    assert output_problem('{"tags": "a"}', fmt) == "$.tags: 'a' is not of type 'array'; $: 'city' is a required property"
+
+
+# -- item 14: seed outside a signed 64-bit integer is a 400 at parse time --------------------------------
+@pytest.mark.parametrize("seed", [2**63, 2**64, -(2**63) - 1, 2**70])
+def test_seed_out_of_range_is_400(open_server, seed: int) -> None:
+    before = health(open_server)
+    for route, body in (("/v1/chat/completions", {"messages": HI}), ("/v1/completions", {"prompt": "hi"})):
+        response = httpx.post(open_server.url + route, json={**body, "max_tokens": 2, "seed": seed}, timeout=30)
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["param"] == "seed" and str(2**63 - 1) in error["message"]
+    assert health(open_server)["generations"] == before["generations"]
+
+
+def test_seed_of_5000_digits_is_400(open_server) -> None:
+    huge = httpx.post(open_server.url + "/v1/chat/completions", content=b'{"messages": [{"role": "user", "content": "hi"}], "seed": ' + b"9" * 5000 + b"}",
+                      headers={"Content-Type": "application/json"})
+    assert huge.status_code == 400 and "4300 digits" in huge.json()["error"]["message"]  # Python's own int limit: a 400, not a 500
+
+
+def test_seed_at_the_ends_of_the_range_works(open_server) -> None:
+    client = openai.OpenAI(base_url=open_server.url + "/v1", api_key="unused", max_retries=0)
+    for seed in (2**63 - 1, -(2**63), 0):
+        answers = {client.chat.completions.create(model="chatglm3-6b", messages=HI, max_tokens=8, temperature=1.5, seed=seed).choices[0].message.content
+                   for _ in range(2)}
+        assert len(answers) == 1  # the same seed, the same sample
+
+
+# -- item 16: a key sent in the query string never reaches the log; the log is the server user's only --------
+def test_query_strings_are_redacted_in_the_log(server) -> None:
+    secret = "sk-query-SECRET-4711"
+    denied = httpx.get(server.url + f"/v1/models?api_key={secret}&limit=3")  # the key in the wrong place: 401
+    allowed = httpx.get(server.url + f"/v1/models?{secret}", headers={"Authorization": f"Bearer {API_KEY}"})
+    assert denied.status_code == 401 and allowed.status_code == 200
+    deadline = time.monotonic() + 10
+    while "/v1/models?***" not in server.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    text = server.log.read_text()
+    assert "GET /v1/models?api_key=***&limit=*** HTTP/1.1\" 401" in text and "GET /v1/models?*** HTTP/1.1\" 200" in text
+    assert secret not in text and secret not in (server.log.parent / "stderr.log").read_text()
+    assert stat.S_IMODE(server.log.stat().st_mode) == 0o600
+
+
+def test_an_existing_log_file_is_made_private(start_server, tmp_path: Path) -> None:
+    log = tmp_path / "logs" / "api_server.log"
+    log.parent.mkdir()
+    log.write_text("an older run\n")
+    log.chmod(0o644)
+    started = start_server(log_file=str(log))
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    assert httpx.get(started.url + "/health").status_code == 200
+    assert log.read_text().startswith("an older run\n")  # appended to, not replaced

@@ -22,6 +22,17 @@ from glmops.server.prompt import STOP_TOKENS
 
 INSTALL = "CMAKE_ARGS=-DGGML_NATIVE=OFF pip install 'llama-cpp-python==0.3.36'  (builds from source, 5-10 minutes), or pip install 'glmops[cpu]'"
 
+RANDOM_SEED = 0xFFFFFFFF  # llama.cpp's LLAMA_DEFAULT_SEED: this 32-bit value means "pick a random seed"
+
+
+def engine_seed(seed: int | None) -> int:
+    """A request's seed (any 64-bit integer) as llama.cpp's 32-bit one: the same seed, the same sample.
+
+    ctypes would wrap it into 32 bits silently, and every value that wraps to RANDOM_SEED (-1 among them)
+    would sample at random; folding into 0..RANDOM_SEED-1 keeps each seed reproducible.
+    """
+    return random.randrange(RANDOM_SEED) if seed is None else seed % RANDOM_SEED
+
 
 class LlamaCppBackend(CppEngineBackend):
     name = "llama_cpp"
@@ -69,7 +80,7 @@ class LlamaCppBackend(CppEngineBackend):
 
     def token_ids(self, ids: list[int], params: GenerationParams, cancel: threading.Event, limit: int) -> Iterator[int]:
         greedy = params.temperature <= 1e-5
-        self.llm.set_seed(params.seed if params.seed is not None else random.randrange(2**31))
+        self.llm.set_seed(engine_seed(params.seed))
         stream = self.llm.generate(
             ids, temp=0.0 if greedy else params.temperature, top_p=1.0 if greedy else params.top_p, top_k=0, min_p=0.0,
             repeat_penalty=params.repetition_penalty, presence_penalty=getattr(params, "presence_penalty", 0.0),
