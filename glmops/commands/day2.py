@@ -100,6 +100,8 @@ def summarize(target: Target, status: _detached.Status, code: int, body: dict[st
         row["state"] = "unhealthy"
         row["message"] = (f"/health: {body.get('error') or body.get('status')}" if body else
                           f"/health did not answer ({raw or 'no answer'})" if code == 0 else f"/health answered HTTP {code}: {raw[:200]}")
+    elif status.unverified:
+        row["message"] = _detached.unverified_message(paths_of(layout), status.pid)
     else:
         ended = f" (exit code {status.exit_code})" if status.exit_code is not None else ""
         row["message"] = (f"not running{ended}; see `glmops logs {target.name}`" if status.pid or status.script
@@ -250,14 +252,19 @@ def stop(host: str, inventories: tuple[str, ...], extra_vars: tuple[str, ...], a
     def body() -> int:
         code = 0
         for target in load_targets(host, inventories, extra_vars):
+            paths = paths_of(target.layout)
             try:
                 with connected(target, accept_new) as conn:
-                    result = _detached.stop(conn, paths_of(target.layout), grace=timeout)
+                    result = _detached.stop(conn, paths, grace=timeout)
             except ConnectionFailure as exc:
                 click.secho(f"{target.name}: UNREACHABLE: {exc.message}", fg="magenta", err=True)
                 code = code or EXIT_HOST_UNREACHABLE
                 continue
-            if result.status is not None and result.status.running:
+            if result.unverified:
+                pid = result.status.pid if result.status else None
+                click.secho(f"{target.name}: not stopped: {_detached.unverified_message(paths, pid)}", fg="red", err=True)
+                code = EXIT_HOST_FAILED
+            elif result.status is not None and result.status.running:
                 click.secho(f"{target.name}: pid {result.status.pid} did not stop", fg="red", err=True)
                 code = EXIT_HOST_FAILED
             elif result.was_running:
@@ -314,6 +321,8 @@ def restart(host: str, inventories: tuple[str, ...], extra_vars: tuple[str, ...]
             try:
                 with connected(target, accept_new) as conn:
                     current = _detached.status(conn, paths)
+                    if current.unverified:
+                        raise GlmopsError(f"{target.name}: not restarted: {_detached.unverified_message(paths, current.pid)}")
                     if not current.script:
                         raise GlmopsError(f"{target.name}: no server command recorded in {paths.cmd_file}",
                                           hint="deploy first (glmops run playbooks/...), which starts the server with the daemon module")
@@ -330,7 +339,8 @@ def restart(host: str, inventories: tuple[str, ...], extra_vars: tuple[str, ...]
                     elif not started.running:
                         why = f"the server exited right after the start (exit code {started.exit_code})"
                     if ok:
-                        click.echo(f"{target.name}: restarted (pid {started.pid})" + ("" if no_wait else ", healthy"))
+                        by = "; another run started it at the same time" if started.attached else ""
+                        click.echo(f"{target.name}: restarted (pid {started.pid}{by})" + ("" if no_wait else ", healthy"))
                     else:
                         tail = _detached.tail(conn, paths.log_file, 20).rstrip("\n")
                         click.secho(f"{target.name}: {why}; last lines of {paths.log_file}:\n{tail or '(empty)'}", fg="red", err=True)
