@@ -237,7 +237,7 @@ def locked(lock_file: str, inner: str, wait: float = LOCK_WAIT) -> str:
     return (
         f"if command -v perl >/dev/null 2>&1; then perl -MFcntl=:flock -e {q(LOCK_PERL)} {q(lock_file)} {int(wait)} {run_inner}; "
         f"elif command -v flock >/dev/null 2>&1; then flock -o -w {int(wait)} -E {LOCK_BUSY} {q(lock_file)} {run_inner}; "
-        f"else echo 'neither perl nor flock(1) on the host: cannot lock {lock_file}' >&2; (exit 69); fi"
+        f"else echo {q(f'neither perl nor flock(1) on the host: cannot take the lock {lock_file}')} >&2; (exit 69); fi"
     )
 
 
@@ -260,7 +260,7 @@ def _launch_script(paths: Paths) -> str:
 
 
 def start(runner: Runner, paths: Paths, script: str, *, wait: float = 1.0,
-          on_watch: Callable[[float], None] | None = None) -> Status:
+          on_watch: Callable[[float], None] | None = None, lock_wait: float = LOCK_WAIT) -> Status:
     """Start `script` (see build_script) detached, unless the process of this pid file runs; then watch it
     for up to `wait` seconds.
 
@@ -268,14 +268,16 @@ def start(runner: Runner, paths: Paths, script: str, *, wait: float = 1.0,
     process of the pid file was found running (another run started it meanwhile), nothing is started and
     the status has `attached` set: the caller compares its `script` with the one it wanted.
     `on_watch(seconds)` is told, as the host reports it, how long the process has been watched.
+    Raises OSError when another start holds the lock for `lock_wait` seconds.
     """
     q = shlex.quote
     steps = int(max(wait, 0) * 10)
     body = (
         f"mkdir -p {q(posixpath.dirname(paths.pid_file) or '.')} {q(posixpath.dirname(paths.log_file) or '.')} || exit 1; "
-        + locked(paths.lock_file, FUNCTIONS + _launch_script(paths)) + "; lrc=$?; "
+        + locked(paths.lock_file, FUNCTIONS + _launch_script(paths), lock_wait) + "; lrc=$?; "
         f'if [ "$lrc" = {ALREADY_RUNNING} ]; then echo attached=1; '
-        f'elif [ "$lrc" = {LOCK_BUSY} ]; then echo "another start holds the lock {paths.lock_file} for over {LOCK_WAIT} s" >&2; exit {LOCK_BUSY}; '
+        f'elif [ "$lrc" = {LOCK_BUSY} ]; then echo {q(f"another start holds the lock {paths.lock_file} for over {int(lock_wait)} s")} >&2; '
+        f"exit {LOCK_BUSY}; "
         'elif [ "$lrc" != 0 ]; then exit "$lrc"; '
         f"else pid=$(cat {q(paths.pid_file)}); "
         f"i=0; while [ $i -lt {steps} ] && [ -n \"$(ident \"$pid\")\" ]; do sleep 0.1; i=$((i + 1)); "
@@ -287,7 +289,7 @@ def start(runner: Runner, paths: Paths, script: str, *, wait: float = 1.0,
             on_watch(int(line.split()[1]) / 10)
 
     result = runner.run(FUNCTIONS + body + status_lines(paths), stdin=script.encode(),
-                        timeout=max(wait, 0) + LOCK_WAIT + 60, on_line=watched)
+                        timeout=max(wait, 0) + lock_wait + 60, on_line=watched)
     return parse_status(_checked(result, "starting the process").stdout)
 
 
