@@ -32,7 +32,7 @@ class DaemonModule(Module):
         "name": Arg("str", help="A label for messages (e.g. glmops-serve)."),
         "command": Arg("str", required=True, aliases=("cmd",), help="The shell command line to run (sh syntax)."),
         "state": Arg("str", default="started", choices=("started", "stopped", "restarted"), help="What to ensure."),
-        "pid_file": Arg("path", required=True, help="Where the pid goes; .cmd, .rc, .start files go beside it."),
+        "pid_file": Arg("path", required=True, help="Where the pid goes; .cmd, .rc, .start, .lock files go beside it."),
         "log_file": Arg("path", required=True, help="stdout and stderr are appended here."),
         "chdir": Arg("path", help="Working directory of the command."),
         "environment": Arg("dict", help="Environment variables of the command (with the task's `environment:`)."),
