@@ -14,7 +14,7 @@ class DaemonModule(Module):
     doc = (
         "Run a shell command as a daemon that outlives the SSH session (for hosts without systemd, "
         "such as AutoDL containers): started in its own session with setsid, stdin from /dev/null, "
-        "stdout and stderr appended to `log_file`, its pid in `pid_file`, its exit code in the `.rc` "
+        "stdout and stderr appended to `log_file` (created with mode 0600), its pid in `pid_file`, its exit code in the `.rc` "
         "file beside it when it ends. The started command (with `chdir` and `environment`) is kept in "
         "the `.cmd` file beside the pid file (mode 0600), so `glmops restart` can start it again. "
         "`started` is a no-op when the same command already runs from that pid file (a reused pid is "
