@@ -92,28 +92,41 @@ def test_logs_lines_of_a_small_log_are_whole(deployment: dict) -> None:
     assert shown.returncode == 0 and shown.stdout == "line 97\nline 98\nline 99\n" and shown.stderr == ""
 
 
-def test_chat_gives_up_on_a_server_that_never_answers() -> None:
+@pytest.fixture
+def silent_server() -> Iterator[tuple[int, list[socket.socket]]]:
+    """A loopback port that takes connections and never answers: (port, the connections it took)."""
     listener = socket.create_server(("127.0.0.1", 0))
     held: list[socket.socket] = []
 
     def accept() -> None:
         try:
             while True:
-                held.append(listener.accept()[0])  # take the connection, never answer
+                held.append(listener.accept()[0])
         except OSError:
             pass
 
     threading.Thread(target=accept, daemon=True).start()
-    port = listener.getsockname()[1]
-    try:
-        began = time.monotonic()
-        result = glmops("chat", "hello", "--base-url", f"http://127.0.0.1:{port}/v1", "--timeout", "2")
-        took = time.monotonic() - began
-    finally:
-        listener.close()
-        for sock in held:
-            sock.close()
+    yield listener.getsockname()[1], held
+    listener.close()
+    for sock in held:
+        sock.close()
+
+
+@pytest.mark.parametrize("route", ["base-url", "over SSH"])
+def test_chat_gives_up_on_a_server_that_never_answers(silent_server, sshd, tmp_path: Path, route: str) -> None:
+    port, held = silent_server
+    if route == "base-url":
+        args = ["hello", "--base-url", f"http://127.0.0.1:{port}/v1"]
+        url = f"http://127.0.0.1:{port}/v1"
+    else:  # a direct-tcpip channel of the host's SSH connection to its api_port
+        inv = tmp_path / "hosts.yml"
+        inv.write_text(yaml.safe_dump({"all": {"hosts": {"gpu1": {**sshd.hostvars(), "api_port": port}}}}))
+        args = ["gpu1", "hello", "-i", str(inv)]
+        url = f"http://127.0.0.1:{port}/v1 on gpu1 (over SSH)"
+    began = time.monotonic()
+    result = glmops("chat", *args, "--timeout", "2")
+    took = time.monotonic() - began
     assert result.returncode == 1, result.stdout + result.stderr
     assert took < 15 and held  # it did connect, and gave up after the 2 s (plus the interpreter's start)
-    assert f"http://127.0.0.1:{port}/v1 took the connection but sent no answer within 2 s" in result.stderr
+    assert f"{url} took the connection but sent no answer within 2 s" in result.stderr
     assert "glmops status HOST" in result.stderr and "glmops logs HOST" in result.stderr and "Traceback" not in result.stderr

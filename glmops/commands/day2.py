@@ -198,6 +198,46 @@ def status(pattern: str, inventories: tuple[str, ...], extra_vars: tuple[str, ..
     run_command(body, as_json=as_json)
 
 
+LINE_CAP = 64 * 1024  # `glmops logs -n N` reads at most N times this many bytes from the log's end,
+TOTAL_CAP = 16 * 1024 * 1024  # and never more than this
+FOLLOW_CAP = 1024 * 1024  # `-f` prints at most this many of the bytes appended between two reads
+CUT_MARK = "[cut] "
+
+
+def last_lines(text: str, count: int, capped: bool) -> tuple[str, bool]:
+    """The last `count` lines of `text`, the tail of a log. `capped`: `text` is the log's last bytes plus one,
+    so its first line may have begun earlier (unless it is just the newline before them); such a line,
+    when shown, starts with CUT_MARK. Returns (text to print, whether a line was cut)."""
+    whole = not capped or text.startswith("\n")
+    if capped and whole:
+        text = text[1:]
+    parts = text.splitlines(keepends=True)
+    shown = parts[len(parts) - count:] if count else []
+    cut = not whole and bool(shown) and len(shown) == len(parts)
+    if cut:
+        shown[0] = CUT_MARK + shown[0]
+    return "".join(shown), cut
+
+
+def _follow_step(conn: Any, target: Target, log: str, offset: int) -> int:
+    """Print what was appended to the log (`log`: quoted) since `offset`, at most FOLLOW_CAP bytes; the new offset."""
+    step = conn.run(f"s=$(wc -c < {log} 2>/dev/null || echo 0); f={offset}; "
+                    f"[ \"$s\" -gt $((f + {FOLLOW_CAP})) ] && f=$((s - {FOLLOW_CAP})); echo \"$s $f\"; "
+                    f"if [ \"$s\" -gt \"$f\" ]; then tail -c +$((f + 1)) -- {log} | head -c $((s - f)); fi")
+    head, _, new = step.stdout.partition("\n")
+    numbers = [int(n) for n in head.split() if n.isdigit()]
+    size, start = numbers if len(numbers) == 2 else (0, 0)
+    if size < offset:
+        click.echo(f"--- {target.layout.log_file} was truncated; following from its start ---", err=True)
+        return 0
+    if start > offset:
+        click.echo(f"\n--- skipped {start - offset} bytes: more than {FOLLOW_CAP} bytes were appended at once ---", err=True)
+    if new:
+        click.echo(new, nl=False)
+        sys.stdout.flush()
+    return size
+
+
 @click.command(context_settings=CONTEXT)
 @click.argument("host")
 @inventory_option
@@ -211,29 +251,23 @@ def logs(host: str, inventories: tuple[str, ...], extra_vars: tuple[str, ...], a
     def body() -> int:
         target = load_targets(host, inventories, extra_vars, single=True)[0]
         log = shlex.quote(target.layout.log_file)
+        cap = min(max(lines, 1) * LINE_CAP, TOTAL_CAP)
         with connected(target, accept_new) as conn:
-            first = conn.run(f"if [ -f {log} ]; then wc -c < {log}; tail -n {lines} -- {log}; else echo missing; fi")
+            first = conn.run(f"if [ -f {log} ]; then wc -c < {log}; tail -c {cap + 1} -- {log}; else echo missing; fi")
             size_line, _, text = first.stdout.partition("\n")
             if size_line.strip() == "missing" and not follow:
                 raise GlmopsError(f"{target.name}: no log at {target.layout.log_file}",
                                   hint=f"is the server deployed there? `glmops status {target.name}`")
             offset = int(size_line) if size_line.strip().isdigit() else 0
-            click.echo(text, nl=False)
+            shown, cut = last_lines(text, lines, offset > cap)
+            if cut:
+                click.echo(f"--- the first line shown is cut (it starts with {CUT_MARK.strip()}): only the log's last {cap} bytes "
+                           f"are read for -n {lines} ({LINE_CAP // 1024} KiB a line, {TOTAL_CAP // 2**20} MiB at most) ---", err=True)
+            click.echo(shown, nl=False)
             sys.stdout.flush()
             while follow:
                 time.sleep(interval)
-                step = conn.run(f"s=$(wc -c < {log} 2>/dev/null || echo 0); echo \"$s\"; "
-                                f"if [ \"$s\" -gt {offset} ]; then tail -c +{offset + 1} -- {log} | head -c $((s - {offset})); fi")
-                size_text, _, new = step.stdout.partition("\n")
-                size = int(size_text) if size_text.strip().isdigit() else 0
-                if size < offset:
-                    click.echo(f"--- {target.layout.log_file} was truncated; following from its start ---", err=True)
-                    offset = 0
-                    continue
-                if new:
-                    click.echo(new, nl=False)
-                    sys.stdout.flush()
-                offset = size
+                offset = _follow_step(conn, target, log, offset)
         return 0
 
     try:
