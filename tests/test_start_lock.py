@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -81,36 +82,78 @@ def cleanup() -> Iterator[list[str]]:
                 pass
 
 
+@contextmanager
+def _held_until_waited_for(lock_file: str, waiters: int = 2) -> Iterator[None]:
+    """Hold the host's start lock until `waiters` starts wait for it (each after its look found nothing
+    running), so that they meet in the start: two runs at once at their worst, every time. Gives up
+    waiting after 10 s (a start without the lock never waits)."""
+    Path(lock_file).parent.mkdir(parents=True, exist_ok=True)
+    handle = open(lock_file, "a")
+    fcntl.flock(handle, fcntl.LOCK_EX)
+
+    def release() -> None:
+        deadline = time.monotonic() + 10
+        while len(_with_marker(lock_file)) < waiters and time.monotonic() < deadline:  # perl/flock name the file
+            time.sleep(0.02)
+        handle.close()
+
+    thread = threading.Thread(target=release)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+
+
+def _deploys_at_once(sshd, layout: Layout, commands: list[str]) -> list[Any]:
+    """The daemon task of each command, run at once over connections of their own, meeting in the start."""
+    conns = [open_connection("target", sshd.hostvars()) for _ in commands]
+    for conn in conns:
+        conn.connect()
+    try:
+        with _held_until_waited_for(_detached.Paths(layout.pid_file, layout.log_file).lock_file, len(commands)):
+            return _at_once(len(commands), lambda i: run_module(conns[i], "daemon", name="api", command=commands[i], wait=0.5,
+                                                                pid_file=layout.pid_file, log_file=layout.log_file))
+    finally:
+        for conn in conns:
+            conn.close()
+
+
 def test_two_deploys_at_once_start_one_server_and_stop_finds_it(sshd, tmp_path: Path, cleanup: list[str]) -> None:
     deploy = tmp_path / "glmops"
     layout = Layout(str(deploy))
     inv = tmp_path / "hosts.yml"
     inv.write_text(yaml.safe_dump({"all": {"hosts": {"gpu1": {**sshd.hostvars(), "deploy_dir": str(deploy)}}}}))
-    for round_ in range(3):  # the race is lost every time without the lock; three rounds make sure
-        marker = f"glmops-lock-test-{os.getpid()}-{round_}"
-        cleanup.append(marker)
-        command = f"exec {sys.executable} -c \"{SERVER}\" {free_port()} {marker}"
-        conns = [open_connection("target", sshd.hostvars()) for _ in range(2)]
-        for conn in conns:
-            conn.connect()
-            conn.run("true")  # the remote shell is up: both runs are as quick to look
-        try:
-            results = _at_once(2, lambda i: run_module(conns[i], "daemon", name="api", command=command, wait=0.5,
-                                                       pid_file=layout.pid_file, log_file=layout.log_file))
-        finally:
-            for conn in conns:
-                conn.close()
-        assert all(not isinstance(r, Exception) and not r.failed for r in results), [getattr(r, "msg", r) for r in results]
-        assert sorted(r.changed for r in results) == [False, True]  # one started it, the other found it running
-        attached = next(r for r in results if not r.changed)  # it saw it running, in its look or under the lock
-        assert "is running" in attached.msg and not attached.failed
-        servers = _with_marker(marker)
-        assert len(servers) == 1, f"{len(servers)} servers run"
-        recorded = int(Path(layout.pid_file).read_text())
-        assert _group_of(servers[0]) == recorded == results[0].data["pid"] == results[1].data["pid"]
-        stopped = glmops("stop", "gpu1", "-i", str(inv), "--timeout", "5")
-        assert stopped.returncode == 0 and "gpu1: stopped" in stopped.stdout, stopped.stdout + stopped.stderr
-        assert _with_marker(marker) == []
+    marker = f"glmops-lock-test-{os.getpid()}"
+    cleanup.append(marker)
+    command = f"exec {sys.executable} -c \"{SERVER}\" {free_port()} {marker}"
+    results = _deploys_at_once(sshd, layout, [command, command])
+    assert all(not isinstance(r, Exception) and not r.failed for r in results), [getattr(r, "msg", r) for r in results]
+    assert sorted(r.changed for r in results) == [False, True]  # one started it, the other found it running
+    attached = next(r for r in results if not r.changed)
+    assert "api is running" in attached.msg and "another run started it just now" in attached.msg
+    servers = _with_marker(marker)
+    assert len(servers) == 1, f"{len(servers)} servers run"
+    recorded = int(Path(layout.pid_file).read_text())
+    assert _group_of(servers[0]) == recorded == results[0].data["pid"] == results[1].data["pid"]  # the one on the port
+    stopped = glmops("stop", "gpu1", "-i", str(inv), "--timeout", "5")
+    assert stopped.returncode == 0 and "gpu1: stopped" in stopped.stdout, stopped.stdout + stopped.stderr
+    assert _with_marker(marker) == []
+
+
+def test_two_deploys_of_different_commands_at_once_one_fails_clearly(sshd, tmp_path: Path, cleanup: list[str]) -> None:
+    layout = Layout(str(tmp_path / "glmops"))
+    port = free_port()
+    markers = [f"glmops-lock-a-{os.getpid()}", f"glmops-lock-b-{os.getpid()}"]
+    cleanup.extend(markers)
+    results = _deploys_at_once(sshd, layout, [f"exec {sys.executable} -c \"{SERVER}\" {port} {m}" for m in markers])
+    assert not any(isinstance(r, Exception) for r in results), results
+    started = [r for r in results if r.changed and not r.failed]
+    refused = [r for r in results if r.failed]
+    assert len(started) == 1 and len(refused) == 1, [r.msg for r in results]
+    assert "another run started api with a different command" in refused[0].msg and not refused[0].changed
+    assert sum(len(_with_marker(m)) for m in markers) == 1 and Path(layout.pid_file).read_text().strip() == str(started[0].data["pid"])
+    _detached.stop(LocalConnection(), _detached.Paths(layout.pid_file, layout.log_file), grace=5)
 
 
 def test_a_start_that_finds_one_running_starts_nothing(conn, tmp_path: Path) -> None:
@@ -121,14 +164,8 @@ def test_a_start_that_finds_one_running_starts_nothing(conn, tmp_path: Path) -> 
         assert other.running
         again = _detached.start(conn, paths, build_script("exec sleep 301"), wait=0)
         assert again.attached and again.running and again.pid == other.pid and again.script == build_script("exec sleep 300")
-        failed = run_module(conn, "daemon", name="app", command="exec sleep 302", **_paths_args(paths), check=False)
-        assert failed.changed  # the daemon module's own look sees the running one: a changed command restarts it
     finally:
         _detached.stop(conn, paths, grace=5)
-
-
-def _paths_args(paths: Paths) -> dict[str, str]:
-    return {"pid_file": paths.pid_file, "log_file": paths.log_file}
 
 
 def _bin_without(tmp_path: Path, *names: str) -> Path:
@@ -192,30 +229,32 @@ def test_hub_fetches_at_once_start_one_downloader(sshd, tmp_path: Path) -> None:
     from glmops.modules.model_fetch import fetch_paths, state_dir
 
     files = {"config.json": b'{"model_type": "tiny"}', "model.safetensors": os.urandom(300 * 1024)}
-    for round_ in range(4):  # the runs' probes before the start take varying time: four races
-        dest = tmp_path / f"tiny{round_}"
-        worker = fetch_paths(state_dir(str(dest))).cmd_file  # every downloader's wrapper has it in its argv
-        with HubServer("ZhipuAI/tiny", files) as hub:
-            hub.hold = "model.safetensors"
-            conns = [open_connection("target", sshd.hostvars()) for _ in range(2)]
+    dest = tmp_path / "tiny"
+    paths = fetch_paths(state_dir(str(dest)))
+    with HubServer("ZhipuAI/tiny", files) as hub:
+        hub.hold = "model.safetensors"
+        conns = [open_connection("target", sshd.hostvars()) for _ in range(2)]
+        for conn in conns:
+            conn.connect()
+        outcome: list[Any] = []
+
+        def both() -> None:
+            with _held_until_waited_for(paths.lock_file):
+                outcome.extend(_at_once(2, lambda i: run_module(conns[i], "model_fetch", source="huggingface", repo="ZhipuAI/tiny",
+                                                                 dest=str(dest), endpoint=hub.url, python=sys.executable)))
+
+        runs = threading.Thread(target=both)
+        runs.start()
+        try:
+            assert hub.holding.wait(60), "no download started"
+            time.sleep(0.3)  # a second downloader, if one was started, is up by now
+            downloaders = _with_marker(paths.cmd_file)  # each downloader's wrapper has its script in its argv
+            assert len(downloaders) == 1, f"{len(downloaders)} downloaders run into {dest}"
+        finally:
+            hub.release.set()
+            runs.join(120)
             for conn in conns:
-                conn.connect()
-                conn.run("true")
-            outcome: list[Any] = []
-            runs = threading.Thread(target=lambda: outcome.extend(_at_once(2, lambda i: run_module(
-                conns[i], "model_fetch", source="huggingface", repo="ZhipuAI/tiny", dest=str(dest), endpoint=hub.url,
-                python=sys.executable))))
-            runs.start()
-            try:
-                assert hub.holding.wait(60), "no download started"
-                time.sleep(0.3)  # a second downloader, if one was started, is up by now
-                downloaders = _with_marker(worker)
-                assert len(downloaders) == 1, f"{len(downloaders)} downloaders run into {dest}"
-            finally:
-                hub.release.set()
-                runs.join(120)
-                for conn in conns:
-                    conn.close()
-        assert all(not isinstance(r, Exception) and not r.failed for r in outcome), [getattr(r, "msg", r) for r in outcome]
-        assert sorted(r.data["attached"] for r in outcome) == [False, True]
-        assert (dest / "model.safetensors").read_bytes() == files["model.safetensors"]
+                conn.close()
+    assert all(not isinstance(r, Exception) and not r.failed for r in outcome), [getattr(r, "msg", r) for r in outcome]
+    assert sorted(r.data["attached"] for r in outcome) == [False, True]
+    assert (dest / "model.safetensors").read_bytes() == files["model.safetensors"]
