@@ -166,6 +166,11 @@ def test_a_start_that_finds_one_running_starts_nothing(conn, tmp_path: Path) -> 
         assert again.attached and again.running and again.pid == other.pid and again.script == build_script("exec sleep 300")
     finally:
         _detached.stop(conn, paths, grace=5)
+        for pid in {other.pid} - {None}:  # whatever the pid file names by now
+            try:
+                os.killpg(pid, 9)
+            except ProcessLookupError:
+                pass
 
 
 def _bin_without(tmp_path: Path, *names: str) -> Path:
