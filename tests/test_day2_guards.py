@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import glmops
+from helpers import ROOT, glmops
 from modhelp import run_module
 
 from glmops.layout import Layout
@@ -90,6 +92,28 @@ def test_logs_lines_of_a_small_log_are_whole(deployment: dict) -> None:
     log.write_text("".join(f"line {i}\n" for i in range(100)))
     shown = glmops("logs", "gpu1", "-i", deployment["inv"], "-n", "3")
     assert shown.returncode == 0 and shown.stdout == "line 97\nline 98\nline 99\n" and shown.stderr == ""
+
+
+def test_logs_follow_skips_a_flood_to_its_last_mebibyte(deployment: dict) -> None:
+    log = Path(deployment["layout"].log_file)
+    log.parent.mkdir(parents=True)
+    log.write_text("before\n")
+    follower = subprocess.Popen([sys.executable, "-m", "glmops", "logs", "gpu1", "-i", deployment["inv"], "-n", "1", "-f",
+                                 "--interval", "0.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert follower.stdout is not None and follower.stdout.readline() == b"before\n"
+        with open(log, "ab") as handle:  # 3 MiB at once, between two reads
+            handle.write(b"y" * (3 * 1024 * 1024) + b" FLOOD-END\n")
+        got = b""
+        deadline = time.monotonic() + 30
+        while b"FLOOD-END" not in got and time.monotonic() < deadline:
+            got += follower.stdout.read1(1 << 20)
+    finally:
+        follower.terminate()
+        _, err = follower.communicate(timeout=10)
+    assert got.endswith(b"y FLOOD-END\n") and len(got) <= 1024 * 1024 + 10, len(got)
+    assert f"skipped {3 * 1024 * 1024 + len(' FLOOD-END') + 1 - 1024 * 1024} bytes".encode() in err
 
 
 @pytest.fixture

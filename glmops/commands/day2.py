@@ -241,7 +241,8 @@ def _follow_step(conn: Any, target: Target, log: str, offset: int) -> int:
 @click.command(context_settings=CONTEXT)
 @click.argument("host")
 @inventory_option
-@click.option("-n", "--lines", default=50, show_default=True, type=click.IntRange(0, 1_000_000), help="Lines to show.")
+@click.option("-n", "--lines", default=50, show_default=True, type=click.IntRange(0, 1_000_000),
+              help=f"Lines to show (from the log's last N x {LINE_CAP // 1024} KiB, {TOTAL_CAP // 2**20} MiB at most; a line cut there starts with {CUT_MARK.strip()}).")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing what is appended (Ctrl-C to stop).")
 @click.option("--interval", default=0.5, show_default=True, type=click.FloatRange(0.05, 60), help="Seconds between reads with -f.")
 def logs(host: str, inventories: tuple[str, ...], extra_vars: tuple[str, ...], accept_new: bool, lines: int, follow: bool,
@@ -259,7 +260,7 @@ def logs(host: str, inventories: tuple[str, ...], extra_vars: tuple[str, ...], a
                 raise GlmopsError(f"{target.name}: no log at {target.layout.log_file}",
                                   hint=f"is the server deployed there? `glmops status {target.name}`")
             offset = int(size_line) if size_line.strip().isdigit() else 0
-            shown, cut = last_lines(text, lines, offset > cap)
+            shown, cut = last_lines(text, lines, offset > cap + 1)  # else the whole log was read
             if cut:
                 click.echo(f"--- the first line shown is cut (it starts with {CUT_MARK.strip()}): only the log's last {cap} bytes "
                            f"are read for -n {lines} ({LINE_CAP // 1024} KiB a line, {TOTAL_CAP // 2**20} MiB at most) ---", err=True)
