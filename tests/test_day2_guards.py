@@ -65,7 +65,7 @@ def test_stop_does_not_signal_a_pid_whose_start_time_is_not_recorded(conn, deplo
     assert again.failed and not again.changed and "cannot be proved" in again.msg
     assert Path(paths.pid_file).read_text().strip() == str(started.pid) and _alive(started.pid)  # nothing else started
     restart = glmops("restart", "gpu1", "-i", deployment["inv"], "--no-wait")
-    assert restart.returncode != 0 and "not restarted" in restart.stderr and _alive(started.pid)
+    assert restart.returncode == 2 and "gpu1: not restarted" in restart.stderr and _alive(started.pid), restart.stderr
 
 
 def test_logs_caps_a_huge_last_line_and_says_so(deployment: dict) -> None:

@@ -357,7 +357,9 @@ def restart(host: str, inventories: tuple[str, ...], extra_vars: tuple[str, ...]
                 with connected(target, accept_new) as conn:
                     current = _detached.status(conn, paths)
                     if current.unverified:
-                        raise GlmopsError(f"{target.name}: not restarted: {_detached.unverified_message(paths, current.pid)}")
+                        click.secho(f"{target.name}: not restarted: {_detached.unverified_message(paths, current.pid)}", fg="red", err=True)
+                        code = EXIT_HOST_FAILED
+                        continue
                     if not current.script:
                         raise GlmopsError(f"{target.name}: no server command recorded in {paths.cmd_file}",
                                           hint="deploy first (glmops run playbooks/...), which starts the server with the daemon module")
