@@ -273,7 +273,7 @@ def _read_stream(response: http.client.HTTPResponse, on_text: Callable[[str], No
 @click.option("--base-url", help="Send to this URL instead (e.g. http://127.0.0.1:6006/v1).")
 @click.option("--api-key", envvar="GLMOPS_API_KEY", help="API key (default: $GLMOPS_API_KEY, else the host's api_keys[0]).")
 @click.option("--timeout", type=click.FloatRange(0.1), default=DEFAULT_TIMEOUT, show_default=True,
-              help=f"Seconds for the answer to begin (and, with --stream, between two of its parts); connecting may take {CONNECT_TIMEOUT:g} at most.")
+              help=f"Seconds for the answer to begin (and, with --stream, between two of its parts); connecting may take {CONNECT_TIMEOUT:g} s at most.")
 @click.option("--json", "as_json", is_flag=True, help="Print {host, url, model, content, finish_reason, usage} instead of the text.")
 def chat(words: tuple[str, ...], inventories: tuple[str, ...], extra_vars: tuple[str, ...], accept_new: bool, stream: bool,
          system: str | None, max_tokens: int | None, temperature: float | None, model: str | None, base_url: str | None,
