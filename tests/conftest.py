@@ -25,6 +25,24 @@ def _started(server: SshServer) -> SshServer:
         pytest.fail(f"cannot start the test sshd: {exc}\n(run `bash scripts/bootstrap.sh` to install openssh-server)", pytrace=False)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_user_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The controller's own ~/.ssh/config and tunnel state directory are never read: every glmops the tests
+    run (in-process or as a subprocess, which inherits the environment) gets an empty ssh config and a
+    fresh state directory, unless a test sets its own."""
+    base = tmp_path_factory.mktemp("user-files")
+    (base / "ssh_config").write_text("")
+    wanted = {"GLMOPS_SSH_CONFIG": str(base / "ssh_config"), "XDG_STATE_HOME": str(base / "state")}
+    saved = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The tiny chat and embedding models (scripts/make_tiny_models.py), made once per session."""

@@ -84,6 +84,9 @@ esac
 
 
 def _run(conn, bin_dir: Path, **args):
+    """The module with nvidia-smi from bin_dir; the AutoDL marker file is under bin_dir's folder (absent unless
+    a test writes it), never the machine's own /etc/network_turbo."""
+    args.setdefault("network_turbo_path", str(bin_dir.parent / "network_turbo"))
     module = get_module("gpu_facts")
     ctx = ModuleContext(conn=conn, host="target", environment={"PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin"})
     return module.run(ctx, validate_args(module, args, final=True))

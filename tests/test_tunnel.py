@@ -159,6 +159,63 @@ def test_background_status_stop(inventory, env, service):
     assert "no tunnel to box is open" in glmops(["tunnel", "stop", "box"], env).stdout
 
 
+def _dead(pid: int) -> bool:
+    return not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def _impostor() -> subprocess.Popen:
+    """An unrelated process whose command line says "tunnel" (what the old check accepted)."""
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "not-a-glmops-tunnel"])
+
+
+def test_stop_spares_a_process_that_reused_a_dead_tunnels_pid(inventory, env, service, tmp_path):
+    local = free_port()
+    started = glmops(["tunnel", "box", "-i", inventory, "--local-port", str(local), "--remote-port", str(service.port), "--background"], env)
+    assert started.returncode == 0, started.stderr
+    path = tmp_path / "state" / "glmops" / "tunnels" / f"box-{local}.json"
+    state = json.loads(path.read_text())
+    os.kill(state["pid"], signal.SIGKILL)  # killed hard: its state file stays behind
+    deadline = time.monotonic() + 10
+    while not _dead(state["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    impostor = _impostor()
+    try:
+        path.write_text(json.dumps({**state, "pid": impostor.pid}))  # as if the kernel gave the pid to it
+        stopped = glmops(["tunnel", "stop", "box"], env)
+        assert stopped.returncode == 0 and "no tunnel to box is open" in stopped.stdout, stopped.stdout + stopped.stderr
+        time.sleep(0.3)
+        assert impostor.poll() is None  # not signalled: its start time is not the tunnel's
+        assert state["start"] and not path.exists()  # the start time recorded when the tunnel came up; a stale state
+        # a state file of an older glmops (no start time) naming a live process: not signalled, said so
+        path.write_text(json.dumps({key: value for key, value in state.items() if key != "start"} | {"pid": impostor.pid}))
+        status = glmops(["tunnel", "status"], env)
+        assert status.returncode == 0 and "records no start time" in status.stderr and "no tunnels open" in status.stdout
+        old = glmops(["tunnel", "stop", "--all"], env)
+        assert old.returncode == 1 and f"not closed: pid {impostor.pid} runs" in old.stderr and "older glmops" in old.stderr
+        time.sleep(0.3)
+        assert impostor.poll() is None and path.exists()
+    finally:
+        impostor.kill()
+        impostor.wait()
+    assert "no tunnels open" in glmops(["tunnel", "status"], env).stdout and not path.exists()
+
+
+@pytest.mark.parametrize("content", ['{"pid": 99999999999, "host": "box", "url": "http://127.0.0.1:1"}', '{"pid": -4}',
+                                     '{"pid": true}', "[1, 2]", "{not json"])
+def test_a_broken_state_file_is_stale_not_a_traceback(env, tmp_path, content):
+    folder = tmp_path / "state" / "glmops" / "tunnels"
+    folder.mkdir(parents=True)
+    (folder / "box-6006.json").write_text(content)
+    status = glmops(["tunnel", "status"], env)
+    assert status.returncode == 0 and "no tunnels open" in status.stdout, status.stdout + status.stderr
+    assert "ignoring the tunnel state file" in status.stderr and "removed it" in status.stderr and "Traceback" not in status.stderr
+    assert not (folder / "box-6006.json").exists()
+    (folder / "box-6006.json").write_text(content)
+    stopped = glmops(["tunnel", "stop", "--all"], env)
+    assert stopped.returncode == 0 and "no tunnels open" in stopped.stdout and "Traceback" not in stopped.stderr
+    assert "ignoring the tunnel state file" in stopped.stderr
+
+
 def test_reconnects_when_the_ssh_session_dies(inventory, env, service, server):
     local = free_port()
     tunnel = Foreground(["box", "-i", inventory, "--local-port", str(local), "--remote-port", str(service.port)], env)

@@ -26,6 +26,8 @@ from glmops.commands._hosts import Target, connect, inventory_option, load_targe
 from glmops.errors import ConnectionFailure, GlmopsError
 
 DEFAULT_BASE_URL = "http://127.0.0.1:6006/v1"
+CONNECT_TIMEOUT = 10.0  # seconds to reach the server (at most --timeout)
+DEFAULT_TIMEOUT = 60.0  # --timeout: seconds for the answer to begin, and between two parts of a stream
 
 
 @dataclass
@@ -33,7 +35,7 @@ class Endpoint:
     """Where the request goes and how to open the HTTP connection to it."""
 
     url: str  # the base URL, for messages (ends with /v1)
-    open: Callable[[], http.client.HTTPConnection]
+    open: Callable[[float], http.client.HTTPConnection]  # connected within that many seconds
     close: Callable[[], None] = lambda: None
     hint: str = ""
 
@@ -52,7 +54,13 @@ def normalize_base(url: str) -> str:
 def url_endpoint(base: str, hint: str = "") -> Endpoint:
     parts = urlsplit(base)
     kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    return Endpoint(base, lambda: kind(parts.hostname, parts.port, timeout=600), hint=hint)  # type: ignore[arg-type]
+
+    def open_connection(connect_timeout: float) -> http.client.HTTPConnection:
+        conn = kind(parts.hostname, parts.port, timeout=connect_timeout)  # type: ignore[arg-type]
+        conn.connect()
+        return conn
+
+    return Endpoint(base, open_connection, hint=hint)
 
 
 def open_tunnels() -> list[dict[str, Any]]:
@@ -92,14 +100,14 @@ def host_endpoint(target: Target, accept_new: bool) -> Endpoint:
         conn.close()
         return url_endpoint(normalize_base(f"http://{remote_host}:{layout.api_port}"))
 
-    def open_channel() -> http.client.HTTPConnection:
+    def open_channel(connect_timeout: float) -> http.client.HTTPConnection:
         import paramiko
 
         try:
-            channel = transport.open_channel("direct-tcpip", (remote_host, layout.api_port), ("127.0.0.1", 0), timeout=30)
+            channel = transport.open_channel("direct-tcpip", (remote_host, layout.api_port), ("127.0.0.1", 0), timeout=connect_timeout)
         except (paramiko.ChannelException, paramiko.SSHException, OSError) as exc:
             raise ConnectionRefusedError(str(exc)) from None
-        http_conn = http.client.HTTPConnection(remote_host, layout.api_port, timeout=600)
+        http_conn = http.client.HTTPConnection(remote_host, layout.api_port, timeout=connect_timeout)
         http_conn.sock = _ChannelSocket(channel)  # type: ignore[assignment]
         return http_conn
 
@@ -131,6 +139,9 @@ class _ChannelSocket:
     def sendall(self, data: bytes) -> None:
         self.channel.sendall(data)
 
+    def settimeout(self, seconds: float | None) -> None:
+        self.channel.settimeout(seconds)
+
     def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> io.BufferedReader:
         return io.BufferedReader(_ChannelRaw(self.channel))
 
@@ -161,58 +172,94 @@ def _error_text(status: int, raw: bytes) -> str:
         return raw.decode(errors="replace")[:300] or f"HTTP {status}"
 
 
-def send(endpoint: Endpoint, body: dict[str, Any], api_key: str | None, on_text: Callable[[str], None]) -> dict[str, Any]:
-    """POST /chat/completions; streamed text goes to on_text. Returns {model, content, finish_reason, usage}."""
+def _silent(endpoint: Endpoint, what: str, timeout: float) -> GlmopsError:
+    """The error for a server that took the connection but did not answer in time."""
+    return GlmopsError(f"{endpoint.url} {what} within {timeout:g} s",
+                       hint="is the server hung or still loading the model? see `glmops status HOST` and `glmops logs HOST`; "
+                            "a long answer without --stream may need a larger --timeout")
+
+
+def send(endpoint: Endpoint, body: dict[str, Any], api_key: str | None, on_text: Callable[[str], None],
+         timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+    """POST /chat/completions; streamed text goes to on_text. Returns {model, content, finish_reason, usage}.
+
+    The connection must be made within CONNECT_TIMEOUT seconds (or `timeout`, when shorter), the answer
+    must begin within `timeout` seconds, and a stream may not pause longer than that."""
     headers = {"Content-Type": "application/json", "Accept": "text/event-stream" if body.get("stream") else "application/json"}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     path = urlsplit(endpoint.url.split(" ")[0]).path.rstrip("/") + "/chat/completions"
+    connect_timeout = min(CONNECT_TIMEOUT, timeout)
     try:
-        conn = endpoint.open()
-        conn.request("POST", path, body=json.dumps(body).encode(), headers=headers)
-        response = conn.getresponse()
-    except (ConnectionRefusedError, ConnectionResetError, TimeoutError, OSError, http.client.HTTPException) as exc:
+        conn = endpoint.open(connect_timeout)
+    except TimeoutError:
+        raise GlmopsError(f"cannot connect to {endpoint.url} within {connect_timeout:g} s",
+                          hint=endpoint.hint or "is the host up? is a tunnel open (glmops tunnel HOST)?") from None
+    except (ConnectionRefusedError, ConnectionResetError, OSError) as exc:
         raise GlmopsError(f"nothing answers at {endpoint.url}: {exc}",
                           hint=endpoint.hint or "is the server running (glmops status HOST)? is a tunnel open (glmops tunnel HOST)?") from None
     try:
-        if response.status != 200:
-            text = _error_text(response.status, response.read())
-            hint = ("send the key with --api-key (or api_keys in the inventory)" if response.status == 401 else
-                    "the model is still loading: try again, or watch `glmops status HOST`" if response.status == 503 else None)
-            raise GlmopsError(f"the server answered HTTP {response.status}: {text}", hint=hint)
-        if not body.get("stream"):
-            data = json.loads(response.read())
-            choice = (data.get("choices") or [{}])[0]
-            content = (choice.get("message") or {}).get("content") or ""
-            on_text(content)
-            return {"model": data.get("model"), "content": content, "finish_reason": choice.get("finish_reason"), "usage": data.get("usage")}
-        parts: list[str] = []
-        result: dict[str, Any] = {"model": None, "finish_reason": None, "usage": None}
-        while True:
-            line = response.readline()
-            if not line:
-                break
-            text = line.decode(errors="replace").strip()
-            if not text.startswith("data:"):
-                continue
-            payload = text[5:].strip()
-            if payload == "[DONE]":
-                break
-            chunk = json.loads(payload)
-            if chunk.get("error"):
-                raise GlmopsError(f"the server ended the stream with an error: {_error_text(500, payload.encode())}")
-            result["model"] = chunk.get("model") or result["model"]
-            result["usage"] = chunk.get("usage") or result["usage"]
-            for choice in chunk.get("choices") or []:
-                delta = (choice.get("delta") or {}).get("content")
-                if delta:
-                    parts.append(delta)
-                    on_text(delta)
-                result["finish_reason"] = choice.get("finish_reason") or result["finish_reason"]
-        result["content"] = "".join(parts)
-        return result
+        conn.sock.settimeout(timeout)
+        conn.request("POST", path, body=json.dumps(body).encode(), headers=headers)
+        response = conn.getresponse()
+    except TimeoutError:
+        conn.close()
+        raise _silent(endpoint, "took the connection but sent no answer", timeout) from None
+    except (ConnectionResetError, OSError, http.client.HTTPException) as exc:
+        conn.close()
+        raise GlmopsError(f"nothing answers at {endpoint.url}: {exc}",
+                          hint=endpoint.hint or "is the server running (glmops status HOST)? is a tunnel open (glmops tunnel HOST)?") from None
+    try:
+        return _read_answer(body, response, on_text)
+    except TimeoutError:
+        raise _silent(endpoint, "began to answer, then sent nothing more", timeout) from None
     finally:
         conn.close()
+
+
+def _read_answer(body: dict[str, Any], response: http.client.HTTPResponse, on_text: Callable[[str], None]) -> dict[str, Any]:
+    """The answer of a response that began: the error it carries, the JSON body, or the stream's parts."""
+    if response.status != 200:
+        text = _error_text(response.status, response.read())
+        hint = ("send the key with --api-key (or api_keys in the inventory)" if response.status == 401 else
+                "the model is still loading: try again, or watch `glmops status HOST`" if response.status == 503 else None)
+        raise GlmopsError(f"the server answered HTTP {response.status}: {text}", hint=hint)
+    if not body.get("stream"):
+        data = json.loads(response.read())
+        choice = (data.get("choices") or [{}])[0]
+        content = (choice.get("message") or {}).get("content") or ""
+        on_text(content)
+        return {"model": data.get("model"), "content": content, "finish_reason": choice.get("finish_reason"), "usage": data.get("usage")}
+    return _read_stream(response, on_text)
+
+
+def _read_stream(response: http.client.HTTPResponse, on_text: Callable[[str], None]) -> dict[str, Any]:
+    """The parts of a server-sent-event stream, each given to on_text as it arrives."""
+    parts: list[str] = []
+    result: dict[str, Any] = {"model": None, "finish_reason": None, "usage": None}
+    while True:
+        line = response.readline()
+        if not line:
+            break
+        text = line.decode(errors="replace").strip()
+        if not text.startswith("data:"):
+            continue
+        payload = text[5:].strip()
+        if payload == "[DONE]":
+            break
+        chunk = json.loads(payload)
+        if chunk.get("error"):
+            raise GlmopsError(f"the server ended the stream with an error: {_error_text(500, payload.encode())}")
+        result["model"] = chunk.get("model") or result["model"]
+        result["usage"] = chunk.get("usage") or result["usage"]
+        for choice in chunk.get("choices") or []:
+            delta = (choice.get("delta") or {}).get("content")
+            if delta:
+                parts.append(delta)
+                on_text(delta)
+            result["finish_reason"] = choice.get("finish_reason") or result["finish_reason"]
+    result["content"] = "".join(parts)
+    return result
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -225,10 +272,12 @@ def send(endpoint: Endpoint, body: dict[str, Any], api_key: str | None, on_text:
 @click.option("--model", help="The model name to send (default: the server's).")
 @click.option("--base-url", help="Send to this URL instead (e.g. http://127.0.0.1:6006/v1).")
 @click.option("--api-key", envvar="GLMOPS_API_KEY", help="API key (default: $GLMOPS_API_KEY, else the host's api_keys[0]).")
+@click.option("--timeout", type=click.FloatRange(0.1), default=DEFAULT_TIMEOUT, show_default=True,
+              help=f"Seconds for the answer to begin (and, with --stream, between two of its parts); connecting may take {CONNECT_TIMEOUT:g} s at most.")
 @click.option("--json", "as_json", is_flag=True, help="Print {host, url, model, content, finish_reason, usage} instead of the text.")
 def chat(words: tuple[str, ...], inventories: tuple[str, ...], extra_vars: tuple[str, ...], accept_new: bool, stream: bool,
          system: str | None, max_tokens: int | None, temperature: float | None, model: str | None, base_url: str | None,
-         api_key: str | None, as_json: bool) -> None:
+         api_key: str | None, timeout: float, as_json: bool) -> None:
     """Ask the deployed model one question: the quick proof that a deploy works.
 
     \b
@@ -268,7 +317,7 @@ def chat(words: tuple[str, ...], inventories: tuple[str, ...], extra_vars: tuple
                 sys.stdout.flush()
 
         try:
-            result = send(endpoint, request, key, show)
+            result = send(endpoint, request, key, show, timeout=timeout)
         finally:
             endpoint.close()
         if as_json:

@@ -100,6 +100,8 @@ def summarize(target: Target, status: _detached.Status, code: int, body: dict[st
         row["state"] = "unhealthy"
         row["message"] = (f"/health: {body.get('error') or body.get('status')}" if body else
                           f"/health did not answer ({raw or 'no answer'})" if code == 0 else f"/health answered HTTP {code}: {raw[:200]}")
+    elif status.unverified:
+        row["message"] = _detached.unverified_message(paths_of(layout), status.pid)
     else:
         ended = f" (exit code {status.exit_code})" if status.exit_code is not None else ""
         row["message"] = (f"not running{ended}; see `glmops logs {target.name}`" if status.pid or status.script
@@ -196,10 +198,51 @@ def status(pattern: str, inventories: tuple[str, ...], extra_vars: tuple[str, ..
     run_command(body, as_json=as_json)
 
 
+LINE_CAP = 64 * 1024  # `glmops logs -n N` reads at most N times this many bytes from the log's end,
+TOTAL_CAP = 16 * 1024 * 1024  # and never more than this
+FOLLOW_CAP = 1024 * 1024  # `-f` prints at most this many of the bytes appended between two reads
+CUT_MARK = "[cut] "
+
+
+def last_lines(text: str, count: int, capped: bool) -> tuple[str, bool]:
+    """The last `count` lines of `text`, the tail of a log. `capped`: `text` is the log's last bytes plus one,
+    so its first line may have begun earlier (unless it is just the newline before them); such a line,
+    when shown, starts with CUT_MARK. Returns (text to print, whether a line was cut)."""
+    whole = not capped or text.startswith("\n")
+    if capped and whole:
+        text = text[1:]
+    parts = text.splitlines(keepends=True)
+    shown = parts[len(parts) - count:] if count else []
+    cut = not whole and bool(shown) and len(shown) == len(parts)
+    if cut:
+        shown[0] = CUT_MARK + shown[0]
+    return "".join(shown), cut
+
+
+def _follow_step(conn: Any, target: Target, log: str, offset: int) -> int:
+    """Print what was appended to the log (`log`: quoted) since `offset`, at most FOLLOW_CAP bytes; the new offset."""
+    step = conn.run(f"s=$(wc -c < {log} 2>/dev/null || echo 0); f={offset}; "
+                    f"[ \"$s\" -gt $((f + {FOLLOW_CAP})) ] && f=$((s - {FOLLOW_CAP})); echo \"$s $f\"; "
+                    f"if [ \"$s\" -gt \"$f\" ]; then tail -c +$((f + 1)) -- {log} | head -c $((s - f)); fi")
+    head, _, new = step.stdout.partition("\n")
+    numbers = [int(n) for n in head.split() if n.isdigit()]
+    size, start = numbers if len(numbers) == 2 else (0, 0)
+    if size < offset:
+        click.echo(f"--- {target.layout.log_file} was truncated; following from its start ---", err=True)
+        return 0
+    if start > offset:
+        click.echo(f"\n--- skipped {start - offset} bytes: more than {FOLLOW_CAP} bytes were appended at once ---", err=True)
+    if new:
+        click.echo(new, nl=False)
+        sys.stdout.flush()
+    return size
+
+
 @click.command(context_settings=CONTEXT)
 @click.argument("host")
 @inventory_option
-@click.option("-n", "--lines", default=50, show_default=True, type=click.IntRange(0, 1_000_000), help="Lines to show.")
+@click.option("-n", "--lines", default=50, show_default=True, type=click.IntRange(0, 1_000_000),
+              help=f"Lines to show (from the log's last N x {LINE_CAP // 1024} KiB, {TOTAL_CAP // 2**20} MiB at most; a line cut there starts with {CUT_MARK.strip()}).")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing what is appended (Ctrl-C to stop).")
 @click.option("--interval", default=0.5, show_default=True, type=click.FloatRange(0.05, 60), help="Seconds between reads with -f.")
 def logs(host: str, inventories: tuple[str, ...], extra_vars: tuple[str, ...], accept_new: bool, lines: int, follow: bool,
@@ -209,29 +252,23 @@ def logs(host: str, inventories: tuple[str, ...], extra_vars: tuple[str, ...], a
     def body() -> int:
         target = load_targets(host, inventories, extra_vars, single=True)[0]
         log = shlex.quote(target.layout.log_file)
+        cap = min(max(lines, 1) * LINE_CAP, TOTAL_CAP)
         with connected(target, accept_new) as conn:
-            first = conn.run(f"if [ -f {log} ]; then wc -c < {log}; tail -n {lines} -- {log}; else echo missing; fi")
+            first = conn.run(f"if [ -f {log} ]; then wc -c < {log}; tail -c {cap + 1} -- {log}; else echo missing; fi")
             size_line, _, text = first.stdout.partition("\n")
             if size_line.strip() == "missing" and not follow:
                 raise GlmopsError(f"{target.name}: no log at {target.layout.log_file}",
                                   hint=f"is the server deployed there? `glmops status {target.name}`")
             offset = int(size_line) if size_line.strip().isdigit() else 0
-            click.echo(text, nl=False)
+            shown, cut = last_lines(text, lines, offset > cap + 1)  # else the whole log was read
+            if cut:
+                click.echo(f"--- the first line shown is cut (it starts with {CUT_MARK.strip()}): only the log's last {cap} bytes "
+                           f"are read for -n {lines} ({LINE_CAP // 1024} KiB a line, {TOTAL_CAP // 2**20} MiB at most) ---", err=True)
+            click.echo(shown, nl=False)
             sys.stdout.flush()
             while follow:
                 time.sleep(interval)
-                step = conn.run(f"s=$(wc -c < {log} 2>/dev/null || echo 0); echo \"$s\"; "
-                                f"if [ \"$s\" -gt {offset} ]; then tail -c +{offset + 1} -- {log} | head -c $((s - {offset})); fi")
-                size_text, _, new = step.stdout.partition("\n")
-                size = int(size_text) if size_text.strip().isdigit() else 0
-                if size < offset:
-                    click.echo(f"--- {target.layout.log_file} was truncated; following from its start ---", err=True)
-                    offset = 0
-                    continue
-                if new:
-                    click.echo(new, nl=False)
-                    sys.stdout.flush()
-                offset = size
+                offset = _follow_step(conn, target, log, offset)
         return 0
 
     try:
@@ -250,14 +287,19 @@ def stop(host: str, inventories: tuple[str, ...], extra_vars: tuple[str, ...], a
     def body() -> int:
         code = 0
         for target in load_targets(host, inventories, extra_vars):
+            paths = paths_of(target.layout)
             try:
                 with connected(target, accept_new) as conn:
-                    result = _detached.stop(conn, paths_of(target.layout), grace=timeout)
+                    result = _detached.stop(conn, paths, grace=timeout)
             except ConnectionFailure as exc:
                 click.secho(f"{target.name}: UNREACHABLE: {exc.message}", fg="magenta", err=True)
                 code = code or EXIT_HOST_UNREACHABLE
                 continue
-            if result.status is not None and result.status.running:
+            if result.unverified:
+                pid = result.status.pid if result.status else None
+                click.secho(f"{target.name}: not stopped: {_detached.unverified_message(paths, pid)}", fg="red", err=True)
+                code = EXIT_HOST_FAILED
+            elif result.status is not None and result.status.running:
                 click.secho(f"{target.name}: pid {result.status.pid} did not stop", fg="red", err=True)
                 code = EXIT_HOST_FAILED
             elif result.was_running:
@@ -314,6 +356,10 @@ def restart(host: str, inventories: tuple[str, ...], extra_vars: tuple[str, ...]
             try:
                 with connected(target, accept_new) as conn:
                     current = _detached.status(conn, paths)
+                    if current.unverified:
+                        click.secho(f"{target.name}: not restarted: {_detached.unverified_message(paths, current.pid)}", fg="red", err=True)
+                        code = EXIT_HOST_FAILED
+                        continue
                     if not current.script:
                         raise GlmopsError(f"{target.name}: no server command recorded in {paths.cmd_file}",
                                           hint="deploy first (glmops run playbooks/...), which starts the server with the daemon module")
@@ -330,7 +376,8 @@ def restart(host: str, inventories: tuple[str, ...], extra_vars: tuple[str, ...]
                     elif not started.running:
                         why = f"the server exited right after the start (exit code {started.exit_code})"
                     if ok:
-                        click.echo(f"{target.name}: restarted (pid {started.pid})" + ("" if no_wait else ", healthy"))
+                        by = "; another run started it at the same time" if started.attached else ""
+                        click.echo(f"{target.name}: restarted (pid {started.pid}{by})" + ("" if no_wait else ", healthy"))
                     else:
                         tail = _detached.tail(conn, paths.log_file, 20).rstrip("\n")
                         click.secho(f"{target.name}: {why}; last lines of {paths.log_file}:\n{tail or '(empty)'}", fg="red", err=True)

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,12 @@ def write_state(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def read_states() -> list[dict[str, Any]]:
-    """Every state file, each with its `path`; unreadable ones are skipped."""
+PID_MAX = 2**31 - 1  # pid_t is a signed 32-bit int (Linux stays below 2**22)
+
+
+def read_states(on_bad: Callable[[Path, str], None] | None = None) -> list[dict[str, Any]]:
+    """Every state file, each with its `path`. A file that is not a state (unreadable, not JSON, no valid
+    pid) is left out; `on_bad(path, why)` is told about it."""
     folder = state_dir()
     if not folder.is_dir():
         return []
@@ -59,12 +64,24 @@ def read_states() -> list[dict[str, Any]]:
     for path in sorted(folder.glob("*.json")):
         try:
             data = json.loads(path.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError) as exc:
+            if on_bad is not None:
+                on_bad(path, f"it is not readable JSON ({exc})")
             continue
-        if isinstance(data, dict) and isinstance(data.get("pid"), int):
-            data["path"] = str(path)
-            states.append(data)
+        pid = data.get("pid") if isinstance(data, dict) else None
+        if type(pid) is not int or not 0 < pid <= PID_MAX:
+            if on_bad is not None:
+                on_bad(path, f"its pid {pid!r} is not a process id (a whole number from 1 to {PID_MAX})")
+            continue
+        data["path"] = str(path)
+        states.append(data)
     return states
+
+
+def _drop_bad_state(path: Path, why: str) -> None:
+    """A broken state file is stale: say so and remove it (nothing is signalled)."""
+    click.secho(f"warning: ignoring the tunnel state file {path}: {why}; removed it", fg="yellow", err=True)
+    path.unlink(missing_ok=True)
 
 
 def pid_alive(pid: int) -> bool:
@@ -95,16 +112,42 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def _is_our_tunnel(state: dict[str, Any]) -> bool:
-    """The pid still runs and (where /proc tells) is still a glmops tunnel, not a reused pid."""
+def process_start(pid: int) -> str | None:
+    """A token that changes when `pid` is reused: the `ident` of glmops.modules._detached (start time from
+    /proc, else `ps -o lstart`), run by /bin/sh here; '' when the pid does not run; None without /bin/sh."""
+    if os.name == "nt":
+        return None
+    from glmops.modules._detached import FUNCTIONS
+
+    try:
+        found = subprocess.run(["/bin/sh", "-c", FUNCTIONS + 'ident "$1"', "sh", str(pid)], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return found.stdout.strip()
+
+
+def check_tunnel(state: dict[str, Any]) -> tuple[str, str]:
+    """("live", "") when the state's pid is still the tunnel that wrote it (same start time); ("gone", why)
+    when it ended or the pid was reused; ("unproven", why) when it runs but the state file (from an older
+    glmops) has no start time to prove it: such a process is never signalled."""
     pid = int(state["pid"])
     if not pid_alive(pid):
-        return False
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return b"tunnel" in handle.read()
-    except OSError:
-        return True
+        return "gone", "it has ended"
+    if "start" not in state:
+        return "unproven", (f"pid {pid} runs, but {state.get('path')} records no start time (written by an older glmops), so it "
+                            f"cannot be proved to be the tunnel and is not signalled; if it is, stop it by hand (kill {pid}), "
+                            "then the state file goes with the next `glmops tunnel status`")
+    recorded, now = state["start"], process_start(pid)
+    if recorded is None or now is None:  # no start time on this system (Windows): the pid alone decides
+        return "live", ""
+    if now != recorded:
+        return "gone", f"pid {pid} is now another process (started {now}, not {recorded})"
+    return "live", ""
+
+
+def _is_our_tunnel(state: dict[str, Any]) -> bool:
+    """The pid still runs and is still the tunnel that wrote the state, not a reused pid."""
+    return check_tunnel(state)[0] == "live"
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -268,7 +311,7 @@ def _run_tunnel(host: str, variables: dict[str, Any], local_port: int, remote_po
     url = f"http://{url_host}:{forwarder.local_port}"
     record = {"pid": os.getpid(), "host": host, "ssh": where, "bind": bind, "local_port": forwarder.local_port,
               "remote_host": remote_host, "remote_port": remote_port, "url": url, "mode": "background" if detached else "foreground",
-              "started": time.time()}
+              "started": time.time(), "start": process_start(os.getpid())}
     stop_requested = {"flag": False}
     if hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGTERM, lambda *_: stop_requested.__setitem__("flag", True))
@@ -385,8 +428,12 @@ def _health(url: str, timeout: float = 3.0) -> str:
 def status(as_json: bool) -> None:
     """List open tunnels and whether the server answers /health through each."""
     rows = []
-    for state in read_states():
-        if not _is_our_tunnel(state):
+    for state in read_states(_drop_bad_state):
+        verdict, why = check_tunnel(state)
+        if verdict == "unproven":
+            click.secho(f"warning: {why}", fg="yellow", err=True)
+            continue
+        if verdict == "gone":
             Path(state["path"]).unlink(missing_ok=True)  # left behind by a tunnel that was killed
             continue
         stats = state.get("stats") or {}
@@ -420,15 +467,22 @@ def stop(host: str | None, stop_all: bool) -> None:
     """Close the tunnels to HOST (or all of them with --all)."""
     if not host and not stop_all:
         _fail(ArgumentError("name the host whose tunnel to close, or give --all", field="HOST", hint="see them: glmops tunnel status"))
-    states = [s for s in read_states() if stop_all or s.get("host") == host]
-    stopped = 0
+    states = [s for s in read_states(_drop_bad_state) if stop_all or s.get("host") == host]
+    stopped = unproven = 0
     for state in states:
-        if _is_our_tunnel(state):
+        verdict, why = check_tunnel(state)
+        if verdict == "unproven":
+            click.secho(f"ERROR: not closed: {why}", fg="red", err=True)
+            unproven += 1
+            continue
+        if verdict == "live":
             _terminate(int(state["pid"]))
             stopped += 1
             click.echo(f"closed the tunnel {state.get('url')} -> {state.get('host')}:{state.get('remote_port')} (pid {state['pid']})")
         Path(state["path"]).unlink(missing_ok=True)
         Path(state["path"]).with_suffix(".log").unlink(missing_ok=True)
+    if unproven:
+        sys.exit(EXIT_ERROR)
     if not stopped:
         click.echo(f"no tunnel to {host} is open" if host else "no tunnels open")
 

@@ -92,7 +92,7 @@ def job_result(ctx: ModuleContext, directory: str, jid: str) -> dict[str, Any]:
 
 def cleanup(ctx: ModuleContext, directory: str, jid: str) -> None:
     base = shlex.quote(posixpath.join(directory, jid))
-    ctx.run(f"rm -f -- {base}.pid {base}.log {base}.cmd {base}.rc {base}.start {base}.in {base}.meta {base}.out {base}.err")
+    ctx.run(f"rm -f -- {base}.pid {base}.log {base}.cmd {base}.rc {base}.start {base}.lock {base}.in {base}.meta {base}.out {base}.err")
 
 
 def run_async(module: Module, ctx: ModuleContext, args: dict[str, Any], seconds: int, poll: int | None) -> ModuleResult:

@@ -13,9 +13,16 @@ A process is started as::
 - the wrapper runs the script stored in CMD_FILE (the command with its `cd` and `export`s, mode
   0600: it may hold secrets) and writes the exit code to RC_FILE when it ends;
 - its pid goes to the pid file and its start time (from /proc, else `ps -o lstart`) to a `.start`
-  file beside it, so a later status is not fooled by a reused pid.
+  file beside it, so a later status is not fooled by a reused pid. A pid without a readable start
+  time is `unverified`: not called running, and never signalled (it cannot be proved to be ours);
+- the log is created under umask 077 (mode 0600: a server may log secrets), the process itself
+  keeps the caller's umask;
+- "is one running? if not, start it" happens under an exclusive lock on `DIR/NAME.lock`
+  (flock(2), taken by perl, which Debian, Ubuntu and macOS ship, else by util-linux flock(1); the
+  kernel drops it when its holder dies, so no stale lock is left), in one remote command: two runs
+  at once start one process; the other gets the running one back, marked `attached`.
 
-Files beside the pid file `DIR/NAME.pid`: `DIR/NAME.cmd`, `DIR/NAME.rc`, `DIR/NAME.start`.
+Files beside the pid file `DIR/NAME.pid`: `DIR/NAME.cmd`, `DIR/NAME.rc`, `DIR/NAME.start`, `DIR/NAME.lock`.
 All functions take anything with `run(cmd, *, stdin=None, timeout=None) -> CommandResult` (a
 Connection or a ModuleContext). Every path is shlex-quoted.
 """
@@ -64,6 +71,18 @@ group_alive() {
 """
 
 
+# LOCKED LOCK_FILE WAIT INNER: run `sh -c INNER` holding an exclusive flock on LOCK_FILE, waiting up to WAIT
+# seconds for it (exit 75 when that runs out). perl's lexical handle is close-on-exec, so neither the inner
+# shell nor a daemon it starts holds the lock; `flock -o` likewise closes it before running the command.
+LOCK_PERL = (
+    'open(my $f, ">>", shift) or die "cannot open the lock file: $!\\n"; my ($wait, $t0) = (shift, time); '
+    'until (flock($f, LOCK_EX | LOCK_NB)) { exit 75 if time - $t0 >= $wait; select(undef, undef, undef, 0.05) } '
+    'system(@ARGV); exit($? == -1 ? 127 : ($? & 127) ? 128 + ($? & 127) : $? >> 8)'
+)
+LOCK_WAIT = 30  # seconds a start waits for another run's start to finish (that takes well under one)
+LOCK_BUSY = 75  # exit code: the lock was not free within LOCK_WAIT
+ALREADY_RUNNING = 3  # exit code of the locked part: the process of the pid file runs, nothing started
+
 WATCH_MARK = "@@watched"  # start()'s progress lines while it watches a new process (they hold no '=')
 
 
@@ -98,6 +117,11 @@ class Paths:
         """The process's start time as recorded at start (guards against pid reuse)."""
         return self.base + ".start"
 
+    @property
+    def lock_file(self) -> str:
+        """Held (flock) while a start checks whether one runs and starts it."""
+        return self.base + ".lock"
+
 
 @dataclass
 class Status:
@@ -108,6 +132,8 @@ class Status:
     exit_code: int | None = None  # once it ended (None: still running, never started, or killed hard)
     script: str | None = None  # the script it was started with (the .cmd file)
     uptime_s: int | None = None
+    unverified: bool = False  # the recorded pid is alive, but no start time was recorded: cannot prove it is ours
+    attached: bool = False  # start() found it already running (another run started it) and started nothing
 
     def as_dict(self) -> dict[str, Any]:
         return {"running": self.running, "pid": self.pid, "exit_code": self.exit_code, "uptime_s": self.uptime_s}
@@ -150,10 +176,11 @@ def status_lines(paths: Paths) -> str:
     q = shlex.quote
     return (
         f"pid=$(cat {q(paths.pid_file)} 2>/dev/null | head -n 1); "
-        f"if [ -f {q(paths.start_file)} ]; then rec=$(cat {q(paths.start_file)}); else rec=any; fi; "
+        f"rec=$(cat {q(paths.start_file)} 2>/dev/null | head -n 1); "
         'case "$pid" in ""|*[!0-9]*) pid="";; esac; echo "pid=$pid"; '
-        'running=0; if [ -n "$pid" ]; then cur=$(ident "$pid"); '
-        '[ -n "$cur" ] && { [ "$rec" = any ] || [ "$cur" = "$rec" ]; } && running=1; fi; echo "running=$running"; '
+        'running=0; unverified=0; if [ -n "$pid" ]; then cur=$(ident "$pid"); '
+        'if [ -n "$cur" ]; then if [ -z "$rec" ]; then unverified=1; elif [ "$cur" = "$rec" ]; then running=1; fi; fi; fi; '
+        'echo "running=$running"; echo "unverified=$unverified"; '
         '[ "$running" = 1 ] && echo "uptime=$(uptime_of "$pid")"; '
         f"[ -f {q(paths.rc_file)} ] && echo \"rc=$(cat {q(paths.rc_file)})\"; "
         f"echo @@script; cat {q(paths.cmd_file)} 2>/dev/null; printf '\\n@@status-end\\n'"
@@ -179,7 +206,16 @@ def parse_status(text: str) -> Status:
         exit_code=exit_code,
         script=script if script else None,
         uptime_s=parse_duration(values.get("uptime", "")) if running else None,
+        unverified=values.get("unverified") == "1" and not running,
+        attached=values.get("attached") == "1" and running,
     )
+
+
+def unverified_message(paths: Paths, pid: int | None) -> str:
+    """Why a live pid without a recorded start time is neither signalled nor started over, and what to do."""
+    return (f"pid {pid} from {paths.pid_file} is alive, but its start time is not recorded ({paths.start_file} "
+            f"is missing or empty), so it cannot be proved to be the process started there; nothing was signalled. "
+            f"If it is, stop it by hand (kill -TERM -{pid}); if it is not, remove {paths.pid_file}")
 
 
 def _checked(result: CommandResult, action: str) -> CommandResult:
@@ -193,34 +229,67 @@ def status(runner: Runner, paths: Paths) -> Status:
     return parse_status(_checked(runner.run(FUNCTIONS + status_lines(paths)), "reading the process status").stdout)
 
 
-def start(runner: Runner, paths: Paths, script: str, *, wait: float = 1.0,
-          on_watch: Callable[[float], None] | None = None) -> Status:
-    """Start `script` (see build_script) detached; then watch it for up to `wait` seconds.
+def locked(lock_file: str, inner: str, wait: float = LOCK_WAIT) -> str:
+    """sh that runs the sh script `inner` holding an exclusive lock on `lock_file` (see LOCK_PERL); its exit
+    code is inner's, LOCK_BUSY when the lock stayed taken for `wait` seconds, 69 with neither perl nor flock(1)."""
+    q = shlex.quote
+    run_inner = f"/bin/sh -c {q(inner)}"
+    return (
+        f"if command -v perl >/dev/null 2>&1; then perl -MFcntl=:flock -e {q(LOCK_PERL)} {q(lock_file)} {int(wait)} {run_inner}; "
+        f"elif command -v flock >/dev/null 2>&1; then flock -o -w {int(wait)} -E {LOCK_BUSY} {q(lock_file)} {run_inner}; "
+        f"else echo {q(f'neither perl nor flock(1) on the host: cannot take the lock {lock_file}')} >&2; (exit 69); fi"
+    )
 
-    Returns the status after the wait: `running` False with an `exit_code` when it died at once.
-    `on_watch(seconds)` is told, as the host reports it, how long the process has been watched.
-    The caller decides whether one already runs (this starts another regardless).
-    """
+
+def _launch_script(paths: Paths) -> str:
+    """sh (after FUNCTIONS) for the locked part of a start: exit ALREADY_RUNNING when the process of the pid
+    file runs (verified by its start time); else write the .cmd file from stdin, start, record pid and start time."""
     q = shlex.quote
     launch_args = f"/bin/sh -c {q(WRAPPER)} {ARGV0} {q(paths.cmd_file)} {q(paths.rc_file)} >> {q(paths.log_file)} 2>&1 < /dev/null &"
     perl = "perl -MPOSIX -e 'POSIX::setsid() >= 0 or die qq(setsid: $!\\n); exec @ARGV or die qq(exec: $!\\n)'"
+    return (
+        f"pid=$(cat {q(paths.pid_file)} 2>/dev/null | head -n 1); rec=$(cat {q(paths.start_file)} 2>/dev/null | head -n 1); "
+        'case "$pid" in ""|*[!0-9]*) ;; *) cur=$(ident "$pid"); '
+        f'[ -n "$cur" ] && [ "$cur" = "$rec" ] && exit {ALREADY_RUNNING};; esac; '
+        f"mask=$(umask); umask 077; cat > {q(paths.cmd_file)}.tmp && mv -f {q(paths.cmd_file)}.tmp {q(paths.cmd_file)} || exit 1; "
+        f": >> {q(paths.log_file)} || exit 1; umask \"$mask\"; rm -f {q(paths.rc_file)}; "
+        f"if command -v setsid >/dev/null 2>&1; then setsid {launch_args} else {perl} {launch_args} fi; "
+        f"pid=$!; cur=$(ident \"$pid\"); echo \"${{cur:-ended}}\" > {q(paths.start_file)}.tmp && mv -f {q(paths.start_file)}.tmp {q(paths.start_file)}; "
+        f"echo \"$pid\" > {q(paths.pid_file)}.tmp && mv -f {q(paths.pid_file)}.tmp {q(paths.pid_file)}"
+    )
+
+
+def start(runner: Runner, paths: Paths, script: str, *, wait: float = 1.0,
+          on_watch: Callable[[float], None] | None = None, lock_wait: float = LOCK_WAIT) -> Status:
+    """Start `script` (see build_script) detached, unless the process of this pid file runs; then watch it
+    for up to `wait` seconds.
+
+    Returns the status after the wait: `running` False with an `exit_code` when it died at once. When the
+    process of the pid file was found running (another run started it meanwhile), nothing is started and
+    the status has `attached` set: the caller compares its `script` with the one it wanted.
+    `on_watch(seconds)` is told, as the host reports it, how long the process has been watched.
+    Raises OSError when another start holds the lock for `lock_wait` seconds.
+    """
+    q = shlex.quote
     steps = int(max(wait, 0) * 10)
     body = (
         f"mkdir -p {q(posixpath.dirname(paths.pid_file) or '.')} {q(posixpath.dirname(paths.log_file) or '.')} || exit 1; "
-        f"mask=$(umask); umask 077; cat > {q(paths.cmd_file)}.tmp && mv -f {q(paths.cmd_file)}.tmp {q(paths.cmd_file)} || exit 1; umask \"$mask\"; "
-        f"rm -f {q(paths.rc_file)}; : >> {q(paths.log_file)} || exit 1; "
-        f"if command -v setsid >/dev/null 2>&1; then setsid {launch_args} else {perl} {launch_args} fi; "
-        f"pid=$!; echo \"$pid\" > {q(paths.pid_file)}.tmp && mv -f {q(paths.pid_file)}.tmp {q(paths.pid_file)}; "
-        f"cur=$(ident \"$pid\"); echo \"${{cur:-ended}}\" > {q(paths.start_file)}; "
+        + locked(paths.lock_file, FUNCTIONS + _launch_script(paths), lock_wait) + "; lrc=$?; "
+        f'if [ "$lrc" = {ALREADY_RUNNING} ]; then echo attached=1; '
+        f'elif [ "$lrc" = {LOCK_BUSY} ]; then echo {q(f"another start holds the lock {paths.lock_file} for over {int(lock_wait)} s")} >&2; '
+        f"exit {LOCK_BUSY}; "
+        'elif [ "$lrc" != 0 ]; then exit "$lrc"; '
+        f"else pid=$(cat {q(paths.pid_file)}); "
         f"i=0; while [ $i -lt {steps} ] && [ -n \"$(ident \"$pid\")\" ]; do sleep 0.1; i=$((i + 1)); "
-        f"[ $((i % 5)) = 0 ] && echo \"{WATCH_MARK} $i\"; done; "
+        f"[ $((i % 5)) = 0 ] && echo \"{WATCH_MARK} $i\"; done; fi; "
     )
 
     def watched(stream: str, line: str) -> None:
         if on_watch is not None and stream == "stdout" and line.startswith(WATCH_MARK + " "):
             on_watch(int(line.split()[1]) / 10)
 
-    result = runner.run(FUNCTIONS + body + status_lines(paths), stdin=script.encode(), timeout=max(wait, 0) + 60, on_line=watched)
+    result = runner.run(FUNCTIONS + body + status_lines(paths), stdin=script.encode(),
+                        timeout=max(wait, 0) + lock_wait + 60, on_line=watched)
     return parse_status(_checked(result, "starting the process").stdout)
 
 
@@ -229,12 +298,14 @@ class StopResult:
     was_running: bool
     killed: bool = False  # needed SIGKILL after the grace period
     status: Status | None = None
+    unverified: bool = False  # the recorded pid was alive without a recorded start time: not signalled
 
 
 def stop(runner: Runner, paths: Paths, *, grace: float = 10.0) -> StopResult:
     """TERM the process group, wait up to `grace` seconds for all of it to end, then KILL it.
 
-    Only the process the pid file recorded is signalled (a reused pid is left alone).
+    Only the process the pid file recorded is signalled: a reused pid is left alone, and so is a live pid
+    whose start time was not recorded (the .start file missing or empty: `unverified`, nothing is sent).
     """
     steps = int(max(grace, 0) * 10)
     body = (
@@ -248,7 +319,7 @@ def stop(runner: Runner, paths: Paths, *, grace: float = 10.0) -> StopResult:
     result = _checked(runner.run(body, timeout=max(grace, 0) + 60), "stopping the process")
     before, _, after = result.stdout.partition("@@after\n")
     return StopResult(was_running="stopping=1" in before.splitlines(), killed="killed=1" in before.splitlines(),
-                      status=parse_status(after))
+                      status=parse_status(after), unverified=parse_status(before).unverified)
 
 
 def tail(runner: Runner, log_file: str, lines: int = 50) -> str:

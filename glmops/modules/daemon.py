@@ -14,11 +14,15 @@ class DaemonModule(Module):
     doc = (
         "Run a shell command as a daemon that outlives the SSH session (for hosts without systemd, "
         "such as AutoDL containers): started in its own session with setsid, stdin from /dev/null, "
-        "stdout and stderr appended to `log_file`, its pid in `pid_file`, its exit code in the `.rc` "
+        "stdout and stderr appended to `log_file` (created with mode 0600), its pid in `pid_file`, its exit code in the `.rc` "
         "file beside it when it ends. The started command (with `chdir` and `environment`) is kept in "
         "the `.cmd` file beside the pid file (mode 0600), so `glmops restart` can start it again. "
         "`started` is a no-op when the same command already runs from that pid file (a reused pid is "
-        "recognised by its start time), and restarts it when the command changed; `stopped` sends "
+        "recognised by its start time), and restarts it when the command changed; a live pid without a "
+        "recorded start time (the `.start` file gone) fails the task, nothing is signalled or started. "
+        "The start holds a lock on the host (the `.lock` file beside the pid file): of two runs at once "
+        "one starts the process, the other reports it running (not changed), or fails when it runs "
+        "another command. `stopped` sends "
         "TERM to its process group, waits `stop_timeout`, then KILL; `restarted` always restarts. "
         "After a start it watches the process for `wait` seconds: when it dies, the task fails with "
         "its exit code and the log's last `log_lines` lines. Returns pid, running, command, "
@@ -28,7 +32,7 @@ class DaemonModule(Module):
         "name": Arg("str", help="A label for messages (e.g. glmops-serve)."),
         "command": Arg("str", required=True, aliases=("cmd",), help="The shell command line to run (sh syntax)."),
         "state": Arg("str", default="started", choices=("started", "stopped", "restarted"), help="What to ensure."),
-        "pid_file": Arg("path", required=True, help="Where the pid goes; .cmd, .rc, .start files go beside it."),
+        "pid_file": Arg("path", required=True, help="Where the pid goes; .cmd, .rc, .start, .lock files go beside it."),
         "log_file": Arg("path", required=True, help="stdout and stderr are appended here."),
         "chdir": Arg("path", help="Working directory of the command."),
         "environment": Arg("dict", help="Environment variables of the command (with the task's `environment:`)."),
@@ -57,6 +61,8 @@ class DaemonModule(Module):
         state = args["state"]
         same = current.running and current.script == script
 
+        if current.unverified:
+            return self._result(False, f"{label}: {_detached.unverified_message(paths, current.pid)}", current, args, failed=True)
         if state == "started" and same:
             return self._result(False, f"{label} is running (pid {current.pid})", current, args)
         if state == "stopped":
@@ -85,6 +91,12 @@ class DaemonModule(Module):
                 return self._result(False, f"{label} (pid {current.pid}) did not stop", stopped.status, args, failed=True)
         started = _detached.start(ctx, paths, script, wait=args["wait"],
                                   on_watch=lambda seconds: ctx.progress(seconds, args["wait"], f"watching {label}", unit="s"))
+        if started.attached:  # another run started it between our look and our start
+            if started.script == script:
+                return self._result(False, f"{label} is running (pid {started.pid}; another run started it just now)", started, args)
+            return self._result(False, f"another run started {label} with a different command (pid {started.pid}) while this "
+                                f"one was starting it; nothing was started or stopped (see {paths.cmd_file})",
+                                started, args, failed=True)
         if not started.running:
             log = _detached.tail(ctx, paths.log_file, args["log_lines"]).rstrip("\n")
             code = f"exit code {started.exit_code}" if started.exit_code is not None else "no exit code recorded"

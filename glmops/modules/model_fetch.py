@@ -116,8 +116,8 @@ def run_detached(ctx: ModuleContext, python: str, request: dict[str, Any], data:
         program = posixpath.join(state, "worker.py")
         ctx.conn.put_bytes(worker_program(request), program, become=ctx.become)
         script = _detached.build_script(f"exec {shlex.quote(python)} {shlex.quote(program)}", environment=ctx.environment)
-        status = _detached.start(ctx, paths, script, wait=0)
-        data["attached"] = False
+        status = _detached.start(ctx, paths, script, wait=0)  # under the host lock: of two runs at once, one starts
+        data["attached"] = status.attached  # the other follows the fetch that one started
     data["pid"] = status.pid
     data["log"] = paths.log_file
     try:
