@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -152,11 +153,18 @@ def test_second_run_changes_nothing(deployment: dict) -> None:
     assert gguf.stat().st_mtime_ns == converted_at
 
 
-def test_chatglm_cpp_profile_converts_with_chatglm_cpps_converter_and_serves_the_same_answers(deployment: dict, transformers_answers: list) -> None:
+def test_chatglm_cpp_profile_converts_with_chatglm_cpps_converter_and_serves_the_same_answers(deployment: dict, transformers_answers: list,
+                                                                                              tmp_path: Path) -> None:
     run = deployment["run"]("-e", "profile=chatglm_cpp")
     assert run.returncode == 0, _failures(run.stdout) + run.stderr[-3000:]
     assert results(run.stdout, "Convert the model to GGML (once)")["h"]["status"] == "changed"
     ggml = deployment["root"] / "models" / "chatglm3-ggml-f32.bin"
+    direct = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_tiny_ggml.py"), str(tmp_path), "--dtype", "f32"],
+                            capture_output=True, text=True, timeout=300)
+    assert direct.returncode == 0, direct.stderr
+    # chatglm.cpp's converter, on the checkpoint through its remote code, wrote the very bytes make_tiny_ggml.py
+    # writes directly for the same weights (the file tests/server/test_cpu_backends.py serves)
+    assert ggml.read_bytes() == Path(direct.stdout.split()[1]).read_bytes()
     config = yaml.safe_load((deployment["root"] / "api_server.yaml").read_text())
     assert (config["backend"], config["model_path"]) == ("chatglm_cpp", str(ggml))
     health = httpx.get(f"http://127.0.0.1:{deployment['port']}/health").json()
