@@ -89,7 +89,8 @@ def greedy_answers(port: int) -> list[tuple[str | None, int, int, str]]:
 @pytest.fixture(scope="module")
 def transformers_answers(deployment: dict, tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str | None, int, int, str]]:
     """The reference: `glmops serve` with the transformers backend on the uploaded checkpoint, run by the target venv's
-    python (its pinned torch and transformers, glmops's installed wheel): ChatGLM3's remote code, float32 on the CPU."""
+    python (its pinned torch and transformers, glmops's installed wheel): ChatGLM3's remote code, float32 on the CPU,
+    the prompt built by the checkpoint's own tokenizer (build_chat_input; the CPU engines build their ids themselves)."""
     assert deployment["cold"].returncode == 0, _failures(deployment["cold"].stdout)
     work = tmp_path_factory.mktemp("reference")
     port = free_port()
@@ -106,7 +107,10 @@ def transformers_answers(deployment: dict, tmp_path_factory: pytest.TempPathFact
         return greedy_answers(port)
     finally:
         server.terminate()
-        server.wait(30)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
 def _wait_healthy(port: int, server: subprocess.Popen[bytes], log: Path, timeout: float = 300) -> dict[str, Any]:
@@ -125,6 +129,7 @@ def _wait_healthy(port: int, server: subprocess.Popen[bytes], log: Path, timeout
 
 
 def _assert_same_greedy_answers(served: list, reference: list) -> None:
+    assert len(served) == len(reference) == len(PROMPTS)
     for (text, prompt, completion, finish), expected in zip(served, reference):
         assert completion >= 16 and text, (served, reference)  # long enough for the comparison to mean something
         assert (text, prompt, completion, finish) == expected
