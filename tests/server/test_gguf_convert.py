@@ -64,6 +64,15 @@ def test_a_checkpoint_converts_to_the_same_file_both_engines_agree_on(tiny, tmp_
     assert [p.name for p in tmp_path.iterdir()] == ["out.gguf"]  # no temporary file left
 
 
+def test_the_checkpoint_in_chatglm3s_own_format_converts_to_the_same_file(tiny, tiny_chatglm: Path, tmp_path: Path) -> None:
+    """scripts/make_tiny_chatglm.py's folder: the remote code beside the weights, config.json's auto_map and the other keys
+    of ChatGLM3-6B's config, and the rotary inv_freq buffer among the tensors (llama.cpp recomputes it: not written)."""
+    done = convert(tiny_chatglm, tmp_path / "out.gguf", "f32")
+    assert done.returncode == 0, done.stderr
+    assert "[17/17]" in done.stdout and "inv_freq" not in done.stdout
+    assert_same_model(tmp_path / "out.gguf", tiny["gguf"])
+
+
 def test_pytorch_bin_weights_convert_the_same(tiny, tmp_path: Path) -> None:
     import torch
     from safetensors.numpy import load_file
