@@ -12,6 +12,7 @@ from typing import Any
 from glmops.errors import ArgumentError, ConnectionFailure
 from glmops.modules import _detached
 from glmops.modules import _fetch_worker as worker
+from glmops.modules._output import excerpt
 from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult
 
 SOURCES = ("modelscope", "huggingface", "git", "upload")
@@ -336,14 +337,6 @@ def pip_setting(environment: dict[str, str], extra: list[str]) -> str:
     proxies = [name for name in PROXY_VARS if environment.get(name)]
     via = f"through the proxy in {', '.join(proxies)}" if proxies else "without a proxy (no http_proxy/https_proxy set)"
     return f"pip ran {via}, " + ("with the pip_args given" if extra else "with no pip_args (no mirror)")
-
-
-def excerpt(output: str, head: int = 12, tail: int = 8, width: int = 300) -> str:
-    """pip's output shortened in the middle: its first lines (what failed first) and its last (the verdict)."""
-    lines = [line[:width] for line in output.strip().splitlines()]
-    if len(lines) <= head + tail:
-        return "\n".join(lines)
-    return "\n".join([*lines[:head], f"... ({len(lines) - head - tail} lines left out) ...", *lines[-tail:]])
 
 
 MODULE = ModelFetchModule
