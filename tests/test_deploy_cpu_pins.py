@@ -1,8 +1,8 @@
 """The deployed pins, proven (issue 17, item 3): playbooks/cpu.yml builds the target venv exactly as roles/python_env
 does for the `cpu` profile (a fresh venv, no reuse: the shipped torch_pin, transformers_pin and sentencepiece, the
 glmops wheel with its server extra), uploads the tiny checkpoint in ChatGLM3's own format (its remote code runs:
-scripts/make_tiny_chatglm.py) to a test sshd host, and the server answers a chat request from the official openai
-client. Nothing in the inventory overrides a pin.
+scripts/make_tiny_chatglm.py) and the tiny embedding model to a test sshd host, and the server answers the official
+openai client (chat, stream, embeddings). Nothing in the inventory overrides a pin.
 """
 
 from __future__ import annotations
@@ -28,13 +28,15 @@ SHIPPED = yaml.safe_load((ROOT / "roles" / "python_env" / "defaults" / "main.yml
 
 
 @pytest.fixture(scope="module")
-def cpu_deploy(tmp_path_factory: pytest.TempPathFactory, sshd_factory: Any, tiny_chatglm: Path) -> Iterator[dict[str, Any]]:
+def cpu_deploy(tmp_path_factory: pytest.TempPathFactory, sshd_factory: Any, tiny_chatglm: Path,
+               tiny_models: dict[str, Path]) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("cpu-pins")
     host = sshd_factory(host="127.0.0.4", fast_shell=True)
     port = free_port()
     hostvars = {**host.hostvars(), "deploy_dir": str(root / "glmops"), "api_port": port, "profile": "cpu",
                 "model_source": "upload", "model_id": "tiny-chatglm3", "model_upload_from": str(tiny_chatglm),
-                "embedding_model": "none", "client_env_file": str(root / "client.env")}
+                "embedding_model": "tiny-bge", "embedding_model_source": "upload", "embedding_model_upload_from": str(tiny_models["embed"]),
+                "client_env_file": str(root / "client.env")}
     inventory = root / "inventory.yml"
     inventory.write_text(yaml.safe_dump({"all": {"children": {"cpu": {"hosts": {HOST: hostvars}}}}}))
     start = time.monotonic()
@@ -76,3 +78,4 @@ def test_the_deployed_server_answers_the_openai_client(cpu_deploy: dict[str, Any
     chunks = list(client.chat.completions.create(model="chatglm3-6b", messages=[{"role": "user", "content": "你好"}],
                                                  max_tokens=8, stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(client.embeddings.create(model="tiny-bge", input=["你好"]).data[0].embedding) > 0
