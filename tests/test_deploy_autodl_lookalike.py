@@ -211,6 +211,7 @@ def test_cold_deploy_reaches_a_healthy_api_with_the_shipped_pins(lookalike: Auto
     print(f"cold deploy: {lookalike.cold_s:.0f} s")  # type: ignore[attr-defined]
     assert run.returncode == 0, _failures(run.stdout) + run.stderr[-3000:]
     assert "proxy variables set" in results(run.stdout, "Proxy in use")[HOST]["msg"]
+    assert lookalike.proxy.url not in run.stdout + run.stderr, "the proxy's values are never printed"
     answer = results(run.stdout, "The answer")[HOST]
     assert answer["status"] == "ok" and "answers:" in answer["msg"], answer
     print(answer["msg"], lookalike.proxy.log)
