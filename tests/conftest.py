@@ -53,11 +53,11 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def tiny_chatglm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny checkpoint in ChatGLM3's own format, with its remote code (scripts/make_tiny_chatglm.py), made once per session."""
+    """A tiny checkpoint in ChatGLM3's own format, with its remote code (scripts/make_tiny_chatglm.py), made once."""
     out = tmp_path_factory.mktemp("chatglm") / "tiny-chatglm3"
     made = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_tiny_chatglm.py"), str(out)], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert made.returncode == 0, made.stderr
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
+    assert made.returncode == 0, made.stdout + made.stderr
     return out
 
 

@@ -26,7 +26,7 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 class HubServer:
     """Serves `files` (path -> bytes) of one repository `repo` under both hubs' APIs."""
 
-    def __init__(self, repo: str, files: dict[str, bytes], lfs: tuple[str, ...] = (".safetensors", ".bin")):
+    def __init__(self, repo: str, files: dict[str, bytes], lfs: tuple[str, ...] = (".safetensors", ".bin"), host: str = "127.0.0.1"):
         self.repo, self.files, self.lfs = repo, files, lfs
         self.requests: list[str] = []
         self.sent: dict[str, int] = {}  # file path -> body bytes sent
@@ -99,8 +99,8 @@ class HubServer:
 
             do_HEAD = do_GET  # noqa: N815
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.httpd = ThreadingHTTPServer((host, 0), Handler)
+        self.url = f"http://{host}:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     # -- helpers ------------------------------------------------------------------------------

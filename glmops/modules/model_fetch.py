@@ -6,11 +6,13 @@ import json
 import posixpath
 import shlex
 import time
+from dataclasses import replace
 from typing import Any
 
 from glmops.errors import ArgumentError, ConnectionFailure
 from glmops.modules import _detached
 from glmops.modules import _fetch_worker as worker
+from glmops.modules._output import excerpt
 from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult
 
 SOURCES = ("modelscope", "huggingface", "git", "upload")
@@ -220,6 +222,10 @@ class ModelFetchModule(Module):
         "python": Arg("str", default="python3", help="Python on the host that runs the download (and holds the hub client)."),
         "drop_git_dir": Arg("bool", default=False, help="Remove .git after verification (source: git)."),
         "verify": Arg("bool", default=True, help="Hash every file after fetching and compare with the source."),
+        "pip_args": Arg("str", default="", help="More pip arguments for installing the hub client (a mirror: "
+                        "'-i https://mirror/simple'), split as a shell would."),
+        "pip_environment": Arg("dict", default={}, help="Environment added for that pip install only (a proxy: "
+                               "https_proxy...); the download itself runs with the task's `environment:`."),
     }
 
     def check_args(self, args: dict[str, Any]) -> None:
@@ -298,7 +304,7 @@ class ModelFetchModule(Module):
                     what = f" {len(plan['files'])} files ({worker.human(plan['bytes'])})"
             return ModuleResult(changed=True, msg=f"would fetch{what} from {args['repo']} into {dest}{extra}", data=data)
         if data.get("installed"):
-            self._install_client(ctx, python, client[1])  # type: ignore[index]
+            self._install_client(ctx, python, client[1], args)  # type: ignore[index]
         request = {"op": "fetch", "spec": dict(spec, drift=probe.get("drift") or []), "state": state}
         out = run_detached(ctx, python, request, data)
         data.update(out)
@@ -314,13 +320,32 @@ class ModelFetchModule(Module):
         return found.rc == 1
 
     @staticmethod
-    def _install_client(ctx: ModuleContext, python: str, package: str) -> None:
-        """pip install the hub client into the host's python (downloading needs no torch)."""
-        py = shlex.quote(python)
-        done = ctx.run(f"{py} -m pip install --disable-pip-version-check -q -- {shlex.quote(package)} 2>&1", timeout=1800)
+    def _install_client(ctx: ModuleContext, python: str, package: str, args: dict[str, Any]) -> None:
+        """pip install the hub client into the host's python (downloading needs no torch), with `pip_args` and the
+        task's environment plus `pip_environment` (the proxy pip needs even where the download goes without it)."""
+        environment = {**ctx.environment, **{str(k): str(v) for k, v in (args.get("pip_environment") or {}).items()}}
+        try:
+            extra = shlex.split(args.get("pip_args") or "")
+        except ValueError as exc:
+            raise WorkerError(f"pip_args is not a valid argument list ({exc}): {args.get('pip_args')!r}") from None
+        words = " ".join(shlex.quote(word) for word in extra)
+        command = f"{shlex.quote(python)} -m pip install --disable-pip-version-check -q {words} -- {shlex.quote(package)} 2>&1"
+        done = replace(ctx, environment=environment).run(command, timeout=1800)
         if done.rc != 0:
-            raise WorkerError(f"cannot install {package} into {python}: {done.stdout.strip()[-1500:]}. Fix: install it there "
-                              f"yourself ({python} -m pip install {package}) or point `python` at an env that has it")
+            raise WorkerError(f"cannot install {package} into {python} ({pip_setting(environment, extra)}):\n"
+                              f"{excerpt(done.stdout)}\nFix: check that proxy or mirror (AutoDL: /etc/network_turbo, read by "
+                              f"the network_turbo role; pip_extra_args), or install it there yourself ({python} -m pip "
+                              f"install {package}), or point `python` at an env that has it")
+
+
+PROXY_VARS = ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY")
+
+
+def pip_setting(environment: dict[str, str], extra: list[str]) -> str:
+    """How pip reached the index, in words, without the values (a proxy or mirror URL may hold credentials)."""
+    proxies = [name for name in PROXY_VARS if environment.get(name)]
+    via = f"through the proxy in {', '.join(proxies)}" if proxies else "without a proxy (no http_proxy/https_proxy set)"
+    return f"pip ran {via}, " + ("with the pip_args given" if extra else "with no pip_args (no mirror)")
 
 
 MODULE = ModelFetchModule

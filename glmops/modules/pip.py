@@ -8,6 +8,7 @@ import shlex
 from typing import Any
 
 from glmops.errors import ArgumentError
+from glmops.modules._output import excerpt
 from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult
 
 _SPEC = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*(.*)$")
@@ -134,7 +135,7 @@ class PipModule(Module):
             return result
         done = ctx.run(command, cwd=args.get("chdir"), timeout=3600)
         if done.rc != 0:
-            return ModuleResult(failed=True, msg=f"pip failed (rc={done.rc}): {done.stderr.strip()[-2000:]}",
+            return ModuleResult(failed=True, msg=f"pip failed (rc={done.rc}):\n{excerpt(done.stderr or done.stdout)}",
                                 data={"stdout": done.stdout[-4000:], "stderr": done.stderr[-4000:]})
         result.data["stdout"] = done.stdout[-4000:]
         return result
