@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import click
 
 from glmops.commands._hosts import Target, connect, inventory_option, load_targets, run_command
+from glmops.commands.complete import complete_first_host
 from glmops.errors import ConnectionFailure, GlmopsError
 
 DEFAULT_BASE_URL = "http://127.0.0.1:6006/v1"
@@ -263,7 +264,7 @@ def _read_stream(response: http.client.HTTPResponse, on_text: Callable[[str], No
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("words", nargs=-1, required=True, metavar="[HOST] PROMPT")
+@click.argument("words", nargs=-1, required=True, metavar="[HOST] PROMPT", shell_complete=complete_first_host)
 @inventory_option
 @click.option("--stream", is_flag=True, help="Print the answer as it is generated.")
 @click.option("-s", "--system", help="A system message.")

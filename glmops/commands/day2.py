@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from glmops.commands._hosts import Target, connected, for_each, inventory_option, load_targets, run_command
+from glmops.commands.complete import complete_hosts, complete_patterns
 from glmops.errors import EXIT_HOST_FAILED, EXIT_HOST_UNREACHABLE, ConnectionFailure, GlmopsError
 from glmops.layout import Layout
 from glmops.modules import _detached
@@ -178,7 +179,7 @@ Exit codes: 0 every server answers /health with ok; 2 a server is down, loading 
 
 
 @click.command(context_settings=CONTEXT, epilog=STATUS_EPILOG)
-@click.argument("pattern", default="all")
+@click.argument("pattern", default="all", shell_complete=complete_patterns)
 @inventory_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per host.")
 @click.option("-f", "--forks", default=10, show_default=True, type=click.IntRange(1, 500), help="Hosts asked at once.")
@@ -239,7 +240,7 @@ def _follow_step(conn: Any, target: Target, log: str, offset: int) -> int:
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("host")
+@click.argument("host", shell_complete=complete_hosts)
 @inventory_option
 @click.option("-n", "--lines", default=50, show_default=True, type=click.IntRange(0, 1_000_000),
               help=f"Lines to show (from the log's last N x {LINE_CAP // 1024} KiB, {TOTAL_CAP // 2**20} MiB at most; a line cut there starts with {CUT_MARK.strip()}).")
@@ -278,7 +279,7 @@ def logs(host: str, inventories: tuple[str, ...], extra_vars: tuple[str, ...], a
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("host")
+@click.argument("host", shell_complete=complete_hosts)
 @inventory_option
 @click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0), help="Seconds between TERM and KILL.")
 def stop(host: str, inventories: tuple[str, ...], extra_vars: tuple[str, ...], accept_new: bool, timeout: float) -> None:
@@ -339,7 +340,7 @@ def wait_healthy(conn: Any, target: Target, timeout: float, say: Any) -> tuple[b
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("host")
+@click.argument("host", shell_complete=complete_hosts)
 @inventory_option
 @click.option("--timeout", default=600.0, show_default=True, type=click.FloatRange(0),
               help="Seconds to wait for /health to say ok (loading the real model takes minutes).")
@@ -426,7 +427,7 @@ def _fact_text(key: str, value: Any, facts: dict[str, Any]) -> str:
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("host")
+@click.argument("host", shell_complete=complete_hosts)
 @inventory_option
 @click.option("--json", "as_json", is_flag=True, help="Print the facts as one JSON object per host.")
 def facts(host: str, inventories: tuple[str, ...], extra_vars: tuple[str, ...], accept_new: bool, as_json: bool) -> None:

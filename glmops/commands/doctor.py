@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from glmops.commands._hosts import connected, inventory_option, load_targets, run_command
+from glmops.commands.complete import complete_hosts
 from glmops.errors import EXIT_HOST_FAILED, EXIT_HOST_UNREACHABLE, ConnectionFailure
 
 MARK = {"ok": ("green", "ok  "), "warn": ("yellow", "warn"), "fail": ("red", "FAIL"), "skip": ("bright_black", "skip")}
@@ -17,7 +18,7 @@ Exit codes: 0 nothing failed (warnings allowed); 2 at least one check failed; 4 
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
-@click.argument("host")
+@click.argument("host", shell_complete=complete_hosts)
 @inventory_option
 @click.option("--json", "as_json", is_flag=True, help="Print {host, ok, checks: [{id, level, message, fix}]} per host.")
 def doctor(host: str, inventories: tuple[str, ...], extra_vars: tuple[str, ...], accept_new: bool, as_json: bool) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 
+from glmops.commands.complete import complete_hosts, complete_tunnel_hosts
 from glmops.commands.prompts import read_secret
 from glmops.errors import EXIT_ERROR, ArgumentError, GlmopsError
 
@@ -235,7 +236,7 @@ def tunnel() -> None:
 
 
 @tunnel.command("open", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("host")
+@click.argument("host", shell_complete=complete_hosts)
 @click.option("-i", "--inventory", "sources", multiple=True, help=f"Inventory file or directory (default $GLMOPS_INVENTORY or {DEFAULT_INVENTORY}).")
 @click.option("--local-port", type=click.IntRange(0, 65535), help="Port on this machine (default: the remote port, 6006). 0 picks a free one.")
 @click.option("--remote-port", type=click.IntRange(1, 65535), help="The server's port on the host (default: the host's api_port variable, else 6006).")
@@ -461,7 +462,7 @@ def status(as_json: bool) -> None:
 
 
 @tunnel.command("stop", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("host", required=False)
+@click.argument("host", required=False, shell_complete=complete_tunnel_hosts)
 @click.option("--all", "stop_all", is_flag=True, help="Close every open tunnel.")
 def stop(host: str | None, stop_all: bool) -> None:
     """Close the tunnels to HOST (or all of them with --all)."""
