@@ -36,10 +36,10 @@ def shipped_playbooks() -> dict[str, Path]:
 
 
 def resolve_playbook(argument: str) -> Path:
-    """A playbook argument as the user typed it: an existing path wins; else a bare name (`autodl`,
-    `autodl.yml`) of a shipped playbook; else the path as given (the loader reports it missing)."""
+    """A playbook argument as the user typed it: an existing file wins; else a bare name (`autodl`,
+    `autodl.yml`) of a shipped playbook; else the path as given (the caller reports it missing)."""
     path = Path(argument)
-    if path.exists() or "/" in argument or "\\" in argument:
+    if path.is_file() or "/" in argument or "\\" in argument:
         return path
     return shipped_playbooks().get(playbook_name(argument), path)
 

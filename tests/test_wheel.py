@@ -71,19 +71,26 @@ def dists(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def venv(dists: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv outside the checkout with the wheel and the controller's dependencies (nothing else)."""
-    root = tmp_path_factory.mktemp("controller") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(root)], check=True, capture_output=True, timeout=300)
-    installed = subprocess.run([str(root / "bin" / "pip"), "install", "-q", str(dists["wheel"]), *CONTROLLER_DEPS],
-                               capture_output=True, text=True, timeout=600)
-    assert installed.returncode == 0, installed.stderr[-3000:]
+    outside = tmp_path_factory.mktemp("controller")
+    root = outside / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(root)], check=True, capture_output=True, timeout=300, cwd=outside)
+    # away from the checkout: a glmops.egg-info there (pip install -e) would pass for glmops installed already
+    done = subprocess.run([str(root / "bin" / "pip"), "install", "-q", str(dists["wheel"]), *CONTROLLER_DEPS],
+                          capture_output=True, text=True, timeout=600, cwd=outside, env=clean_env())
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (root / "bin" / "glmops").is_file(), done.stdout + done.stderr
     return root
 
 
-def installed(venv: Path, *args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run the venv's `glmops` in `cwd`, with nothing pointing at the checkout (no PYTHONPATH)."""
+def clean_env() -> dict[str, str]:
+    """This environment without anything that points at the checkout (PYTHONPATH, roles, inventory)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "GLMOPS_ROLES_PATH", "ANSIBLE_ROLES_PATH", "GLMOPS_INVENTORY")}
-    env["COLUMNS"] = "200"
-    return subprocess.run([str(venv / "bin" / "glmops"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return {**env, "COLUMNS": "200"}
+
+
+def installed(venv: Path, *args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the venv's `glmops` in `cwd` (a folder with no checkout in it), with nothing pointing at the checkout."""
+    return subprocess.run([str(venv / "bin" / "glmops"), *args], cwd=cwd, env=clean_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def site_packages(venv: Path) -> Path:
@@ -114,6 +121,17 @@ def test_editable_checkout_uses_its_own_folders() -> None:
     assert not (ROOT / "glmops" / "_content").exists()
     assert content_root() == ROOT
     assert resolve_playbook("autodl") == resolve_playbook("autodl.yml") == ROOT / "playbooks" / "autodl.yml"
+
+
+def test_a_file_of_that_name_wins_over_the_shipped_playbook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from glmops.shipped import resolve_playbook
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "autodl").mkdir()  # a folder is no playbook: the name still means the shipped one
+    assert resolve_playbook("autodl") == ROOT / "playbooks" / "autodl.yml"
+    (tmp_path / "autodl.yml").write_text("- hosts: all\n")
+    assert resolve_playbook("autodl.yml") == Path("autodl.yml") and resolve_playbook("autodl") == ROOT / "playbooks" / "autodl.yml"
+    assert resolve_playbook("sub/autodl") == Path("sub/autodl")  # a path is never a name
 
 
 def test_installed_wheel_help_and_bad_name(venv: Path, tmp_path: Path) -> None:
@@ -156,10 +174,8 @@ def test_project_roles_and_roles_path_win_over_the_shipped_ones(venv: Path, tmp_
     mine = tmp_path / "roles" / "glmops_wheel" / "tasks"
     mine.mkdir(parents=True)
     (mine / "main.yml").write_text("- debug: {msg: mine}\n")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-
     def role_of(cwd: Path, *roles_path: str) -> str:
-        done = subprocess.run([str(venv / "bin" / "python"), "-c", probe, *roles_path], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+        done = subprocess.run([str(venv / "bin" / "python"), "-c", probe, *roles_path], cwd=cwd, env=clean_env(), capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 
