@@ -12,7 +12,8 @@ from glmops import __version__
 
 # name -> (module, attribute, one-line help shown by `glmops --help` without importing the module)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "run": ("glmops.commands.run", "run", "Run a playbook against the hosts of an inventory."),
+    "run": ("glmops.commands.run", "run", "Run a playbook (a file, or a shipped one by name: autodl, local, ...) against an inventory."),
+    "init": ("glmops.commands.init", "init", "Write an editable copy of the shipped playbooks and inventory examples."),
     "inventory": ("glmops.commands.inventory", "inventory", "List hosts, or add one from an `ssh -p PORT user@host` line."),
     "tunnel": ("glmops.commands.tunnel", "tunnel", "Reach a host's API server through an SSH tunnel that reconnects; status, stop."),
     "serve": ("glmops.server.cli", "serve", "Start the OpenAI-compatible ChatGLM3 API server (target side)."),

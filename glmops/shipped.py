@@ -14,11 +14,15 @@ CONTENT_DIRS = ("playbooks", "roles", "templates", "inventory")
 
 
 def content_root() -> Path:
-    """The folder holding playbooks/ and roles/: the checkout's root, else the wheel's glmops/_content."""
+    """The folder holding playbooks/ and roles/: the wheel's glmops/_content when installed from a wheel
+    (setup.py copies it into the build only), else the checkout's root (source tree, editable install)."""
+    packaged = PACKAGE_DIR / "_content"
+    if (packaged / "playbooks").is_dir():
+        return packaged
     checkout = PACKAGE_DIR.parent
     if (checkout / "playbooks").is_dir() and (checkout / "roles").is_dir():
         return checkout
-    return PACKAGE_DIR / "_content"
+    return packaged
 
 
 def shipped_roles() -> Path:
@@ -32,10 +36,23 @@ def shipped_playbooks() -> dict[str, Path]:
 
 
 def resolve_playbook(argument: str) -> Path:
-    """A playbook argument as the user typed it: an existing path wins; else a bare name (`autodl`,
-    `autodl.yml`) of a shipped playbook; else the path as given (the loader reports it missing)."""
+    """A playbook argument as the user typed it: an existing file wins; else a bare name (`autodl`,
+    `autodl.yml`) of a shipped playbook; else the path as given (the caller reports it missing)."""
     path = Path(argument)
-    if path.exists() or "/" in argument or "\\" in argument:
+    if path.is_file() or "/" in argument or "\\" in argument:
         return path
-    name = argument[:-4] if argument.endswith((".yml", ".yaml")) else argument
-    return shipped_playbooks().get(name, path)
+    return shipped_playbooks().get(playbook_name(argument), path)
+
+
+def playbook_name(argument: str) -> str:
+    """`autodl.yml` / `autodl.yaml` / `autodl` -> `autodl`."""
+    for suffix in (".yml", ".yaml"):
+        if argument.endswith(suffix):
+            return argument[: -len(suffix)]
+    return argument
+
+
+def unknown_playbook_hint() -> str:
+    """The hint for a playbook argument that is neither a file nor a shipped name."""
+    names = ", ".join(shipped_playbooks()) or "none found in " + str(content_root())
+    return f"give a playbook file, or the name of a shipped one: {names}"

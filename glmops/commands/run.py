@@ -8,6 +8,7 @@ import sys
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
@@ -52,7 +53,7 @@ def parse_extra_vars(values: tuple[str, ...]) -> dict[str, Any]:
 
 
 @click.command(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("playbook", type=click.Path(dir_okay=False))
+@click.argument("playbook", metavar="PLAYBOOK")
 @click.option("-i", "--inventory", "inventories", multiple=True, help="Inventory file, directory, or 'host1,host2,' list (repeatable).")
 @click.option("-l", "--limit", help="Run only on hosts matching this pattern.")
 @click.option("-C", "--check", is_flag=True, help="Change nothing; report what would change.")
@@ -74,6 +75,9 @@ def run(playbook: str, inventories: tuple[str, ...], limit: str | None, check: b
         skip_tags: tuple[str, ...], extra_vars: tuple[str, ...], forks: int, roles_path: tuple[str, ...], start_at_task: str | None,
         accept_new_host_keys: bool, ask_pass: bool, ask_become_pass: bool, as_json: bool, verbose: int) -> None:
     """Run PLAYBOOK against the hosts of the inventory.
+
+    PLAYBOOK is a file, or the name of a playbook shipped with glmops (`autodl`, `local`, `cpu`, ...;
+    `glmops init` writes editable copies). A file of that name in the current folder wins.
 
     \b
     Everything is loaded and checked first (playbook, roles, vars files, inventory, host
@@ -126,7 +130,7 @@ def _run(playbook_path: str, inventories: tuple[str, ...], limit: str | None, ch
         inventories = (os.environ["GLMOPS_INVENTORY"],)
     inventory = load_inventory(list(inventories))
     roles_dirs = [os.path.abspath(d) for value in roles_path for d in value.split(os.pathsep) if d]
-    book = load_playbook(playbook_path, extra_roles_paths=roles_dirs)
+    book = load_playbook(str(_playbook_file(playbook_path)), extra_roles_paths=roles_dirs)
     options = RunOptions(
         check=check, diff=diff, forks=forks, limit=limit, tags=list(tags), skip_tags=list(skip_tags),
         extra_vars=parse_extra_vars(extra_vars), start_at_task=start_at_task, roles_path=roles_dirs,
@@ -144,6 +148,17 @@ def _run(playbook_path: str, inventories: tuple[str, ...], limit: str | None, ch
     runner = PlaybookRunner(book, inventory, options, renderer)
     with _interrupt_handler(runner, as_json):
         return runner.run()
+
+
+def _playbook_file(argument: str) -> Path:
+    """The playbook file for PLAYBOOK: a path, or a shipped playbook's name (glmops/shipped.py)."""
+    from glmops.shipped import resolve_playbook, unknown_playbook_hint
+
+    path = resolve_playbook(argument)
+    if not path.is_file():
+        what = " (a folder)" if path.is_dir() else ""
+        raise LoadError(f"playbook not found: {argument}{what}", field="PLAYBOOK", hint=unknown_playbook_hint())
+    return path
 
 
 @contextmanager
