@@ -72,3 +72,14 @@ def test_environment_play_block_task(tmp_path: Path) -> None:
         """)
     result = glmops("run", str(book), "-i", str(tmp_path / "inv.yml"), "--json", cwd=tmp_path)
     assert results(result.stdout, "env")["localhost"]["result"]["stdout"] == "play block task"
+
+
+def test_ansible_playbook_python_is_the_python_running_glmops(tmp_path: Path) -> None:
+    """The glmops_wheel role runs its builder with it: a laptop may have no `python3` on PATH."""
+    import sys
+
+    write(tmp_path / "inv.yml", "all:\n  hosts:\n    localhost:\n      ansible_connection: local\n")
+    write(tmp_path / "site.yml", "- hosts: all\n  gather_facts: false\n  tasks:\n    - name: show\n      debug: {var: ansible_playbook_python}\n")
+    result = glmops("run", str(tmp_path / "site.yml"), "-i", str(tmp_path / "inv.yml"), "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert results(result.stdout, "show")["localhost"]["result"]["ansible_playbook_python"] == sys.executable

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -49,6 +50,7 @@ class TaskVars:
             "groups": self._groups,
             "hostvars": HostVars(list(self.inventory.hosts), self._hostvars_of),
             "playbook_dir": self.play.base_dir,
+            "ansible_playbook_python": sys.executable,  # the controller's Python running glmops (as in Ansible)
             "ansible_check_mode": self.options.check,
             "ansible_diff_mode": self.options.diff,
             "ansible_play_hosts": [s for s in self.inventory.select(self.play_pattern(self.play)) if self.hosts.get(s) and self.hosts[s].active],
