@@ -160,6 +160,42 @@ def test_tool_history_is_encoded_as_chatglm3_does(client, pins_python: str, tiny
     assert reply.choices[0].message.content == (content or (None if calls else ""))
 
 
+SERVER_IDS = """
+import json, sys
+from glmops.server.backends.transformers_backend import TransformersBackend
+from glmops.server.config import ServerConfig
+from glmops.server.prompt import to_turns
+backend = TransformersBackend(ServerConfig(model_path=sys.argv[1], device="cpu"))
+backend.load()
+print(json.dumps([backend.encode(to_turns(c["messages"], c.get("tools")))[0].tolist() for c in json.loads(sys.stdin.read())]))
+"""
+
+
+def test_the_servers_prompt_ids_are_build_chat_inputs(pins_python: str, tiny_chatglm: Path) -> None:
+    """The ids the server's backend builds from OpenAI messages equal the checkpoint tokenizer's own
+    build_chat_input on ChatGLM3's history, written out by hand here."""
+    tool_messages = [
+        {"role": "system", "content": "Use tools."}, {"role": "user", "content": "北京天气？"},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "北京"}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": '{"temp": 25}'},
+    ]
+    conversations = [
+        {"messages": tool_messages, "tools": TOOLS},
+        {"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "你好"}, {"role": "assistant", "content": "你好！"},
+                      {"role": "user", "content": SPECIALS}]},
+    ]
+    histories = [
+        {"history": [{"role": "system", "content": "Use tools.", "tools": [WEATHER]}, {"role": "user", "content": "北京天气？"},
+                     {"role": "assistant", "metadata": "get_weather", "content": CALL_TEXT}], "query": '{"temp": 25}', "role": "observation"},
+        {"history": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "你好"}, {"role": "assistant", "content": "你好！"}],
+         "query": SPECIALS},
+    ]
+    built = subprocess.run([pins_python, "-c", SERVER_IDS, str(tiny_chatglm)], input=json.dumps(conversations), capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-3000:]
+    expected = greedy(pins_python, tiny_chatglm, *({**h, "max_new_tokens": 1} for h in histories))
+    assert json.loads(built.stdout) == [e["prompt_ids"] for e in expected]
+
+
 def test_forced_tool_call_continues_chatglm3s_call_format(client, pins_python: str, tiny_chatglm: Path) -> None:
     """tool_choice naming a tool: the answer starts as ChatGLM3 writes a call; the model's continuation is what the
     checkpoint's own generate() writes after the same ids, and is parsed (or refused) accordingly."""
