@@ -57,8 +57,20 @@ def tiny_chatglm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("chatglm") / "tiny-chatglm3"
     made = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_tiny_chatglm.py"), str(out)], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
-    assert made.returncode == 0, made.stdout + made.stderr
+    if made.returncode:
+        pytest.fail(f"scripts/make_tiny_chatglm.py failed: {(made.stdout + made.stderr).strip()[-2000:]}", pytrace=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def pins_python() -> str:
+    """The python of .venv-pins (the deployed torch/transformers pins ChatGLM3's remote code needs): GLMOPS_PINS_PYTHON,
+    else ROOT/.venv-pins/bin/python. Missing, it FAILS the test (never skips) with the fix."""
+    python = os.environ.get("GLMOPS_PINS_PYTHON") or str(ROOT / ".venv-pins" / "bin" / "python")
+    if not os.access(python, os.X_OK):
+        pytest.fail(f"{python} does not exist: run `bash scripts/bootstrap.sh` (it makes .venv-pins with the deployed pins, "
+                    "transformers 4.40.2, that ChatGLM3's remote code needs), or set GLMOPS_PINS_PYTHON", pytrace=False)
+    return python
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, config: dict, directory: Path):
+    def __init__(self, config: dict, directory: Path, python: str = sys.executable):
         self.config = {"port": free_port(), "log_file": str(directory / "server.log"), **config}
         self.path = directory / "api_server.yaml"
         self.path.write_text(yaml.safe_dump(self.config))
@@ -33,7 +33,7 @@ class ServerProcess:
         self.log = Path(self.config["log_file"])
         self.health_codes: list[int] = []
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "glmops.server", "--config", str(self.path)], env=env,
+        self.proc = subprocess.Popen([python, "-m", "glmops.server", "--config", str(self.path)], env=env,
                                      stdout=subprocess.DEVNULL, stderr=open(directory / "stderr.log", "wb"))
 
     def wait_healthy(self, timeout: float = 120) -> "ServerProcess":
@@ -51,6 +51,20 @@ class ServerProcess:
             time.sleep(0.02)
         raise RuntimeError("server did not become healthy")
 
+    def wait_settled(self, timeout: float = 120) -> "ServerProcess":
+        """Wait until /health says the model loaded or failed to load (no longer "loading")."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("server exited: " + (self.path.parent / "stderr.log").read_text()[-3000:])
+            try:
+                if httpx.get(self.url + "/health", timeout=2).json().get("status") != "loading":
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("the server's model neither loaded nor failed")
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -63,11 +77,13 @@ class ServerProcess:
 def start_server(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     started: list[ServerProcess] = []
 
-    def start(**config: object) -> ServerProcess:
+    def start(python: str = sys.executable, healthy: bool = True, **config: object) -> ServerProcess:
+        """A server with `config` over the tiny chat model's, run by `python`; waits until it is healthy
+        (or, with healthy=False, until its model has loaded or failed to)."""
         base = {"model_path": str(tiny_models["chat"])}
-        server = ServerProcess({**base, **config}, tmp_path_factory.mktemp("server"))
+        server = ServerProcess({**base, **config}, tmp_path_factory.mktemp("server"), python)
         started.append(server)
-        return server.wait_healthy()
+        return server.wait_healthy() if healthy else server.wait_settled()
 
     yield start
     for server in started:

@@ -2,14 +2,75 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import threading
-from collections.abc import Iterator
-from typing import Any
+import traceback
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
+from glmops.modules._fetch_worker import pointer_of
 from glmops.server.backends.base import Backend, BackendError, Delta, GenerationParams
 from glmops.server.config import ServerConfig
-from glmops.server.prompt import STOP_TOKENS, Turn, prompt_segments, to_history
+from glmops.server.prompt import SPECIAL_TOKENS, STOP_TOKENS, Turn, prompt_segments, to_history
+
+T = TypeVar("T")
+CHATGLM_TRANSFORMERS = ("4.40.x", "4.40.2")  # what ChatGLM3's remote code is written for, and the deployed pin
+REMOTE_MODULES = "transformers_modules"  # where transformers puts a checkpoint's remote code when it imports it
+
+
+def refuse_lfs_pointers(folder: str, what: str) -> None:
+    """A folder holding git-lfs pointers instead of the files (cloned without git-lfs) is refused, naming one."""
+    for base, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            path = os.path.join(base, name)
+            if os.path.isfile(path) and pointer_of(path, os.path.getsize(path)) is not None:
+                raise BackendError(f"{what} {folder}: {os.path.relpath(path, folder)} is a git-lfs pointer, not the file itself "
+                                   f"(the checkpoint was cloned without git-lfs): run `git lfs pull` in {folder}, or download it again")
+
+
+def checkpoint_type(folder: str) -> str:
+    """config.json's model_type ('' when it cannot be read: transformers reports that itself)."""
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as handle:
+            return str(json.load(handle).get("model_type", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
+def remote_code_place(exc: BaseException) -> str | None:
+    """'file line N' of the checkpoint's remote code where `exc` arose, or None when it did not arise there."""
+    frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if REMOTE_MODULES in frame.filename]
+    if frames:
+        return f"{os.path.basename(frames[-1].filename)} line {frames[-1].lineno}"
+    filename = getattr(exc, "filename", None)  # a SyntaxError in the remote code
+    if isinstance(filename, str) and REMOTE_MODULES in filename:
+        return f"{os.path.basename(filename)} line {getattr(exc, 'lineno', '?')}"
+    if isinstance(exc, ImportError) and "requires the following packages" in str(exc):  # transformers' check_imports
+        return "its imports"
+    return None
+
+
+def with_remote_code(step: str, folder: str, chatglm: bool, call: Callable[[], T]) -> T:
+    """Run one loading step; an error raised by the checkpoint's remote code becomes one clear BackendError."""
+    try:
+        return call()
+    except BackendError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - turned into a message for /health
+        import transformers
+
+        place = remote_code_place(exc)
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:600]
+        if place is None:
+            raise BackendError(f"{step} failed for {folder}: {detail}") from exc
+        series, pin = CHATGLM_TRANSFORMERS
+        other = not transformers.__version__.startswith(series[:-1])
+        needs = f"; ChatGLM3's code needs {series}: pip install 'transformers=={pin}'" if chatglm and other else ""
+        raise BackendError(f"the checkpoint's remote code in {folder} failed ({step}, {place}): {detail} "
+                           f"(transformers {transformers.__version__} is installed{needs})") from exc
 
 
 def pick_device(requested: str, torch: Any) -> str:
@@ -113,15 +174,27 @@ class TransformersBackend(Backend):
         self.torch = torch
         transformers.logging.set_verbosity_error()
         config = self.config
-        for path, what in ((config.model_path, "model_path"), (config.tokenizer, "tokenizer_path")):
+        folders = [(config.model_path, "model_path"), (config.tokenizer, "tokenizer_path")]
+        if config.embedding_model_path:
+            folders.append((config.embedding_model_path, "embedding_model_path"))
+        for path, what in folders:
             if not os.path.isdir(path):
                 raise BackendError(f"{what} {path} is not a directory with a model (config.json, weights)")
+            refuse_lfs_pointers(path, what)
         self.device = pick_device(config.device, torch)
         self.dtype = pick_dtype(config.dtype, self.device, torch)
         remote = config.trust_remote_code
-        self.tokenizer = AutoTokenizer.from_pretrained(config.tokenizer, trust_remote_code=remote, local_files_only=True)
-        model_config = AutoConfig.from_pretrained(config.model_path, trust_remote_code=remote, local_files_only=True)
+        is_chatglm = checkpoint_type(config.model_path) == "chatglm"
+        model_config = with_remote_code("loading the config", config.model_path, is_chatglm, lambda: AutoConfig.from_pretrained(
+            config.model_path, trust_remote_code=remote, local_files_only=True))
         is_chatglm = getattr(model_config, "model_type", "") == "chatglm"
+        self.tokenizer = with_remote_code("loading the tokenizer", config.tokenizer, is_chatglm, lambda: AutoTokenizer.from_pretrained(
+            config.tokenizer, trust_remote_code=remote, local_files_only=True))
+        self.is_chatglm = is_chatglm
+        self._require_special_tokens()
+        bits = config.quantize or (getattr(model_config, "quantization_bit", 0) if is_chatglm else 0)
+        if is_chatglm and bits:
+            self._require_chatglm_kernels(int(bits), bool(config.quantize))
         kwargs: dict[str, Any] = {"trust_remote_code": remote, "local_files_only": True, "torch_dtype": self.dtype}
         if config.device_map:
             if self.device != "cuda":
@@ -131,17 +204,44 @@ class TransformersBackend(Backend):
         bnb = bool(config.quantize) and not is_chatglm
         if bnb:
             kwargs.update(self._bitsandbytes(config.quantize))
-        model = loader.from_pretrained(config.model_path, **kwargs)
+        model = with_remote_code("loading the model", config.model_path, is_chatglm, lambda: loader.from_pretrained(config.model_path, **kwargs))
         if config.quantize and not bnb:
-            model = self._quantize(model, config.quantize)
+            model = with_remote_code(f"quantize: {config.quantize}", config.model_path, is_chatglm, lambda: self._quantize(model, config.quantize))
         if not config.device_map and not bnb:
             model = model.to(self.device)
         self.model = model.eval()
-        self.is_chatglm = is_chatglm
-        self.text_ids("warm up")  # the tokenizer's settings are fixed now, before threads share it
         self.stop_ids = self._stop_ids()
+        with_remote_code("a first generation (load-time check)", config.model_path, is_chatglm, self._first_token)
         self.longest_token = max((len(piece) for piece in self.tokenizer.get_vocab()), default=64)
         self.load_embedder(config.embedding_model_path, self.device, config.embedding_batch_size)
+
+    def _require_special_tokens(self) -> None:
+        """The tokenizer must have every special token of ChatGLM3's prompt; checked once, at load."""
+        for token in SPECIAL_TOKENS:
+            self.special_id(token)
+
+    def _require_chatglm_kernels(self, bits: int, asked: bool) -> None:
+        """ChatGLM3's own quantization (the checkpoint's quantization.py) runs on CUDA only; int4 also needs cpm_kernels."""
+        what = f"quantize: {bits}" if asked else f"this checkpoint is quantized (config.json quantization_bit: {bits})"
+        if self.device != "cuda":
+            raise BackendError(f"{what}: ChatGLM3's own quantize() (the checkpoint's quantization.py) needs CUDA: it moves every "
+                               f"weight to the GPU to compress it, and int4's kernels are cpm_kernels' CUDA code; this device is "
+                               f"{self.device}. Use device: cuda, or on a CPU serve the unquantized checkpoint (quantize: null) or a "
+                               f"quantized file with backend llama_cpp / chatglm_cpp")
+        if bits == 4 and importlib.util.find_spec("cpm_kernels") is None:
+            raise BackendError(f"{what}: ChatGLM3's int4 compression and matrix kernels come from the cpm_kernels package, which "
+                               f"is not installed: pip install cpm_kernels")
+
+    def _first_token(self) -> None:
+        """Encode a conversation with the real code path and generate one token: a checkpoint whose tokenizer or
+        model code cannot run here fails now (/health says why), not on every request. Also fixes the
+        tokenizer's settings before threads share it."""
+        turns = [Turn("system", "warm up", tools=[{"name": "f", "parameters": {}}]), Turn("user", "warm up"),
+                 Turn("assistant", "x", metadata="f"), Turn("observation", "{}")]
+        ids = self.encode(turns).to(self.model.device)
+        with self.torch.inference_mode():
+            self.model.generate(input_ids=ids, attention_mask=self.torch.ones_like(ids), max_new_tokens=1, do_sample=False,
+                                eos_token_id=self.stop_ids, pad_token_id=self.stop_ids[0], temperature=None, top_p=None, top_k=None)
 
     @staticmethod
     def _quantize(model: Any, bits: int) -> Any:
@@ -208,11 +308,21 @@ class TransformersBackend(Backend):
         return list(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
 
     def special_id(self, token: str) -> int:
-        if hasattr(self.tokenizer, "get_command"):
-            return int(self.tokenizer.get_command(token))
-        token_id = self.tokenizer.convert_tokens_to_ids(token)
-        if not isinstance(token_id, int) or token_id == self.tokenizer.unk_token_id:
-            raise BackendError(f"the tokenizer has no special token {token}: it is not a ChatGLM3 tokenizer")
+        """The id of one of ChatGLM3's special tokens; BackendError when the tokenizer has none."""
+        token_id: Any = None
+        if hasattr(self.tokenizer, "get_command"):  # ChatGLM's tokenizers (an assert when the token is missing)
+            try:
+                token_id = self.tokenizer.get_command(token)
+            except (AssertionError, KeyError, ValueError):
+                token_id = None
+        else:
+            token_id = self.tokenizer.convert_tokens_to_ids(token)
+            if token_id == self.tokenizer.unk_token_id:
+                token_id = None
+        if not isinstance(token_id, int):
+            raise BackendError(f"the tokenizer in {self.config.tokenizer} has no special token {token}, which ChatGLM3's prompt "
+                               f"needs ({' '.join(SPECIAL_TOKENS)}): it is not ChatGLM3's tokenizer; point tokenizer_path "
+                               f"(or model_path) at a ChatGLM3 checkpoint's tokenizer files")
         return token_id
 
     def encode(self, turns: list[Turn], prefix: str = "") -> Any:
