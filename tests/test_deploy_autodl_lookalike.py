@@ -88,15 +88,6 @@ class NamespacedSshd(SshServer):
         return super()._config().replace("SetEnv SHLVL=1", f"SetEnv SHLVL=1 PATH={path}")
 
 
-def pins_python() -> Path:
-    """The interpreter that holds torch and the deployed pins (scripts/bootstrap.sh makes .venv-pins)."""
-    python = Path(os.environ.get("GLMOPS_PINS_PYTHON") or ROOT / ".venv-pins" / "bin" / "python")
-    if not os.access(python, os.X_OK):
-        pytest.fail(f"{python} does not exist: run `bash scripts/bootstrap.sh` (it makes .venv-pins with the deployed pins), "
-                    "or set GLMOPS_PINS_PYTHON to such an interpreter", pytrace=False)
-    return python
-
-
 def make_conda_like(prefix: Path, source: Path) -> Path:
     """A Python prefix of its own (as /root/miniconda3 is), whose site-packages hold those of `source`'s environment.
 
@@ -161,9 +152,9 @@ def _failures(output: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def lookalike(tmp_path_factory: pytest.TempPathFactory, tiny_chatglm: Path) -> Iterator[AutodlLookalike]:
+def lookalike(tmp_path_factory: pytest.TempPathFactory, tiny_chatglm: Path, pins_python: str) -> Iterator[AutodlLookalike]:
     root = tmp_path_factory.mktemp("autodl")
-    conda_python = make_conda_like(root / "miniconda3", pins_python())
+    conda_python = make_conda_like(root / "miniconda3", Path(pins_python))
     bin_dir = root / "standin-bin"
     write(bin_dir / "nvidia-smi", STAND_IN.replace("{csv}", f"'{SMI_3090[0]}'")).chmod(0o755)
     ns = Namespace()
