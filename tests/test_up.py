@@ -112,6 +112,17 @@ def test_not_a_login_line_is_refused_with_what_was_expected(tmp_path: Path, line
     assert not (tmp_path / "config" / "glmops" / "inventory.yml").exists()
 
 
+@pytest.mark.parametrize("option, expected", [
+    (("--playbook", "no-such-playbook"), "no playbook 'no-such-playbook'"),
+    (("--profile", "fp64"), "unknown profile 'fp64'"),
+])
+def test_bad_options_are_refused_before_logging_in(tmp_path: Path, option: tuple[str, str], expected: str) -> None:
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "config"), "HOME": str(tmp_path)}
+    done = glmops("up", f"ssh -p {free_port()} root@127.0.0.1", *option, "-y", env=env)  # nothing listens there
+    assert done.returncode == 1 and expected in done.stderr and "connection refused" not in done.stderr, done.stderr
+    _no_traceback(done)
+
+
 def test_a_refused_password_writes_nothing(user: User) -> None:
     done = user.up(user.login, "-y", input="wrong-password\n")
     assert done.returncode == 4, done.stdout + done.stderr

@@ -352,79 +352,108 @@ def up(login: tuple[str, ...], name: str | None, inventory_path: str | None, ext
     run_command(lambda: _up(login, Path(inventory_path) if inventory_path else user_inventory(), options))
 
 
-def _up(words: tuple[str, ...], inventory_path: Path, opts: dict[str, Any]) -> int:
-    from glmops.commands.inventory import add_host
-    from glmops.commands.run import parse_extra_vars
+@dataclass
+class Look:
+    """What up learned on the host: the playbook and why, the facts and doctor's probe, the settings to record."""
+
+    playbook: str
+    why: str
+    data: dict[str, Any]  # doctor's parse_gather(): facts, venv, probe (model folders), running
+    settings: dict[str, Any]
+    variables: dict[str, Any]  # the host's variables for this deploy (inventory, settings, -e)
+    layout: Any
+
+
+def look_at(host: Host, connection_vars: dict[str, Any], extra: dict[str, Any], opts: dict[str, Any]) -> Look:
+    """Two round trips: the kind (facts + AutoDL's data disk, home, conda), then doctor's probe at the deploy folder."""
     from glmops.connection.factory import open_connection
+    from glmops.doctor import gather_script_for, parse_gather
+    from glmops.layout import Layout
+    from glmops.modules.gpu_facts import gather_script, parse_facts
 
-    started = time.monotonic()
-    host = resolve_host(words, opts["name"], inventory_path)
-    for option in host.ignored:
-        click.echo(f"note: ignored ssh option {option} (glmops connects with its own SSH client)", err=True)
-    extra = parse_extra_vars(opts["extra_vars"])
-    connection_vars = {**host.known, **host.entry, **extra}
-    for var in host.remove:
-        connection_vars.pop(var, None)
-    connection_vars = log_in(host, connection_vars)
-    from glmops.profile import PROFILES, ProfileError, decide
-
-    requested = opts["profile"] or str(connection_vars.get("profile") or "auto")
-    if requested not in PROFILES:
-        raise ArgumentError(f"unknown profile {requested!r}", field="--profile", hint="one of: " + ", ".join(PROFILES))
-    conn = open_connection(host.name, connection_vars, host_key_checking="accept-new")
-    with conn:
-        data_dir = str(connection_vars.get("autodl_data_dir") or "/root/autodl-tmp")
+    data_dir = str(connection_vars.get("autodl_data_dir") or "/root/autodl-tmp")
+    turbo = str(connection_vars.get("network_turbo_file") or connection_vars.get("network_turbo_path") or "/etc/network_turbo")
+    with open_connection(host.name, connection_vars, host_key_checking="accept-new") as conn:
         probe = probe_host(conn, data_dir, "/root/miniconda3/bin/python")
-        turbo = str(connection_vars.get("network_turbo_file") or connection_vars.get("network_turbo_path") or "/etc/network_turbo")
-        from glmops.modules.gpu_facts import gather_script, parse_facts
-
-        facts = parse_facts(conn.run(gather_script("/", turbo), timeout=120).stdout)
-        playbook, why = kind_of(facts, probe)
+        playbook, why = kind_of(parse_facts(conn.run(gather_script("/", turbo), timeout=120).stdout), probe)
         recorded = next((g for g in host.groups if g in PLAYBOOKS), None)  # the playbook of the last `up`
         playbook = opts["playbook"] or recorded or playbook
         settings = _settings(host, playbook, probe, data_dir, extra, opts)
         variables = {**connection_vars, **settings, **extra}
-        from glmops.doctor import gather_script_for, parse_gather
-        from glmops.layout import Layout
-
         layout = Layout.from_hostvars(variables)
-        models_dir = posixpath.join(layout.deploy_dir, "models")
-        hints = {"model_path": posixpath.join(models_dir, str(variables.get("model_id") or "chatglm3-6b").rsplit("/", 1)[-1]),
-                 "embedding_model_path": posixpath.join(models_dir, str(variables.get("embedding_model") or "bge-large-zh-v1.5"))}
-        data = parse_gather(conn.run(gather_script_for(layout, {**variables, **hints, "network_turbo_path": turbo}), timeout=120).stdout)
-    facts = data["facts"]
+        models = posixpath.join(layout.deploy_dir, "models")
+        hints = {"model_path": posixpath.join(models, str(variables.get("model_id") or "chatglm3-6b").rsplit("/", 1)[-1]),
+                 "embedding_model_path": posixpath.join(models, str(variables.get("embedding_model") or "bge-large-zh-v1.5")),
+                 "network_turbo_path": turbo}
+        data = parse_gather(conn.run(gather_script_for(layout, {**variables, **hints}), timeout=120).stdout)
+    return Look(playbook, why, data, settings, variables, layout)
+
+
+def _check_options(opts: dict[str, Any]) -> None:
+    """What can be refused before logging in: the profile's name, the playbook."""
+    from glmops.profile import PROFILES
+    from glmops.shipped import resolve_playbook
+
+    if opts["profile"] and opts["profile"] not in PROFILES:
+        raise ArgumentError(f"unknown profile {opts['profile']!r}", field="--profile", hint="one of: " + ", ".join(PROFILES))
+    if opts["playbook"] and not resolve_playbook(opts["playbook"]).is_file():
+        raise ArgumentError(f"no playbook {opts['playbook']!r}", field="--playbook",
+                            hint="one of the shipped " + ", ".join(PLAYBOOKS) + ", or the path of a playbook file")
+
+
+def _up(words: tuple[str, ...], inventory_path: Path, opts: dict[str, Any]) -> int:
+    from glmops.commands.inventory import add_host
+    from glmops.commands.run import parse_extra_vars
+    from glmops.profile import ProfileError, decide
+
+    started = time.monotonic()
+    _check_options(opts)
+    host = resolve_host(words, opts["name"], inventory_path)
+    for option in host.ignored:
+        click.echo(f"note: ignored ssh option {option} (glmops connects with its own SSH client)", err=True)
+    extra = parse_extra_vars(opts["extra_vars"])
+    connection_vars = {k: v for k, v in {**host.known, **host.entry, **extra}.items() if k not in host.remove}
+    connection_vars = log_in(host, connection_vars)
+    look = look_at(host, connection_vars, extra, opts)
+    facts = look.data["facts"]
     try:
-        choice = decide(facts, requested)
+        choice = decide(facts, opts["profile"] or str(look.variables.get("profile") or "auto"))
     except ProfileError as exc:
         raise GlmopsError(f"{host.name}: {exc.message}", field="--profile", hint=exc.hint) from None
-    items = plan_items(variables, data.get("probe"), choice.profile, bool(data.get("venv")))
+    items = plan_items(look.variables, look.data.get("probe"), choice.profile, bool(look.data.get("venv")))
     # record the host before the plan: `glmops up NAME` finds it again, even when the plan is declined
-    status, _ = add_host(str(inventory_path), host.name, playbook if playbook in PLAYBOOKS else None, {**host.entry, **settings}, host.remove)
+    group = look.playbook if look.playbook in PLAYBOOKS else None
+    status, _ = add_host(str(inventory_path), host.name, group, {**host.entry, **look.settings}, host.remove)
     if status != "unchanged":
         click.echo(f"{status} {host.name} in {inventory_path}")
     key = _api_key(host.name, opts["api_key"])
-    need, free = check_disk(items, facts.get("glmops_disk_free_mb"), facts.get("glmops_disk_path") or layout.deploy_dir)
-    _print_plan(host, connection_vars, facts, choice, why, playbook, items, layout, need, free, variables, data)
+    need, free = check_disk(items, facts.get("glmops_disk_free_mb"), facts.get("glmops_disk_path") or look.layout.deploy_dir)
+    _print_plan(host, connection_vars, look, choice, items, need, free)
     _confirm(opts["yes"], "Proceed?", default=True)
-    code, changed = _deploy(playbook, inventory_path, host.name, extra, key)
+    code, changed = _deploy(look.playbook, inventory_path, host.name, extra, key)
     if code != 0:
+        click.secho(f"the deploy failed (exit {code}); see above, and `glmops doctor {host.name} -i {inventory_path}`", fg="red", err=True)
         return code
-    local_port = int(variables["tunnel_local_port"])
-    code = _tunnel(host.name, inventory_path, local_port, layout.api_port)
-    if code != 0:
-        return code
-    _answer(local_port, key)
-    env_file = variables.get("client_env_file")
-    took = time.monotonic() - started
-    click.echo(f"\n{host.name} is up ({'nothing changed, ' if changed == 0 else ''}{took:.0f} s).")
-    click.echo(f"  API       http://127.0.0.1:{local_port}/v1  (the tunnel to {layout.api_host}:{layout.api_port} on {host.name})")
-    click.echo(f"  clients   {env_file} (OPENAI_BASE_URL, OPENAI_API_KEY, ZHIPU_*); the key is in {config_dir() / (host.name + '.key')}")
+    local_port = int(look.variables["tunnel_local_port"])
+    code = _tunnel(host.name, inventory_path, local_port, look.layout.api_port)
+    if code == 0:
+        _answer(local_port, key)
+        _print_next(host.name, inventory_path, look, changed, time.monotonic() - started)
+    return code
+
+
+def _print_next(name: str, inventory_path: Path, look: Look, changed: int, took: float) -> None:
+    """What to do next: the API, the clients' .env, the day-2 commands."""
+    layout, local_port = look.layout, look.variables["tunnel_local_port"]
     inv = "" if inventory_path == user_inventory() else f" -i {inventory_path}"
-    click.echo(f"  status    glmops status {host.name} -i {inventory_path}")
-    click.echo(f"  ask       glmops chat {host.name} \"你好\" --stream -i {inventory_path}")
-    click.echo(f"  again     glmops up {host.name}{inv}   (changed=0 in seconds)")
-    click.echo(f"  stop      glmops down {host.name}{inv}   (the tunnel and the server; --purge also removes {layout.deploy_dir})")
-    return 0
+    click.echo(f"\n{name} is up ({'nothing changed, ' if changed == 0 else ''}{took:.0f} s).")
+    click.echo(f"  API       http://127.0.0.1:{local_port}/v1  (the tunnel to {layout.api_host}:{layout.api_port} on {name})")
+    click.echo(f"  clients   {look.variables.get('client_env_file')} (OPENAI_BASE_URL, OPENAI_API_KEY, ZHIPU_*); "
+               f"the key is in {config_dir() / (name + '.key')}")
+    click.echo(f"  status    glmops status {name} -i {inventory_path}")
+    click.echo(f"  ask       glmops chat {name} \"你好\" --stream -i {inventory_path}")
+    click.echo(f"  again     glmops up {name}{inv}   (changed=0 in seconds)")
+    click.echo(f"  stop      glmops down {name}{inv}   (the tunnel and the server; --purge also removes {layout.deploy_dir})")
 
 
 def _settings(host: Host, playbook: str, probe: dict[str, Any], data_dir: str, extra: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:
@@ -483,28 +512,30 @@ def _api_key(name: str, given: str | None) -> str:
     return key
 
 
-def _print_plan(host: Host, conn_vars: dict[str, Any], facts: dict[str, Any], choice: Any, why: str, playbook: str,
-                items: list[Item], layout: Any, need: float, free: float, variables: dict[str, Any], data: dict[str, Any]) -> None:
+def _print_plan(host: Host, conn_vars: dict[str, Any], look: Look, choice: Any, items: list[Item], need: float, free: float) -> None:
     from glmops.commands.day2 import _fact_text
 
+    facts, layout = look.data["facts"], look.layout
     where = f"{conn_vars.get('ansible_user', '')}@{conn_vars.get('ansible_host', host.name)}".lstrip("@")
     port = conn_vars.get("ansible_port")
+    ram = f"{_fact_text('glmops_ram_mb', facts.get('glmops_ram_mb'), facts)} ({_fact_text('glmops_ram_available_mb', facts.get('glmops_ram_available_mb'), facts)} available)"
     rows = [
-        ("host", f"{host.name} ({where}{f':{port}' if port else ''}): {why}, {facts.get('glmops_system')} {facts.get('glmops_architecture')}"),
-        ("playbook", playbook),
+        ("host", f"{host.name} ({where}{f':{port}' if port else ''}): {look.why}, {facts.get('glmops_system')} {facts.get('glmops_architecture')}"),
+        ("playbook", look.playbook),
         ("GPU", _fact_text("glmops_gpus", facts.get("glmops_gpus"), facts)),
-        ("RAM", f"{_fact_text('glmops_ram_mb', facts.get('glmops_ram_mb'), facts)} ({_fact_text('glmops_ram_available_mb', facts.get('glmops_ram_available_mb'), facts)} available)"),
+        ("RAM", ram),
         ("profile", choice.reason),
     ]
     for index, item in enumerate(items):
         state = "already there" if item.there else f"{_gb_text(item.gb)} from {item.source}"
         rows.append(("moves" if index == 0 else "", f"{item.what}: {state}"))
+    quick = all(i.there for i in items) and look.data.get("running")
     rows += [
         ("goes to", f"{layout.deploy_dir} on {host.name}"),
         ("disk", f"{free:.1f} GB free at {facts.get('glmops_disk_path')}; needs {need:.1f} GB; {free - need:.1f} GB free after"),
-        ("time", "seconds (everything is there)" if all(i.there for i in items) and data.get("running")
-         else f"about {estimate_minutes(items, choice.profile):.0f} min (downloads at ~{DOWNLOAD_MBS:.0f} MB/s, uploads at ~{UPLOAD_MBS:.0f} MB/s)"),
-        ("API", f"{layout.api_host}:{layout.api_port} on {host.name}; here http://127.0.0.1:{variables['tunnel_local_port']}/v1 "
+        ("time", "seconds (everything is there)" if quick else
+         f"about {estimate_minutes(items, choice.profile):.0f} min (downloads at ~{DOWNLOAD_MBS:.0f} MB/s, uploads at ~{UPLOAD_MBS:.0f} MB/s)"),
+        ("API", f"{layout.api_host}:{layout.api_port} on {host.name}; here http://127.0.0.1:{look.variables['tunnel_local_port']}/v1 "
                 f"(tunnel), key in {config_dir() / (host.name + '.key')}"),
     ]
     click.echo("\nPLAN")
