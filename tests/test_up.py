@@ -223,6 +223,12 @@ def test_up_deploys_answers_reruns_and_down_leaves_nothing(user: User, tiny_mode
     assert _answer(again.stdout, user)
     assert int((user.deploy_dir / "run" / "server.pid").read_text().split()[0]) == server_pid
 
+    # the next steps it printed work as printed
+    status = user.glmops("status", user.name, "-i", str(user.inventory))
+    assert status.returncode == 0 and " up " in status.stdout, status.stdout + status.stderr
+    chat = user.glmops("chat", user.name, "你好", "--stream", "--max-tokens", "4", "-i", str(user.inventory))
+    assert chat.returncode == 0 and chat.stdout.strip(), chat.stdout + chat.stderr
+
     tunnel_pids = [s["pid"] for s in _tunnel_states(user)]
     assert tunnel_pids
     down = user.glmops("down", user.name)

@@ -117,7 +117,10 @@ def resolve_host(words: tuple[str, ...], name: str | None, inventory_path: Path)
     hosts = inventory.hosts if inventory else {}
     text = " ".join(words).strip()
     if len(words) == 1 and text in hosts:
-        return Host(name or text, {}, known=inventory.host_vars(text), groups=inventory.group_names(text))
+        if name not in (None, text):
+            raise ArgumentError(f"{text!r} is a host in {inventory_path} already; --name {name} cannot rename it", field="--name",
+                                hint="leave --name off, or give the login line to record the host under a new name")
+        return Host(text, {}, known=inventory.host_vars(text), groups=inventory.group_names(text))
     if len(words) == 1 and " " not in text and "@" not in text:
         known = ", ".join(sorted(hosts)[:10]) or "none"
         raise ArgumentError(f"{text!r} is neither a login line nor a host in {inventory_path} (hosts there: {known})",
