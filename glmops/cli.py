@@ -12,6 +12,8 @@ from glmops import __version__
 
 # name -> (module, attribute, one-line help shown by `glmops --help` without importing the module)
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "up": ("glmops.commands.up", "up", "From an `ssh -p PORT user@host` login line to a chat answer: plan, deploy, tunnel, answer."),
+    "down": ("glmops.commands.up", "down", "Close the tunnel to a host `glmops up` deployed and stop its server (--purge: remove it)."),
     "run": ("glmops.commands.run", "run", "Run a playbook (a file, or a shipped one by name: autodl, local, ...) against an inventory."),
     "init": ("glmops.commands.init", "init", "Write an editable copy of the shipped playbooks and inventory examples."),
     "inventory": ("glmops.commands.inventory", "inventory", "List hosts, or add one from an `ssh -p PORT user@host` line."),
@@ -51,7 +53,8 @@ def cli() -> None:
     """glmops: deploy ChatGLM3-6B behind an OpenAI-compatible API, Ansible-style.
 
     \b
-      glmops run playbooks/autodl.yml -i inventory/autodl.yml
+      glmops up "ssh -p 12345 root@region-9.autodl.com"
+      glmops run autodl -i inventory/autodl.yml
       glmops inventory add autodl -- ssh -p 12345 root@region-9.autodl.com
     """
 

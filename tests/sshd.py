@@ -53,8 +53,10 @@ class SshServer:
     """
 
     def __init__(self, state_dir: str, port: int | None = None, host: str = "127.0.0.1", fast_shell: bool = False,
-                 netns: str | None = None):
+                 netns: str | None = None, password: str | None = None):
         self.netns = netns  # run sshd inside this network namespace (`ip netns exec`), as a separate host
+        # password: root logs in with this password too (see _password_prefix), with its home in state_dir/home
+        self.password = password
         self.state_dir = os.path.abspath(state_dir)
         self.host = host
         self.port = port or (2222 if netns else free_port(host))
@@ -97,7 +99,39 @@ class SshServer:
         ]
         if self.fast_shell:
             lines.append("SetEnv SHLVL=1")  # root's .bashrc here returns early: no pyenv init per session
+        if self.password is not None:
+            lines = [line for line in lines if not line.startswith(("PermitRootLogin", "PasswordAuthentication", "AuthorizedKeysFile"))]
+            lines += ["PermitRootLogin yes", "PasswordAuthentication yes",
+                      f"AuthorizedKeysFile .ssh/authorized_keys {self.state_dir}/authorized_keys"]
         return "\n".join(lines) + "\n"
+
+    @property
+    def home(self) -> str:
+        """The user's home in the sessions of a password server (its ~/.ssh/authorized_keys is read)."""
+        return os.path.join(self.state_dir, "home")
+
+    def _password_prefix(self) -> list[str]:
+        """Run sshd in a private mount namespace where /etc/passwd and /etc/shadow are copies that give
+        the user this server's password and a home in state_dir: sshd checks passwords without PAM
+        (UsePAM no) against /etc/shadow, so the machine's own accounts and files stay untouched."""
+        os.makedirs(self.home, mode=0o700, exist_ok=True)
+        hashed = subprocess.run(["openssl", "passwd", "-6", "-stdin"], input=self.password, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        files = {}
+        for name in ("passwd", "shadow"):
+            with open(f"/etc/{name}") as handle:
+                rows = [line.rstrip("\n").split(":") for line in handle if line.strip()]
+            for row in rows:
+                if row[0] == self.user and name == "passwd":
+                    row[5] = self.home
+                elif row[0] == self.user:
+                    row[1] = hashed
+            files[name] = os.path.join(self.state_dir, name)
+            with open(files[name], "w") as handle:
+                handle.write("".join(":".join(row) + "\n" for row in rows))
+            os.chmod(files[name], 0o644 if name == "passwd" else 0o600)
+        script = 'mount --bind "$1" /etc/passwd && mount --bind "$2" /etc/shadow && shift 2 && exec "$@"'
+        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", files["passwd"], files["shadow"]]
 
     def start(self) -> "SshServer":
         """Write keys, known_hosts and sshd_config, start sshd in the foreground, wait for the port."""
@@ -121,6 +155,8 @@ class SshServer:
             raise RuntimeError(f"sshd rejected {config}: {check.stderr.strip()}")
         with open(self.log, "ab") as log:
             prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+            if self.password is not None:
+                prefix += self._password_prefix()
             self.proc = subprocess.Popen([*prefix, SSHD, "-D", "-e", "-f", config], stdin=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

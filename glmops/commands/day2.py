@@ -288,29 +288,35 @@ def stop(host: str, inventories: tuple[str, ...], extra_vars: tuple[str, ...], a
     def body() -> int:
         code = 0
         for target in load_targets(host, inventories, extra_vars):
-            paths = paths_of(target.layout)
-            try:
-                with connected(target, accept_new) as conn:
-                    result = _detached.stop(conn, paths, grace=timeout)
-            except ConnectionFailure as exc:
-                click.secho(f"{target.name}: UNREACHABLE: {exc.message}", fg="magenta", err=True)
-                code = code or EXIT_HOST_UNREACHABLE
-                continue
-            if result.unverified:
-                pid = result.status.pid if result.status else None
-                click.secho(f"{target.name}: not stopped: {_detached.unverified_message(paths, pid)}", fg="red", err=True)
-                code = EXIT_HOST_FAILED
-            elif result.status is not None and result.status.running:
-                click.secho(f"{target.name}: pid {result.status.pid} did not stop", fg="red", err=True)
-                code = EXIT_HOST_FAILED
-            elif result.was_running:
-                how = " (killed after the TERM grace period)" if result.killed else ""
-                click.echo(f"{target.name}: stopped{how}")
-            else:
-                click.echo(f"{target.name}: not running")
+            result = stop_server(target, accept_new, timeout)
+            code = code if result == 0 else (result if code in (0, EXIT_HOST_UNREACHABLE) else code)
         return code
 
     run_command(body)
+
+
+def stop_server(target: Target, accept_new: bool, timeout: float) -> int:
+    """Stop the server on one host, saying what happened; 0, EXIT_HOST_FAILED or EXIT_HOST_UNREACHABLE."""
+    paths = paths_of(target.layout)
+    try:
+        with connected(target, accept_new) as conn:
+            result = _detached.stop(conn, paths, grace=timeout)
+    except ConnectionFailure as exc:
+        click.secho(f"{target.name}: UNREACHABLE: {exc.message}", fg="magenta", err=True)
+        return EXIT_HOST_UNREACHABLE
+    if result.unverified:
+        pid = result.status.pid if result.status else None
+        click.secho(f"{target.name}: not stopped: {_detached.unverified_message(paths, pid)}", fg="red", err=True)
+        return EXIT_HOST_FAILED
+    if result.status is not None and result.status.running:
+        click.secho(f"{target.name}: pid {result.status.pid} did not stop", fg="red", err=True)
+        return EXIT_HOST_FAILED
+    if result.was_running:
+        how = " (killed after the TERM grace period)" if result.killed else ""
+        click.echo(f"{target.name}: stopped{how}")
+    else:
+        click.echo(f"{target.name}: not running")
+    return 0
 
 
 def wait_healthy(conn: Any, target: Target, timeout: float, say: Any) -> tuple[bool, str]:

@@ -468,7 +468,16 @@ def stop(host: str | None, stop_all: bool) -> None:
     """Close the tunnels to HOST (or all of them with --all)."""
     if not host and not stop_all:
         _fail(ArgumentError("name the host whose tunnel to close, or give --all", field="HOST", hint="see them: glmops tunnel status"))
-    states = [s for s in read_states(_drop_bad_state) if stop_all or s.get("host") == host]
+    stopped, unproven = stop_tunnels(None if stop_all else host)
+    if unproven:
+        sys.exit(EXIT_ERROR)
+    if not stopped:
+        click.echo(f"no tunnel to {host} is open" if host else "no tunnels open")
+
+
+def stop_tunnels(host: str | None) -> tuple[int, int]:
+    """Close the tunnels to `host` (None: all), saying so; (closed, left alone because unproven)."""
+    states = [s for s in read_states(_drop_bad_state) if host is None or s.get("host") == host]
     stopped = unproven = 0
     for state in states:
         verdict, why = check_tunnel(state)
@@ -482,10 +491,7 @@ def stop(host: str | None, stop_all: bool) -> None:
             click.echo(f"closed the tunnel {state.get('url')} -> {state.get('host')}:{state.get('remote_port')} (pid {state['pid']})")
         Path(state["path"]).unlink(missing_ok=True)
         Path(state["path"]).with_suffix(".log").unlink(missing_ok=True)
-    if unproven:
-        sys.exit(EXIT_ERROR)
-    if not stopped:
-        click.echo(f"no tunnel to {host} is open" if host else "no tunnels open")
+    return stopped, unproven
 
 
 def _terminate(pid: int, wait: float = 5.0) -> None:
