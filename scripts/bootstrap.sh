@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
-# Prepare a fresh Debian machine for glmops development and tests: system packages, a virtualenv in
-# .venv with glmops (controller + server + cpu extras), the CPU build of torch, the CPU engines
-# (llama-cpp-python, chatglm-cpp) and the test tools.
-# Safe to run again: each step checks first.
+# Prepare a fresh Debian machine for glmops. Safe to run again: each step checks first.
+#   bash scripts/bootstrap.sh          what the local demo needs (scripts/demo.sh, a few minutes):
+#                                      system packages, .venv with the CPU build of torch, glmops with
+#                                      its server extra and the openai client
+#   bash scripts/bootstrap.sh --tests  + the test tools, the CPU engines (llama-cpp-python,
+#                                      chatglm-cpp: built from source, ~15 min the first time) and
+#                                      .venv-pins (scripts/test.sh runs this one)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+tests=false
+case "${1:-}" in
+  "") ;;
+  --tests) tests=true ;;
+  *) echo "usage: bash scripts/bootstrap.sh [--tests]   (unknown argument: $1)" >&2; exit 2 ;;
+esac
 
 need_apt=()
 for pkg in openssh-server openssh-client git git-lfs rsync iproute2 sudo curl; do
@@ -23,6 +32,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # torch first, pinned: a bare `torch` would pull a multi-GB CUDA build.
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q torch==2.13.0
+# The demo: the server extra (it deploys this checkout's wheel, makes tiny models with transformers)
+# and the openai client it streams the answer with (the same bound as the dev extra).
+.venv/bin/pip install -q -e '.[server]' 'openai>=1.30'
+if ! $tests; then
+  exit 0
+fi
+
 .venv/bin/pip install -q -e '.[server,dev]'
 # The CPU engines (the `cpu` extra) build from source, one at a time with two jobs, as portable code
 # (pip caches the built wheels, so a second run takes seconds). chatglm-cpp's vendored CMake files need
