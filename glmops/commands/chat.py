@@ -230,7 +230,7 @@ def _not_reached(endpoint: Endpoint, exc: BaseException) -> GlmopsError:
     """Nothing took the connection: no tunnel (the default URL), a dead tunnel, a server that is down
     (over SSH), or nothing at --base-url."""
     if endpoint.route == "default":
-        return GlmopsError(f"no tunnel: no `glmops tunnel` is open and nothing listens at {endpoint.url} ({exc})",
+        return GlmopsError(f"no tunnel: no glmops tunnel is open and nothing listens at {endpoint.url} ({exc})",
                            hint="open one: glmops tunnel open HOST --background (then glmops chat \"...\"), "
                                 "or ask through the host's SSH: glmops chat HOST \"...\"" + (f"; {endpoint.hint}" if endpoint.hint else ""))
     if endpoint.route == "tunnel":

@@ -49,7 +49,7 @@ def test_no_tunnel(env: dict[str, str]) -> None:
     assert shutil.which("unshare") and shutil.which("ip"), "needs unshare (util-linux) and ip (iproute2): bash scripts/bootstrap.sh"
     netns = ("unshare", "--map-root-user", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh")
     text = failed(chat(env, "hello", prefix=netns))
-    assert "no tunnel: no `glmops tunnel` is open and nothing listens at http://127.0.0.1:6006/v1" in text, text
+    assert "no tunnel: no glmops tunnel is open and nothing listens at http://127.0.0.1:6006/v1" in text, text
     assert "glmops tunnel open HOST --background" in text and "server down" not in text and "key" not in text
 
 
