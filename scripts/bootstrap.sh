@@ -30,8 +30,14 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
   .venv/bin/pip install -q --upgrade pip
 fi
-# torch first, pinned: a bare `torch` would pull a multi-GB CUDA build.
-.venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q torch==2.13.0
+# torch first, pinned, the CPU build: on Linux PyPI's torch is the CUDA build (~0.5 GB plus a
+# multi-GB cuda-toolkit); PyTorch's CPU index has torch==2.13.0+cpu (~190 MB), which pip prefers
+# (a local version sorts after the plain one). GLMOPS_TORCH_INDEX= (empty) skips that index.
+torch_index=()
+if [ "$(uname -s)" = Linux ] && [ -n "${GLMOPS_TORCH_INDEX-https://download.pytorch.org/whl/cpu}" ]; then
+  torch_index=(--extra-index-url "${GLMOPS_TORCH_INDEX-https://download.pytorch.org/whl/cpu}")
+fi
+.venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q "${torch_index[@]}" torch==2.13.0
 # The demo: the server extra (it deploys this checkout's wheel, makes tiny models with transformers)
 # and the openai client it streams the answer with (the same bound as the dev extra).
 .venv/bin/pip install -q -e '.[server]' 'openai>=1.30'

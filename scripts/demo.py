@@ -133,6 +133,9 @@ def write_inventory(hostvars: dict | None) -> Path:
         "embedding_model": "tiny-bge", "embedding_model_source": "upload", "embedding_model_upload_from": str(models / "tiny-bge"),
         "api_port": API_PORT, "tunnel_local_port": LOCAL_PORT, "client_env_file": str(DEMO / "client.env"),
     }
+    torch_index = os.environ.get("GLMOPS_TORCH_INDEX", "https://download.pytorch.org/whl/cpu")
+    if torch_index and sys.platform.startswith("linux"):  # the CPU torch, as scripts/bootstrap.sh installs it
+        group_vars["torch_pip_args"] = f"--extra-index-url {torch_index}"
     host = hostvars or {"ansible_connection": "local"}
     path = DEMO / "inventory.yml"
     path.write_text("# Written by scripts/demo.py\n" + yaml.safe_dump({"all": {"children": {"local": {"vars": group_vars, "hosts": {"demo": host}}}}}))
