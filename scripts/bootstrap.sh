@@ -62,5 +62,5 @@ if [ ! -x .venv-pins/bin/python ]; then
   .venv-pins/bin/pip install -q --upgrade pip
 fi
 pins=$(.venv/bin/python -c "import yaml; d = yaml.safe_load(open('roles/python_env/defaults/main.yml')); print(d['torch_pin'], d['transformers_pin'], *d['python_env_profile_packages']['cpu'])")
-.venv-pins/bin/pip install -q $pins
+.venv-pins/bin/pip install -q "${torch_index[@]}" $pins  # torch: the CPU build, as above
 .venv-pins/bin/pip install -q -e '.[server]'
