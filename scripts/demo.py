@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO = ROOT / ".demo"
+DEMO = Path(os.environ.get("GLMOPS_DEMO_DIR") or ROOT / ".demo")  # the tests use a folder of their own
 STATE = DEMO / "state"  # tunnel state (XDG_STATE_HOME for glmops)
 PORTS = DEMO / "ports.json"  # the ports the last run chose (kept while its server/tunnel hold them)
 API_PORT = 6006  # set by choose_ports()
