@@ -22,6 +22,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import click
 import pytest
 import yaml
 from helpers import ROOT, events, recap, write
@@ -90,8 +91,23 @@ def test_every_controller_module_imports(env: dict[str, str]) -> None:
     assert imported.returncode == 0, imported.stdout + imported.stderr
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["inventory", "add"], ["inventory", "list"], ["tunnel", "open"], ["tunnel", "status"],
-                                     ["tunnel", "stop"], ["status"], ["logs"], ["stop"], ["restart"], ["facts"], ["doctor"], ["chat"]])
+def controller_commands() -> list[list[str]]:
+    """Every command and subcommand of `glmops` but `serve` (the target's), read from the CLI itself."""
+    from glmops.cli import COMMANDS, cli
+
+    found: list[list[str]] = [[]]
+    ctx = click.Context(cli)
+    for name in COMMANDS:
+        if name == "serve":
+            continue
+        command = cli.get_command(ctx, name)
+        found.append([name])
+        if isinstance(command, click.Group):
+            found += [[name, sub] for sub in command.list_commands(click.Context(command))]
+    return found
+
+
+@pytest.mark.parametrize("command", controller_commands(), ids=lambda words: " ".join(words) or "glmops")
 def test_help_of_every_controller_command(env: dict[str, str], command: list[str]) -> None:
     shown = run(env, "-m", "glmops", *command, "--help")
     assert shown.returncode == 0 and shown.stdout.startswith("Usage: glmops"), shown.stdout + shown.stderr
