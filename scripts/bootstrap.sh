@@ -33,11 +33,18 @@ fi
 # torch first, pinned, the CPU build: on Linux PyPI's torch is the CUDA build (~0.5 GB plus a
 # multi-GB cuda-toolkit); PyTorch's CPU index has torch==2.13.0+cpu (~190 MB), which pip prefers
 # (a local version sorts after the plain one). GLMOPS_TORCH_INDEX= (empty) skips that index.
+# A host name that does not resolve (an offline mirror setup) skips it: pip would retry it for minutes.
 torch_index=()
-if [ "$(uname -s)" = Linux ] && [ -n "${GLMOPS_TORCH_INDEX-https://download.pytorch.org/whl/cpu}" ]; then
-  torch_index=(--extra-index-url "${GLMOPS_TORCH_INDEX-https://download.pytorch.org/whl/cpu}")
+index=${GLMOPS_TORCH_INDEX-https://download.pytorch.org/whl/cpu}
+if [ "$(uname -s)" = Linux ] && [ -n "$index" ] && "$PY" -c "import socket, sys, urllib.parse as u; socket.getaddrinfo(u.urlsplit(sys.argv[1]).hostname, 443)" "$index" 2>/dev/null; then
+  torch_index=(--extra-index-url "$index")
 fi
-.venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q "${torch_index[@]}" torch==2.13.0
+install_torch() {  # VENV: torch alone from the CPU index, then its dependencies from the usual index
+  "$1/bin/python" -c "import torch" 2>/dev/null && return 0
+  "$1/bin/pip" install -q --no-deps "${torch_index[@]}" torch==2.13.0
+  "$1/bin/pip" install -q torch==2.13.0
+}
+install_torch .venv
 # The demo: the server extra (it deploys this checkout's wheel, makes tiny models with transformers)
 # and the openai client it streams the answer with (the same bound as the dev extra).
 .venv/bin/pip install -q -e '.[server]' 'openai>=1.30'
@@ -62,5 +69,6 @@ if [ ! -x .venv-pins/bin/python ]; then
   .venv-pins/bin/pip install -q --upgrade pip
 fi
 pins=$(.venv/bin/python -c "import yaml; d = yaml.safe_load(open('roles/python_env/defaults/main.yml')); print(d['torch_pin'], d['transformers_pin'], *d['python_env_profile_packages']['cpu'])")
-.venv-pins/bin/pip install -q "${torch_index[@]}" $pins  # torch: the CPU build, as above
+install_torch .venv-pins
+.venv-pins/bin/pip install -q $pins
 .venv-pins/bin/pip install -q -e '.[server]'

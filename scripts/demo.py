@@ -98,6 +98,21 @@ def _tunnel_running(port: int | None) -> bool:
     return f"{port}" in status.stdout
 
 
+def _torch_index() -> str:
+    """PyTorch's CPU index on Linux (PyPI's Linux torch is the CUDA build, several GB) as bootstrap.sh
+    uses it: GLMOPS_TORCH_INDEX, '' when that is empty, not Linux, or its host does not resolve."""
+    from urllib.parse import urlsplit
+
+    index = os.environ.get("GLMOPS_TORCH_INDEX", "https://download.pytorch.org/whl/cpu")
+    if not index or not sys.platform.startswith("linux"):
+        return ""
+    try:
+        socket.getaddrinfo(urlsplit(index).hostname or "", 443)
+    except (OSError, UnicodeError):
+        return ""
+    return index
+
+
 def start_sshd() -> dict | None:
     """A throwaway sshd on 127.0.0.1 (kept between runs); None when it cannot start."""
     from sshd import SshServer
@@ -133,8 +148,8 @@ def write_inventory(hostvars: dict | None) -> Path:
         "embedding_model": "tiny-bge", "embedding_model_source": "upload", "embedding_model_upload_from": str(models / "tiny-bge"),
         "api_port": API_PORT, "tunnel_local_port": LOCAL_PORT, "client_env_file": str(DEMO / "client.env"),
     }
-    torch_index = os.environ.get("GLMOPS_TORCH_INDEX", "https://download.pytorch.org/whl/cpu")
-    if torch_index and sys.platform.startswith("linux"):  # the CPU torch, as scripts/bootstrap.sh installs it
+    torch_index = _torch_index()
+    if torch_index:  # the CPU torch, as scripts/bootstrap.sh installs it
         group_vars["torch_pip_args"] = f"--extra-index-url {torch_index}"
     host = hostvars or {"ansible_connection": "local"}
     path = DEMO / "inventory.yml"
