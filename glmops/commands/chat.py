@@ -39,7 +39,8 @@ class Endpoint:
     close: Callable[[], None] = lambda: None
     hint: str = ""
     # how the request travels, for errors that say what is wrong: "url" (--base-url), "default" (no HOST,
-    # no tunnel: 127.0.0.1:6006), "tunnel" (an open `glmops tunnel`), "ssh" (a forward over the host's SSH)
+    # no tunnel: 127.0.0.1:6006), "tunnel" (an open `glmops tunnel`), "ssh" (a forward over the host's SSH),
+    # "local" (a host with connection: local: its port on this machine)
     route: str = "url"
     host: str | None = None
     tunnel: dict[str, Any] | None = None
@@ -103,7 +104,7 @@ def host_endpoint(target: Target, accept_new: bool) -> Endpoint:
     transport = getattr(conn, "transport", None)
     if transport is None:  # a local host: the port is right here
         conn.close()
-        return url_endpoint(normalize_base(f"http://{remote_host}:{layout.api_port}"), route="ssh", host=target.name)
+        return url_endpoint(normalize_base(f"http://{remote_host}:{layout.api_port}"), route="local", host=target.name)
 
     def open_channel(connect_timeout: float) -> http.client.HTTPConnection:
         import paramiko
@@ -238,9 +239,9 @@ def _not_reached(endpoint: Endpoint, exc: BaseException) -> GlmopsError:
         return GlmopsError(f"the tunnel to {endpoint.host} (pid {pid}) does not take connections at {endpoint.url} ({exc})",
                            hint=f"see it: glmops tunnel status; open it again: glmops tunnel stop {endpoint.host} && "
                                 f"glmops tunnel open {endpoint.host} --background")
-    if endpoint.route == "ssh":
-        return GlmopsError(f"server down: nothing answers at {endpoint.url} (the SSH connection to {endpoint.host} works): {exc}",
-                           hint=_server_down_hint(endpoint.host))
+    if endpoint.route in ("ssh", "local"):
+        how = f"the SSH connection to {endpoint.host} works" if endpoint.route == "ssh" else f"{endpoint.host} is this machine"
+        return GlmopsError(f"server down: nothing answers at {endpoint.url} ({how}): {exc}", hint=_server_down_hint(endpoint.host))
     return GlmopsError(f"nothing answers at {endpoint.url}: {exc}",
                        hint=endpoint.hint or "is the server running (glmops status HOST)? is a tunnel open (glmops tunnel status)?")
 
@@ -252,7 +253,7 @@ def _closed(endpoint: Endpoint, exc: BaseException) -> GlmopsError:
         behind = f"{state.get('remote_host', '127.0.0.1')}:{state.get('remote_port', '?')} on {endpoint.host}"
         return GlmopsError(f"server down: the tunnel to {endpoint.host} is open ({endpoint.url}), but nothing answers behind it "
                            f"at {behind}", hint=_server_down_hint(endpoint.host))
-    if endpoint.route == "ssh":
+    if endpoint.route in ("ssh", "local"):
         return _not_reached(endpoint, exc)
     return GlmopsError(f"{endpoint.url} took the connection and closed it without an answer ({exc or type(exc).__name__}): "
                        "a tunnel whose server is down?",

@@ -72,11 +72,15 @@ def test_tunnel_open_server_down(env: dict[str, str], tmp_path: Path, sshd: Any)
         subprocess.run([sys.executable, "-m", "glmops", "tunnel", "stop", "box"], env=env, capture_output=True, timeout=60)
 
 
-def test_server_down_over_ssh(env: dict[str, str], tmp_path: Path, sshd: Any) -> None:
+def test_server_down_over_ssh_or_here(env: dict[str, str], tmp_path: Path, sshd: Any) -> None:
     port = free_port()
     text = failed(chat(env, "box", "hello", "-i", inventory(tmp_path / "hosts.yml", sshd, api_port=port)))
     assert f"server down: nothing answers at http://127.0.0.1:{port}/v1 on box (over SSH) (the SSH connection to box works)" in text, text
     assert "glmops restart box" in text and "tunnel" not in text
+    local = tmp_path / "local.yml"
+    local.write_text(yaml.safe_dump({"all": {"hosts": {"here": {"ansible_connection": "local", "api_port": port}}}}))
+    here = failed(chat(env, "here", "hello", "-i", str(local)))
+    assert f"server down: nothing answers at http://127.0.0.1:{port}/v1 (here is this machine)" in here, here
 
 
 def test_wrong_key_and_no_key(env: dict[str, str], tmp_path: Path, sshd: Any, server: ServerProcess) -> None:
