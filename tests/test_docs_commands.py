@@ -177,6 +177,10 @@ def _run_offline(path: list[str], words: list[str], tmp: Path) -> str | None:
         else:
             words[words.index("add") + 1:words.index("add") + 1] = []  # keep NAME where it is
             words[words.index("add"):words.index("add") + 1] = ["add", "-i", str(tmp / "inventory.yml")]
+    if path == ["inventory", "list"]:
+        sources = [words[i + 1] for i, w in enumerate(words[:-1]) if w in ("-i", "--inventory")]
+        if not sources or not all((ROOT / source).is_file() for source in sources):
+            return None  # the user's own inventory (the default, ~/...): parsed only
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(tmp / "home"), "XDG_CONFIG_HOME": str(tmp / "config"),
            "XDG_STATE_HOME": str(tmp / "state"), "COLUMNS": "200"}
     work = tmp / "work"
