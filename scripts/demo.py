@@ -12,18 +12,21 @@ back to `ansible_connection: local`. Everything lives in .demo/ (gitignored).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO = ROOT / ".demo"
+DEMO = Path(os.environ.get("GLMOPS_DEMO_DIR") or ROOT / ".demo")  # the tests use a folder of their own
 STATE = DEMO / "state"  # tunnel state (XDG_STATE_HOME for glmops)
-API_PORT = int(os.environ.get("GLMOPS_DEMO_API_PORT", "6006"))
-LOCAL_PORT = int(os.environ.get("GLMOPS_DEMO_LOCAL_PORT", str(API_PORT + 100)))
+PORTS = DEMO / "ports.json"  # the ports the last run chose (kept while its server/tunnel hold them)
+API_PORT = 6006  # set by choose_ports()
+LOCAL_PORT = 6106
 GLMOPS = [sys.executable, "-m", "glmops"]
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -39,6 +42,75 @@ def _alive(pid_file: Path) -> int | None:
         return pid
     except (OSError, ValueError, IndexError):
         return None
+
+
+def port_free(port: int) -> bool:
+    """True when a listener could bind 127.0.0.1:PORT now (as the server and the tunnel do)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def any_free_port(avoid: set[int]) -> int:
+    """A port the kernel hands out as free (not one in AVOID)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in avoid:
+            return port
+
+
+def choose_ports() -> tuple[int, int, list[str]]:
+    """(api port, tunnel port, notes): GLMOPS_DEMO_API_PORT / GLMOPS_DEMO_LOCAL_PORT when set; else the
+    last run's ports while this demo's server / tunnel hold them; else 6006 and 6106 when free, else
+    free ones (6006 is often a user's own tunnel to AutoDL)."""
+    try:
+        saved = json.loads(PORTS.read_text())
+    except (OSError, ValueError):
+        saved = {}
+    ours = {"api": _alive(DEMO / "deploy" / "run" / "server.pid") is not None, "local": _tunnel_running(saved.get("local"))}
+    chosen: dict[str, int] = {}
+    notes = []
+    for key, env, default in (("api", "GLMOPS_DEMO_API_PORT", 6006), ("local", "GLMOPS_DEMO_LOCAL_PORT", 6106)):
+        if os.environ.get(env):
+            chosen[key] = int(os.environ[env])
+        elif saved.get(key) and (ours[key] or port_free(saved[key])) and saved[key] not in chosen.values():
+            chosen[key] = saved[key]
+        elif port_free(default) and default not in chosen.values():
+            chosen[key] = default
+        else:
+            chosen[key] = any_free_port(set(chosen.values()))
+            notes.append(f"127.0.0.1:{default} is taken (another server or tunnel); the demo uses {chosen[key]} instead")
+    PORTS.write_text(json.dumps(chosen))
+    return chosen["api"], chosen["local"], notes
+
+
+def _tunnel_running(port: int | None) -> bool:
+    """True when this demo's background tunnel listens on PORT."""
+    if not port:
+        return False
+    status = subprocess.run([*GLMOPS, "tunnel", "status"], env=_env(), capture_output=True, text=True)
+    return f"{port}" in status.stdout
+
+
+def _torch_index() -> str:
+    """PyTorch's CPU index on Linux (PyPI's Linux torch is the CUDA build, several GB) as bootstrap.sh
+    uses it: GLMOPS_TORCH_INDEX, '' when that is empty, not Linux, or its host does not resolve."""
+    from urllib.parse import urlsplit
+
+    index = os.environ.get("GLMOPS_TORCH_INDEX", "https://download.pytorch.org/whl/cpu")
+    if not index or not sys.platform.startswith("linux"):
+        return ""
+    try:
+        socket.getaddrinfo(urlsplit(index).hostname or "", 443)
+    except (OSError, UnicodeError):
+        return ""
+    return index
 
 
 def start_sshd() -> dict | None:
@@ -76,6 +148,9 @@ def write_inventory(hostvars: dict | None) -> Path:
         "embedding_model": "tiny-bge", "embedding_model_source": "upload", "embedding_model_upload_from": str(models / "tiny-bge"),
         "api_port": API_PORT, "tunnel_local_port": LOCAL_PORT, "client_env_file": str(DEMO / "client.env"),
     }
+    torch_index = _torch_index()
+    if torch_index:  # the CPU torch, as scripts/bootstrap.sh installs it
+        group_vars["torch_pip_args"] = f"--extra-index-url {torch_index}"
     host = hostvars or {"ansible_connection": "local"}
     path = DEMO / "inventory.yml"
     path.write_text("# Written by scripts/demo.py\n" + yaml.safe_dump({"all": {"children": {"local": {"vars": group_vars, "hosts": {"demo": host}}}}}))
@@ -96,15 +171,19 @@ def stream_answer() -> None:
 
 
 def deploy() -> int:
+    global API_PORT, LOCAL_PORT
     DEMO.mkdir(exist_ok=True)
+    API_PORT, LOCAL_PORT, notes = choose_ports()
+    for note in notes:
+        print(f"(ports: {note})")
+    print(f"(ports: the API server on 127.0.0.1:{API_PORT}, the tunnel on 127.0.0.1:{LOCAL_PORT})")
     subprocess.run([sys.executable, str(ROOT / "scripts" / "make_tiny_models.py"), str(DEMO / "models")], check=True, stdout=subprocess.DEVNULL)
     inventory = write_inventory(start_sshd())
     run = subprocess.run([*GLMOPS, "run", str(ROOT / "playbooks" / "local.yml"), "-i", str(inventory)], env=_env())
     if run.returncode != 0:
         print(f"\nthe deploy failed (exit {run.returncode}); the server log: {DEMO / 'deploy' / 'logs' / 'server.log'}")
         return run.returncode
-    status = subprocess.run([*GLMOPS, "tunnel", "status"], env=_env(), capture_output=True, text=True)
-    if f"{LOCAL_PORT}" not in status.stdout:
+    if not _tunnel_running(LOCAL_PORT):
         subprocess.run([*GLMOPS, "tunnel", "open", "demo", "-i", str(inventory), "--local-port", str(LOCAL_PORT),
                         "--remote-port", str(API_PORT), "--background"], env=_env(), check=True)
     stream_answer()

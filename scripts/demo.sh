@@ -7,5 +7,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "stop" ]; then exec .venv/bin/python scripts/demo.py stop; fi
-bash scripts/bootstrap.sh
+bash scripts/bootstrap.sh   # only what the demo needs (no CPU engines, no test tools)
 exec .venv/bin/python scripts/demo.py

@@ -39,6 +39,12 @@ class Endpoint:
     open: Callable[[float], http.client.HTTPConnection]  # connected within that many seconds
     close: Callable[[], None] = lambda: None
     hint: str = ""
+    # how the request travels, for errors that say what is wrong: "url" (--base-url), "default" (no HOST,
+    # no tunnel: 127.0.0.1:6006), "tunnel" (an open `glmops tunnel`), "ssh" (a forward over the host's SSH),
+    # "local" (a host with connection: local: its port on this machine)
+    route: str = "url"
+    host: str | None = None
+    tunnel: dict[str, Any] | None = None
 
 
 def normalize_base(url: str) -> str:
@@ -52,7 +58,7 @@ def normalize_base(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{path}"
 
 
-def url_endpoint(base: str, hint: str = "") -> Endpoint:
+def url_endpoint(base: str, hint: str = "", **route: Any) -> Endpoint:
     parts = urlsplit(base)
     kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
 
@@ -61,7 +67,7 @@ def url_endpoint(base: str, hint: str = "") -> Endpoint:
         conn.connect()
         return conn
 
-    return Endpoint(base, open_connection, hint=hint)
+    return Endpoint(base, open_connection, hint=hint, **route)
 
 
 def open_tunnels() -> list[dict[str, Any]]:
@@ -92,14 +98,14 @@ def host_endpoint(target: Target, accept_new: bool) -> Endpoint:
     """An open tunnel to the host, else a forward over its SSH connection for this one request."""
     for state in open_tunnels():
         if state.get("host") == target.name:
-            return url_endpoint(_tunnel_url(state), hint=f"the tunnel to {target.name}")
+            return url_endpoint(_tunnel_url(state), hint=f"the tunnel to {target.name}", route="tunnel", host=target.name, tunnel=state)
     layout = target.layout
     remote_host = "127.0.0.1" if layout.api_host in ("0.0.0.0", "::", "") else layout.api_host
     conn = connect(target, accept_new)
     transport = getattr(conn, "transport", None)
     if transport is None:  # a local host: the port is right here
         conn.close()
-        return url_endpoint(normalize_base(f"http://{remote_host}:{layout.api_port}"))
+        return url_endpoint(normalize_base(f"http://{remote_host}:{layout.api_port}"), route="local", host=target.name)
 
     def open_channel(connect_timeout: float) -> http.client.HTTPConnection:
         import paramiko
@@ -113,7 +119,7 @@ def host_endpoint(target: Target, accept_new: bool) -> Endpoint:
         return http_conn
 
     url = f"http://{remote_host}:{layout.api_port}/v1 on {target.name} (over SSH)"
-    return Endpoint(url, open_channel, close=conn.close)
+    return Endpoint(url, open_channel, close=conn.close, route="ssh", host=target.name)
 
 
 class _ChannelRaw(io.RawIOBase):
@@ -181,11 +187,12 @@ def _silent(endpoint: Endpoint, what: str, timeout: float) -> GlmopsError:
 
 
 def send(endpoint: Endpoint, body: dict[str, Any], api_key: str | None, on_text: Callable[[str], None],
-         timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+         timeout: float = DEFAULT_TIMEOUT, key_source: str = "--api-key") -> dict[str, Any]:
     """POST /chat/completions; streamed text goes to on_text. Returns {model, content, finish_reason, usage}.
 
     The connection must be made within CONNECT_TIMEOUT seconds (or `timeout`, when shorter), the answer
-    must begin within `timeout` seconds, and a stream may not pause longer than that."""
+    must begin within `timeout` seconds, and a stream may not pause longer than that. The errors tell
+    apart no tunnel, a server that is down, and a wrong key (`key_source` says where the key came from)."""
     headers = {"Content-Type": "application/json", "Accept": "text/event-stream" if body.get("stream") else "application/json"}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
@@ -197,8 +204,7 @@ def send(endpoint: Endpoint, body: dict[str, Any], api_key: str | None, on_text:
         raise GlmopsError(f"cannot connect to {endpoint.url} within {connect_timeout:g} s",
                           hint=endpoint.hint or "is the host up? is a tunnel open (glmops tunnel HOST)?") from None
     except (ConnectionRefusedError, ConnectionResetError, OSError) as exc:
-        raise GlmopsError(f"nothing answers at {endpoint.url}: {exc}",
-                          hint=endpoint.hint or "is the server running (glmops status HOST)? is a tunnel open (glmops tunnel HOST)?") from None
+        raise _not_reached(endpoint, exc) from None
     try:
         conn.sock.settimeout(timeout)
         conn.request("POST", path, body=json.dumps(body).encode(), headers=headers)
@@ -208,22 +214,62 @@ def send(endpoint: Endpoint, body: dict[str, Any], api_key: str | None, on_text:
         raise _silent(endpoint, "took the connection but sent no answer", timeout) from None
     except (ConnectionResetError, OSError, http.client.HTTPException) as exc:
         conn.close()
-        raise GlmopsError(f"nothing answers at {endpoint.url}: {exc}",
-                          hint=endpoint.hint or "is the server running (glmops status HOST)? is a tunnel open (glmops tunnel HOST)?") from None
+        raise _closed(endpoint, exc) from None
     try:
-        return _read_answer(body, response, on_text)
+        return _read_answer(body, response, on_text, key_source if api_key else None)
     except TimeoutError:
         raise _silent(endpoint, "began to answer, then sent nothing more", timeout) from None
     finally:
         conn.close()
 
 
-def _read_answer(body: dict[str, Any], response: http.client.HTTPResponse, on_text: Callable[[str], None]) -> dict[str, Any]:
-    """The answer of a response that began: the error it carries, the JSON body, or the stream's parts."""
+def _server_down_hint(host: str | None) -> str:
+    name = host or "HOST"
+    return f"see why: glmops status {name}, glmops logs {name}; start it again: glmops restart {name}"
+
+
+def _not_reached(endpoint: Endpoint, exc: BaseException) -> GlmopsError:
+    """Nothing took the connection: no tunnel (the default URL), a dead tunnel, a server that is down
+    (over SSH), or nothing at --base-url."""
+    if endpoint.route == "default":
+        return GlmopsError(f"no tunnel: no glmops tunnel is open and nothing listens at {endpoint.url} ({exc})",
+                           hint="open one: glmops tunnel open HOST --background (then glmops chat \"...\"), "
+                                "or ask through the host's SSH: glmops chat HOST \"...\"" + (f"; {endpoint.hint}" if endpoint.hint else ""))
+    if endpoint.route == "tunnel":
+        pid = (endpoint.tunnel or {}).get("pid")
+        return GlmopsError(f"the tunnel to {endpoint.host} (pid {pid}) does not take connections at {endpoint.url} ({exc})",
+                           hint=f"see it: glmops tunnel status; open it again: glmops tunnel stop {endpoint.host} && "
+                                f"glmops tunnel open {endpoint.host} --background")
+    if endpoint.route in ("ssh", "local"):
+        how = f"the SSH connection to {endpoint.host} works" if endpoint.route == "ssh" else f"{endpoint.host} is this machine"
+        return GlmopsError(f"server down: nothing answers at {endpoint.url} ({how}): {exc}", hint=_server_down_hint(endpoint.host))
+    return GlmopsError(f"nothing answers at {endpoint.url}: {exc}",
+                       hint=endpoint.hint or "is the server running (glmops status HOST)? is a tunnel open (glmops tunnel status)?")
+
+
+def _closed(endpoint: Endpoint, exc: BaseException) -> GlmopsError:
+    """Something took the connection and closed it without an answer: a tunnel whose server is down."""
+    if endpoint.route == "tunnel":
+        state = endpoint.tunnel or {}
+        behind = f"{state.get('remote_host', '127.0.0.1')}:{state.get('remote_port', '?')} on {endpoint.host}"
+        return GlmopsError(f"server down: the tunnel to {endpoint.host} is open ({endpoint.url}), but nothing answers behind it "
+                           f"at {behind}", hint=_server_down_hint(endpoint.host))
+    if endpoint.route in ("ssh", "local"):
+        return _not_reached(endpoint, exc)
+    return GlmopsError(f"{endpoint.url} took the connection and closed it without an answer ({exc or type(exc).__name__}): "
+                       "a tunnel whose server is down?",
+                       hint=f"{_server_down_hint(endpoint.host)}; the tunnels: glmops tunnel status")
+
+
+def _read_answer(body: dict[str, Any], response: http.client.HTTPResponse, on_text: Callable[[str], None],
+                 key_source: str | None = None) -> dict[str, Any]:
+    """The answer of a response that began: the error it carries, the JSON body, or the stream's parts.
+    `key_source`: where the key sent came from (None: no key was sent)."""
     if response.status != 200:
         text = _error_text(response.status, response.read())
-        hint = ("send the key with --api-key (or api_keys in the inventory)" if response.status == 401 else
-                "the model is still loading: try again, or watch `glmops status HOST`" if response.status == 503 else None)
+        if response.status == 401:
+            raise _key_error(text, key_source)
+        hint = "the model is still loading: try again, or watch `glmops status HOST`" if response.status == 503 else None
         raise GlmopsError(f"the server answered HTTP {response.status}: {text}", hint=hint)
     if not body.get("stream"):
         data = json.loads(response.read())
@@ -232,6 +278,16 @@ def _read_answer(body: dict[str, Any], response: http.client.HTTPResponse, on_te
         on_text(content)
         return {"model": data.get("model"), "content": content, "finish_reason": choice.get("finish_reason"), "usage": data.get("usage")}
     return _read_stream(response, on_text)
+
+
+def _key_error(text: str, key_source: str | None) -> GlmopsError:
+    """HTTP 401: a wrong key (one was sent), or a key that is needed and was not sent."""
+    if key_source is None:
+        return GlmopsError(f"no key: the server wants an API key and none was sent (HTTP 401: {text})",
+                           hint="give --api-key KEY (or $GLMOPS_API_KEY), or name the HOST whose inventory has api_keys")
+    return GlmopsError(f"wrong key: the server refused the API key from {key_source} (HTTP 401: {text})",
+                       hint="send one of the api_keys the server was deployed with (the host's inventory; "
+                            "`glmops chat HOST` sends api_keys[0]): --api-key KEY or $GLMOPS_API_KEY")
 
 
 def _read_stream(response: http.client.HTTPResponse, on_text: Callable[[str], None]) -> dict[str, Any]:
@@ -294,22 +350,27 @@ def chat(words: tuple[str, ...], inventories: tuple[str, ...], extra_vars: tuple
         if not prompt.strip():
             raise GlmopsError("the prompt is empty", field="PROMPT")
         key = api_key
+        key_source = _key_source(api_key)
         endpoint: Endpoint
         if base_url:
-            endpoint = url_endpoint(normalize_base(base_url))
+            endpoint = url_endpoint(normalize_base(base_url), host=host)
             if host and not key:
-                key = _host_key(load_targets(host, inventories, extra_vars, single=True)[0])
+                key, key_source = _host_key(load_targets(host, inventories, extra_vars, single=True)[0])
         elif host:
             target = load_targets(host, inventories, extra_vars, single=True)[0]
-            key = key or _host_key(target)
+            if not key:
+                key, key_source = _host_key(target)
             try:
                 endpoint = host_endpoint(target, accept_new)
             except ConnectionFailure as exc:
                 raise GlmopsError(f"{target.name}: cannot connect: {exc.message}", hint=exc.hint) from None
         else:
             tunnels = open_tunnels()
-            base = _tunnel_url(tunnels[0]) if len(tunnels) == 1 else DEFAULT_BASE_URL
-            endpoint = url_endpoint(base, hint=f"nothing at {base}: open a tunnel (glmops tunnel HOST) or give HOST or --base-url")
+            if len(tunnels) == 1:
+                endpoint = url_endpoint(_tunnel_url(tunnels[0]), route="tunnel", host=tunnels[0].get("host"), tunnel=tunnels[0])
+            else:
+                several = f"{len(tunnels)} tunnels are open ({', '.join(str(t.get('host')) for t in tunnels)}): name the HOST" if tunnels else ""
+                endpoint = url_endpoint(DEFAULT_BASE_URL, hint=several, route="default")
         request = build_request(prompt, system=system, max_tokens=max_tokens, stream=stream, model=model, temperature=temperature)
 
         def show(text: str) -> None:
@@ -318,7 +379,7 @@ def chat(words: tuple[str, ...], inventories: tuple[str, ...], extra_vars: tuple
                 sys.stdout.flush()
 
         try:
-            result = send(endpoint, request, key, show, timeout=timeout)
+            result = send(endpoint, request, key, show, timeout=timeout, key_source=key_source)
         finally:
             endpoint.close()
         if as_json:
@@ -330,8 +391,20 @@ def chat(words: tuple[str, ...], inventories: tuple[str, ...], extra_vars: tuple
     run_command(body, as_json=as_json)
 
 
-def _host_key(target: Target) -> str | None:
+def _key_source(api_key: str | None) -> str:
+    """Where --api-key's value came from: the option, or $GLMOPS_API_KEY."""
+    from click.core import ParameterSource
+
+    context = click.get_current_context(silent=True)
+    source = context.get_parameter_source("api_key") if context is not None and api_key else None
+    return "$GLMOPS_API_KEY" if source == ParameterSource.ENVIRONMENT else "--api-key"
+
+
+def _host_key(target: Target) -> tuple[str | None, str]:
+    """The key to send to `target` and where it came from: its api_keys[0], else $GLMOPS_API_KEY."""
     keys = target.var("api_keys")
     if isinstance(keys, str):
         keys = [k.strip() for k in keys.split(",") if k.strip()]
-    return str(keys[0]) if keys else os.environ.get("GLMOPS_API_KEY") or None
+    if keys:
+        return str(keys[0]), f"the api_keys[0] of {target.name} in the inventory"
+    return os.environ.get("GLMOPS_API_KEY") or None, "$GLMOPS_API_KEY"

@@ -337,8 +337,47 @@ def add(name: str, login: tuple[str, ...], group: str | None, path: str, key: st
         if is_secret_name(var):
             old, new = (None if old is None else MASK), (None if new is None else MASK)
         click.echo(f"  {var}: {'(not set)' if old is None else old} -> {'(removed)' if new is None else new}")
+    if not group:
+        _note_no_group(path, name, list(login))
     if status == "added":
         click.echo(f"next: glmops inventory list -i {path}")
+
+
+_TARGET_GROUP = re.compile(r"""hosts:\s*["']?\{\{\s*target\s*\|\s*default\(\s*['"]([A-Za-z0-9_.-]+)['"]\s*\)""")
+
+
+def playbook_groups() -> dict[str, str]:
+    """{playbook name: the group its deploy play targets} of the shipped playbooks
+    (`hosts: "{{ target | default('autodl') }}"`)."""
+    from glmops.shipped import shipped_playbooks
+
+    found = {}
+    for name, path in shipped_playbooks().items():
+        match = _TARGET_GROUP.search(path.read_text(encoding="utf-8"))
+        if match:
+            found[name] = match.group(1)
+    return found
+
+
+def _note_no_group(path: str, name: str, login: list[str]) -> None:
+    """Added without --group: when the host is in no group, say which playbook group it is not in
+    (the shipped playbooks deploy to a group, so such a host is deployed to by none)."""
+    from glmops.inventory import load_inventory
+
+    try:
+        if load_inventory([path]).group_names(name):
+            return
+        groups = playbook_groups()
+    except (GlmopsError, OSError):
+        return
+    if not groups:
+        return
+    stem = os.path.splitext(os.path.basename(path))[0]
+    group = groups.get(stem) or next(iter(groups.values()))
+    listing = ", ".join(f"{book}.yml: {g}" for book, g in groups.items())
+    click.echo(f"note: {name} is in no group, and each shipped playbook deploys to its group ({listing}), so none of them "
+               f"reaches {name}. Put it into its playbook's group: glmops inventory add {name} --group {group} -i {shlex.quote(path)} "
+               f"-- {shlex.join(login)}   (or run the playbook with -e target={name})", err=True)
 
 
 @inventory.command("list")

@@ -19,6 +19,7 @@ import time
 
 from glmops.connection.base import (Become, CommandResult, CommandTimeout, Connection, LineCallback, LineSplitter, ProgressCallback,
                                     RunInterrupted, install_script, private_create, wrap_command)
+from glmops.errors import ConnectionFailure
 
 
 def _write_atomic(path: str, data: bytes, mode: int | None) -> None:
@@ -99,6 +100,20 @@ def _pump(
     return out, err, ended
 
 
+def _posix_shell() -> str:
+    """The /bin/sh commands run with. A controller without it or without process groups (os.killpg,
+    signal.SIGKILL: what stops a command and its children on a timeout or Ctrl-C), i.e. native
+    Windows, gets a clear error instead of a traceback or a command that cannot be stopped."""
+    missing = [name for name, ok in (("/bin/sh", os.path.exists("/bin/sh")), ("os.killpg", hasattr(os, "killpg")),
+                                     ("signal.SIGKILL", hasattr(signal, "SIGKILL"))) if not ok]
+    if os.name != "posix" or missing:
+        raise ConnectionFailure(f"connection: local needs a POSIX controller (Linux, macOS, or WSL on Windows); this one has no "
+                                f"{', '.join(missing) or 'POSIX'}",
+                                hint="run glmops from WSL, or reach the host over SSH instead of connection: local "
+                                     "(inventory, day-2, tunnel and SSH hosts work here)")
+    return "/bin/sh"
+
+
 class LocalConnection(Connection):
     """The controller as a host: commands run with /bin/sh via subprocess."""
 
@@ -110,14 +125,14 @@ class LocalConnection(Connection):
         self._interrupted = False
 
     def connect(self) -> None:
-        return None
+        _posix_shell()
 
     def _exec(self, script: str, *, stdin: bytes | None, timeout: float | None, on_line: LineCallback | None) -> CommandResult:
         with self._running_lock:
             if self._interrupted:
                 raise RunInterrupted(self.host)
             proc = subprocess.Popen(
-                ["/bin/sh", "-c", script],
+                [_posix_shell(), "-c", script],
                 stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
