@@ -27,12 +27,14 @@ def _started(server: SshServer) -> SshServer:
 
 @pytest.fixture(scope="session", autouse=True)
 def private_user_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """The controller's own ~/.ssh/config and tunnel state directory are never read: every glmops the tests
-    run (in-process or as a subprocess, which inherits the environment) gets an empty ssh config and a
-    fresh state directory, unless a test sets its own."""
+    """The controller's own ~/.ssh/config, tunnel state directory and ~/.config/glmops (the user's inventory,
+    keys, .env files) are never read: every glmops the tests run (in-process or as a subprocess, which
+    inherits the environment) gets an empty ssh config and fresh state and config directories, unless a
+    test sets its own."""
     base = tmp_path_factory.mktemp("user-files")
     (base / "ssh_config").write_text("")
-    wanted = {"GLMOPS_SSH_CONFIG": str(base / "ssh_config"), "XDG_STATE_HOME": str(base / "state")}
+    wanted = {"GLMOPS_SSH_CONFIG": str(base / "ssh_config"), "XDG_STATE_HOME": str(base / "state"),
+              "XDG_CONFIG_HOME": str(base / "config")}
     saved = {name: os.environ.get(name) for name in wanted}
     os.environ.update(wanted)
     yield

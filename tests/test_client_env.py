@@ -29,10 +29,8 @@ def place(tmp_path: Path) -> dict[str, Path]:
 
 def _run(place: dict[str, Path], *extra: str, xdg: bool = True) -> subprocess.CompletedProcess[str]:
     env = {"HOME": str(place["home"]), "PWD": str(place["proj"])}
-    if xdg:
-        env["XDG_CONFIG_HOME"] = str(place["xdg"])
-    full = {k: v for k, v in os.environ.items() if k != "XDG_CONFIG_HOME"}
-    full.update(env)
+    env["XDG_CONFIG_HOME"] = str(place["xdg"]) if xdg else ""  # empty: unset, as the XDG spec reads it
+    full = {**os.environ, **env}
     run = glmops("run", str(ROOT / "playbooks" / "local.yml"), "-i", str(place["inv"]), "--json", "--start-at-task", "Create the folder of the .env (private when new)", *extra,
                  cwd=place["proj"], env=full, timeout=300)
     failed = [e for e in events(run.stdout) if e["event"] == "host_result" and e["status"] == "failed"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ROOT, glmops
+from helpers import ROOT, glmops, write
 from modhelp import run_module
 
 from glmops.layout import Layout
@@ -154,3 +154,13 @@ def test_chat_gives_up_on_a_server_that_never_answers(silent_server, sshd, tmp_p
     assert took < 15 and held  # it did connect, and gave up after the 2 s (plus the interpreter's start)
     assert f"{url} took the connection but sent no answer within 2 s" in result.stderr
     assert "glmops status HOST" in result.stderr and "glmops logs HOST" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_day2_commands_read_the_users_inventory_without_i(tmp_path: Path) -> None:
+    """`glmops up` records hosts in ~/.config/glmops/inventory.yml: status, logs, chat ... find them with no -i."""
+    config = tmp_path / "config"
+    write(config / "glmops" / "inventory.yml", "all:\n  hosts:\n    my-gpu:\n      ansible_host: 127.0.0.1\n      ansible_port: 1\n")
+    found = glmops("status", "my-gpu", env={"XDG_CONFIG_HOME": str(config), "GLMOPS_INVENTORY": ""}, cwd=tmp_path)
+    assert "no host matches" not in found.stdout + found.stderr and "my-gpu" in found.stdout + found.stderr
+    missing = glmops("status", "my-gpu", env={"XDG_CONFIG_HOME": str(tmp_path / "nothing"), "GLMOPS_INVENTORY": ""}, cwd=tmp_path)
+    assert missing.returncode != 0 and "no host matches 'my-gpu'" in missing.stdout + missing.stderr

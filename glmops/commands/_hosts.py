@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from glmops.connection.base import Become
+from glmops.userconfig import default_inventories
 from glmops.errors import EXIT_ERROR, EXIT_INTERRUPTED, GlmopsError
 from glmops.layout import Layout
 
@@ -58,7 +59,8 @@ def inventory_option(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option("-e", "--extra-vars", multiple=True,
                         help="Variables (deploy_dir, api_port, ...): NAME=VALUE, @file.yml or JSON.")(func)
     func = click.option("-i", "--inventory", "inventories", multiple=True,
-                        help="Inventory file, directory, or 'host1,host2,' list (repeatable; default $GLMOPS_INVENTORY).")(func)
+                        help="Inventory file, directory, or 'host1,host2,' list (repeatable; default $GLMOPS_INVENTORY, else "
+                             "./inventory/hosts.yml and ~/.config/glmops/inventory.yml, those that exist).")(func)
     return func
 
 
@@ -68,9 +70,7 @@ def load_targets(pattern: str, inventories: tuple[str, ...], extra_vars: tuple[s
     from glmops.inventory import load_inventory
     from glmops.playbook.templating import Templar
 
-    if not inventories and os.environ.get("GLMOPS_INVENTORY"):
-        inventories = (os.environ["GLMOPS_INVENTORY"],)
-    inventory = load_inventory(list(inventories))
+    inventory = load_inventory(list(inventories) or default_inventories())
     extra = parse_extra_vars(extra_vars)
     names = inventory.select(pattern)
     implicit = not names and ssh_config_alias(pattern)

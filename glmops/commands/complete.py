@@ -6,20 +6,12 @@ and a traceback never reaches the shell. Cheap: no paramiko, no connection."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
-from pathlib import Path
 
 import click
 from click.shell_completion import CompletionItem
 
-from glmops.commands.inventory import DEFAULT_INVENTORY
-
-
-def user_inventory() -> Path:
-    """The user's own inventory (`glmops up` records hosts there): $XDG_CONFIG_HOME/glmops/inventory.yml."""
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return Path(base) / "glmops" / "inventory.yml"
+from glmops.userconfig import default_inventories
 
 
 def inventory_sources(ctx: click.Context) -> list[str]:
@@ -28,9 +20,7 @@ def inventory_sources(ctx: click.Context) -> list[str]:
         given = ctx.params.get(name)
         if given:
             return [str(s) for s in given]
-    if os.environ.get("GLMOPS_INVENTORY"):
-        return [os.environ["GLMOPS_INVENTORY"]]
-    return [str(p) for p in (Path(DEFAULT_INVENTORY), user_inventory()) if p.is_file()]
+    return default_inventories()
 
 
 def inventory_names(sources: list[str], *, groups: bool = False) -> list[str]:

@@ -14,8 +14,8 @@ from typing import Any
 import click
 
 from glmops.errors import ArgumentError, GlmopsError, LoadError, Pos
+from glmops.userconfig import DEFAULT_INVENTORY
 
-DEFAULT_INVENTORY = "inventory/hosts.yml"
 MASK = "********"
 NEW_FILE_HEADER = "# glmops inventory (Ansible's YAML format); see docs/inventory.md\n"
 # ssh options that take a value (from ssh(1)); -p, -i, -l are read, the others ignored with a note

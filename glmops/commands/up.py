@@ -25,6 +25,7 @@ from typing import Any
 import click
 
 from glmops.commands._hosts import Target, connected, load_targets, run_command
+from glmops.userconfig import config_dir, user_inventory
 from glmops.errors import EXIT_ERROR, EXIT_HOST_FAILED, ArgumentError, AuthenticationFailure, GlmopsError
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -44,18 +45,6 @@ PURGE_MARKS = ("api_server.yaml", "run/server.cmd", "dist/requirements.txt")  # 
 
 
 # -- the user's files -----------------------------------------------------------------------
-def config_dir() -> Path:
-    """$XDG_CONFIG_HOME/glmops, else ~/.config/glmops (%APPDATA%\\glmops on Windows)."""
-    if os.name == "nt" and os.environ.get("APPDATA"):
-        return Path(os.environ["APPDATA"]) / "glmops"
-    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "glmops"
-
-
-def user_inventory() -> Path:
-    """The inventory `glmops up` records hosts in unless -i names another."""
-    return config_dir() / "inventory.yml"
-
-
 def _private_file(path: Path, text: str) -> None:
     """Write `text` to `path` (mode 0600, folder 0700 when new): temporary file, then rename."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
