@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +63,22 @@ def run_playbook(tmp_path: Path, inv: Path, playbook: str, *args: str) -> subpro
     """Write `playbook` to tmp_path/site.yml and `glmops run` it against `inv` with --json."""
     book = write(tmp_path / "site.yml", playbook)
     return glmops("run", str(book), "-i", str(inv), "--json", *args, cwd=tmp_path)
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie (Linux /proc)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@contextmanager
+def tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A small filesystem of its own at `mount` (a full disk on demand; the tests run as root, as CI does)."""
+    mount.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)

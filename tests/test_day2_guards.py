@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ROOT, glmops, write
+from helpers import ROOT, alive, glmops, write
 from modhelp import run_module
 
 from glmops.layout import Layout
@@ -40,13 +40,6 @@ def deployment(sshd, tmp_path: Path) -> Iterator[dict]:
             pass
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def test_stop_does_not_signal_a_pid_whose_start_time_is_not_recorded(conn, deployment: dict) -> None:
     paths: Paths = deployment["paths"]
     started = _detached.start(conn, paths, build_script("exec sleep 300"), wait=0)
@@ -57,15 +50,15 @@ def test_stop_does_not_signal_a_pid_whose_start_time_is_not_recorded(conn, deplo
     assert stopped.returncode == 2, stopped.stdout + stopped.stderr
     assert "gpu1: not stopped" in stopped.stderr and f"{paths.start_file} is missing or empty" in stopped.stderr
     assert "nothing was signalled" in stopped.stderr and "Traceback" not in stopped.stderr
-    assert _alive(started.pid)
+    assert alive(started.pid)
 
     status = glmops("status", "gpu1", "-i", deployment["inv"], "--json")
     assert "start time is not recorded" in status.stdout
     again = run_module(conn, "daemon", name="api", command="exec sleep 300", pid_file=paths.pid_file, log_file=paths.log_file)
     assert again.failed and not again.changed and "cannot be proved" in again.msg
-    assert Path(paths.pid_file).read_text().strip() == str(started.pid) and _alive(started.pid)  # nothing else started
+    assert Path(paths.pid_file).read_text().strip() == str(started.pid) and alive(started.pid)  # nothing else started
     restart = glmops("restart", "gpu1", "-i", deployment["inv"], "--no-wait")
-    assert restart.returncode == 2 and "gpu1: not restarted" in restart.stderr and _alive(started.pid), restart.stderr
+    assert restart.returncode == 2 and "gpu1: not restarted" in restart.stderr and alive(started.pid), restart.stderr
 
 
 def test_logs_caps_a_huge_last_line_and_says_so(deployment: dict) -> None:

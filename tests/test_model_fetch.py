@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import tmpfs
 from modhelp import run_module
 
 from glmops.connection.factory import open_connection
@@ -289,13 +290,8 @@ def test_upload_check_mode_reports_files_and_bytes(conn: Any, tmp_path: Path) ->
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 1 MiB tmpfs the test mounts and unmounts."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
-    try:
+    with tmpfs(tmp_path / "disk", "1m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 def test_disk_preflight_fails_with_the_numbers(conn: Any, lfs_repo: dict, tmp_path: Path, small_disk: Path) -> None:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import events, glmops, inventory, results, write
+from helpers import alive, events, glmops, inventory, results, write
 from modhelp import run_module
 
 from glmops.errors import ArgumentError
@@ -27,37 +27,30 @@ def files(tmp_path: Path):
             pass
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def test_started_is_idempotent_and_restarts_on_a_changed_command(conn, files, tmp_path: Path) -> None:
     command = "echo serving from $(pwd) with $MODE; exec sleep 300"
     first = run_module(conn, "daemon", name="app", command=command, chdir=str(tmp_path), environment={"MODE": "fast"}, wait=0.3, **files)
-    assert first.changed and not first.failed and first.data["running"] and _alive(first.data["pid"])
+    assert first.changed and not first.failed and first.data["running"] and alive(first.data["pid"])
     assert first.data["command"] == command and "started" in first.msg
     again = run_module(conn, "daemon", name="app", command=command, chdir=str(tmp_path), environment={"MODE": "fast"}, **files)
     assert not again.changed and again.data["pid"] == first.data["pid"] and "is running" in again.msg
     assert f"serving from {tmp_path} with fast" in Path(files["log_file"]).read_text()
 
     would = run_module(conn, "daemon", name="app", command=command, environment={"MODE": "slow"}, check=True, diff=True, **files)
-    assert would.changed and "would be restarted" in would.msg and _alive(first.data["pid"])
+    assert would.changed and "would be restarted" in would.msg and alive(first.data["pid"])
     assert "MODE=slow" in would.diff[0].after and "MODE=fast" in would.diff[0].before
 
     changed = run_module(conn, "daemon", name="app", command=command, environment={"MODE": "slow"}, wait=0.3, **files)
     assert changed.changed and "command changed" in changed.msg and changed.data["pid"] != first.data["pid"]
-    assert not _alive(first.data["pid"]) and _alive(changed.data["pid"])
+    assert not alive(first.data["pid"]) and alive(changed.data["pid"])
 
     restarted = run_module(conn, "daemon", name="app", command=command, environment={"MODE": "slow"}, state="restarted", wait=0.3, **files)
-    assert restarted.changed and restarted.data["pid"] != changed.data["pid"] and _alive(restarted.data["pid"])
+    assert restarted.changed and restarted.data["pid"] != changed.data["pid"] and alive(restarted.data["pid"])
 
     would_stop = run_module(conn, "daemon", command=command, state="stopped", check=True, **files)
-    assert would_stop.changed and _alive(restarted.data["pid"])
+    assert would_stop.changed and alive(restarted.data["pid"])
     stopped = run_module(conn, "daemon", command=command, state="stopped", **files)
-    assert stopped.changed and not stopped.data["running"] and not _alive(restarted.data["pid"])
+    assert stopped.changed and not stopped.data["running"] and not alive(restarted.data["pid"])
     assert stopped.data["exit_code"] == 143
     assert not run_module(conn, "daemon", command=command, state="stopped", **files).changed
 
@@ -111,7 +104,7 @@ def test_in_a_playbook_the_daemon_outlives_the_run(sshd, files, tmp_path: Path) 
     assert watched[-1]["msg"] == "watching sleeper"
     shown = results(first.stdout, "show")["target"]
     pid = int(Path(files["pid_file"]).read_text())
-    assert f"pid {pid} running True" in str(shown) and _alive(pid)  # the SSH session is gone, the daemon is not
+    assert f"pid {pid} running True" in str(shown) and alive(pid)  # the SSH session is gone, the daemon is not
     second = glmops("run", str(book), "-i", str(inv), "--json")
     assert [e["stats"]["target"]["changed"] for e in events(second.stdout) if e["event"] == "recap"] == [0]
     assert int(Path(files["pid_file"]).read_text()) == pid

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ROOT, inventory, write
+from helpers import ROOT, inventory, tmpfs, write
 from modhelp import run_module
 from sshd import SshServer
 
@@ -245,13 +245,8 @@ def test_a_temporary_file_is_never_seen_wider_than_its_final_mode(umask0_conn: A
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """An 8 MiB tmpfs the test mounts and unmounts (the tests run as root, as CI does)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], check=True)
-    try:
+    with tmpfs(tmp_path / "disk", "8m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 def fill(path: Path) -> None:

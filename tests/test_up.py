@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from helpers import glmops
+from helpers import alive, glmops
 from sshd import free_port
 
 pytestmark = pytest.mark.timeout(900)
@@ -235,7 +235,7 @@ def test_up_deploys_answers_reruns_and_down_leaves_nothing(user: User, tiny_mode
     assert down.returncode == 0, down.stdout + down.stderr
     assert "stopped" in down.stdout and "closed the tunnel" in down.stdout
     for pid in [server_pid, *tunnel_pids]:
-        assert not _alive(pid), f"pid {pid} still runs after glmops down"
+        assert not alive(pid), f"pid {pid} still runs after glmops down"
     assert not any(_in_group(pid, server_pid) for pid in _pids()), "no process of the server's group is left"
     assert _port_free(user.local_port) and _port_free(user.api_port)
     again_down = user.glmops("down", user.name)  # again: nothing to do, no error
@@ -262,14 +262,6 @@ def _tunnel_states(user: User) -> list[dict[str, Any]]:
 
 def _pids() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _in_group(pid: int, group: int) -> bool:
