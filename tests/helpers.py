@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -82,3 +84,47 @@ def tmpfs(mount: Path, size: str) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", str(mount)], check=True)
+
+
+def marked_processes(mark: str) -> list[int]:
+    """Live (not zombie) processes whose environment holds `mark` (a task's `environment:` puts it there)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                environ = handle.read()
+            with open(f"/proc/{entry}/stat") as handle:
+                state = handle.read().rpartition(")")[2].split()[0]
+        except (OSError, IndexError):
+            continue
+        if mark.encode() in environ and state not in ("Z", "X"):
+            found.append(int(entry))
+    return found
+
+
+def interrupt_once_marked(argv: list[str], mark: str, *, env: dict[str, str], cwd: Path, timeout: float = 60,
+                          grace: float = 0) -> tuple[int, str, str, list[int]]:
+    """Start `argv`, send it one SIGINT (Ctrl-C) once a process carrying `mark` runs, and wait for it to end:
+    (exit code, stdout, stderr, the marked processes still alive `grace` seconds after, which are then killed)."""
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not marked_processes(mark):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the marked command never started"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        deadline = time.monotonic() + grace
+        while marked_processes(mark) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        survivors = marked_processes(mark)
+        for pid in survivors:  # never leave a failing run's command behind
+            os.kill(pid, signal.SIGKILL)
+    return proc.returncode, out, err, survivors

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import os
 import pkgutil
-import signal
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -25,10 +23,9 @@ from pathlib import Path
 import click
 import pytest
 import yaml
-from helpers import ROOT, events, recap, write
+from helpers import ROOT, events, interrupt_once_marked, recap, write
 from httpserver import LoopbackHTTPServer
 from sshd import free_port
-from test_interrupt import _marked
 
 import glmops
 
@@ -185,26 +182,11 @@ def test_ctrl_c_stops_the_remote_command(env: dict[str, str], tmp_path: Path, ss
               command: sleep 300
               environment: {{GLMOPS_TEST_MARK: "{mark}"}}
         """)
-    proc = subprocess.Popen([sys.executable, "-m", "glmops", "run", str(book), "-i", str(inv), "--json"], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not _marked(mark):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the sleep never started"
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 99, out[-2000:] + err
+    argv = [sys.executable, "-m", "glmops", "run", str(book), "-i", str(inv), "--json"]
+    returncode, out, err, survivors = interrupt_once_marked(argv, mark, env=env, cwd=tmp_path, timeout=30, grace=5)
+    assert returncode == 99, out[-2000:] + err
     assert any(e["event"] == "recap" for e in events(out))
-    deadline = time.monotonic() + 5
-    while _marked(mark) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _marked(mark), "the command outlived the run"
+    assert not survivors, "the command outlived the run"
 
 
 def test_tunnel_background_status_stop_and_facts_over_ssh(env: dict[str, str], tmp_path: Path, sshd) -> None:

@@ -4,33 +4,12 @@ started (their process groups), prints the recap and exits 99."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, events, inventory, write
-
-
-def _marked(mark: str) -> list[int]:
-    """Live (not zombie) processes whose environment holds `mark`."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as handle:
-                environ = handle.read()
-            with open(f"/proc/{entry}/stat") as handle:
-                state = handle.read().rpartition(")")[2].split()[0]
-        except OSError:
-            continue
-        if mark.encode() in environ and state not in ("Z", "X"):
-            found.append(int(entry))
-    return found
+from helpers import ROOT, events, interrupt_once_marked, inventory, write
 
 
 @pytest.mark.parametrize(("connection", "as_json"), [("ssh", False), ("local", False), ("ssh", True)])
@@ -49,26 +28,10 @@ def test_first_sigint_stops_remote_commands_prints_recap_exits_99(tmp_path: Path
               command: touch {tmp_path}/ran
         """)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
-    proc = subprocess.Popen([sys.executable, "-m", "glmops", "run", str(book), "-i", str(inv), *(["--json"] if as_json else [])],
-                            cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not _marked(mark):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the remote sleep never started"
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        survivors = _marked(mark)
-        for pid in survivors:  # never leave a failing run's sleep behind
-            os.kill(pid, signal.SIGKILL)
+    argv = [sys.executable, "-m", "glmops", "run", str(book), "-i", str(inv), *(["--json"] if as_json else [])]
+    returncode, out, err, survivors = interrupt_once_marked(argv, mark, env=env, cwd=tmp_path)
     assert survivors == [], "the remote command survived the interruption"
-    assert proc.returncode == 99, out + err
+    assert returncode == 99, out + err
     assert not (tmp_path / "ran").exists()
     if as_json:
         kinds = [e["event"] for e in events(out)]
