@@ -15,7 +15,7 @@ from typing import Any
 
 from glmops.errors import LoadError, Pos
 from glmops.inventory_ini import load_ini, looks_like_ini
-from glmops.playbook.yamlpos import PosDict, load_yaml
+from glmops.yamlpos import PosDict, load_yaml
 from glmops.values import is_template
 
 GROUP_KEYS = ("hosts", "children", "vars")
