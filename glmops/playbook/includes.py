@@ -14,7 +14,7 @@ from glmops.values import is_template, to_bool
 from glmops.yamlpos import PosDict
 
 
-class Includes:
+class IncludeLoader:
     """Mixin of Loader: the include and import actions."""
 
     imported_roles: list[Role]
