@@ -20,6 +20,7 @@ import shlex
 from typing import TYPE_CHECKING, Any
 
 from glmops.errors import LoadError, Pos
+from glmops.inventory_hosts import check_port, expand_host_range
 
 if TYPE_CHECKING:  # pragma: no cover
     from glmops.inventory import Inventory
@@ -63,8 +64,6 @@ def _host_and_port(word: str, pos: Pos) -> tuple[str, int | None]:
 
 def load_ini(inventory: "Inventory", text: str, path: str) -> None:
     """Add the groups, hosts and variables of INI `text` (read from `path`) to `inventory`."""
-    from glmops.inventory import check_port, expand_host_range
-
     group, kind = "ungrouped", "hosts"
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()

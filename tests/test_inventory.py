@@ -9,7 +9,8 @@ import pytest
 from helpers import write
 
 from glmops.errors import LoadError
-from glmops.inventory import expand_host_range, load_inventory, split_pattern
+from glmops.inventory import load_inventory, split_pattern
+from glmops.inventory_hosts import expand_host_range
 
 
 @pytest.fixture

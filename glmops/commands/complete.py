@@ -11,6 +11,7 @@ from collections.abc import Iterable
 import click
 from click.shell_completion import CompletionItem
 
+from glmops.commands.tunnel_state import read_states
 from glmops.userconfig import default_inventories
 
 
@@ -73,8 +74,6 @@ def complete_first_host(ctx: click.Context, param: click.Parameter, incomplete: 
 def complete_tunnel_hosts(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """`tunnel stop HOST`: the hosts of the open tunnels first, then the inventory's."""
     try:
-        from glmops.commands.tunnel import read_states
-
         open_hosts = [str(s["host"]) for s in read_states() if s.get("host")]
         return _items([*open_hosts, *inventory_names(inventory_sources(ctx))], incomplete)
     except Exception:  # noqa: BLE001

@@ -13,7 +13,7 @@ from glmops.playbook.model import IncludeRole, IncludeTasks, Item, Play
 from glmops.playbook.templating import Templar
 
 
-class Includes:
+class IncludeRunner:
     """Mixin of PlaybookRunner: the dynamic includes."""
 
     play: Play | None

@@ -14,9 +14,7 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
-WITH_LOOPS = ("items", "list", "dict", "sequence", "together", "nested", "fileglob", "indexed_items", "flattened",
-              "subelements", "random_choice", "first_found", "lines", "file", "env", "template", "inventory_hostnames")
-SUPPORTED = ("items", "list", "dict", "sequence", "together", "nested", "fileglob", "indexed_items", "flattened")
+from glmops.loop_keywords import WITH_SUPPORTED
 
 
 class LoopError(ValueError):
@@ -118,7 +116,7 @@ def with_items(kind: str, value: Any, search_dirs: list[str] | None = None) -> l
         return [list(t) for t in itertools.product(*_lists(value, kind))]
     if kind == "fileglob":
         return fileglob(value, search_dirs or [])
-    raise LoopError(f"with_{kind} is not supported (supported: {', '.join('with_' + k for k in SUPPORTED)}; or use loop:)")
+    raise LoopError(f"with_{kind} is not supported (supported: {', '.join('with_' + k for k in WITH_SUPPORTED)}; or use loop:)")
 
 
 def ansible_loop(items: list[Any], index: int, *, allitems: bool = True) -> dict[str, Any]:

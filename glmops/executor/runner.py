@@ -18,7 +18,7 @@ from typing import Any
 from glmops.connection.base import Connection
 from glmops.errors import EXIT_HOST_FAILED, EXIT_HOST_UNREACHABLE, EXIT_INTERRUPTED, EXIT_OK, ConnectionFailure, GlmopsError, LoadError, TemplateError
 from glmops.executor.facts import gather_facts, needs_facts
-from glmops.executor.includes import Includes
+from glmops.executor.includes import IncludeRunner
 from glmops.executor.state import STATS, Event, HostState, RunOptions, Scope, status_of, task_info
 from glmops.executor.tags import TagFilter
 from glmops.executor.taskcall import TaskCall
@@ -34,7 +34,7 @@ __all__ = ["STATS", "HostState", "PlaybookRunner", "RunOptions", "Scope"]
 INTERRUPT_WAIT = 15.0  # seconds Ctrl-C waits for the hosts to confirm their commands were stopped
 
 
-class PlaybookRunner(TaskVars, TaskCall, Includes):
+class PlaybookRunner(TaskVars, TaskCall, IncludeRunner):
     """Runs every play of a playbook; `run()` returns the exit code.
 
     Its parts live beside it: taskvars.py (a task's variables), taskcall.py (one task on one host:

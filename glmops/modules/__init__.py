@@ -24,10 +24,8 @@ def canonical_name(name: str) -> str:
 @lru_cache(maxsize=None)
 def module_names() -> tuple[str, ...]:
     """All modules that ship with glmops."""
-    import glmops.modules as package
-
     return tuple(
-        sorted(info.name for info in pkgutil.iter_modules(package.__path__) if not info.name.startswith("_") and info.name not in _NOT_MODULES)
+        sorted(info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_") and info.name not in _NOT_MODULES)
     )
 
 

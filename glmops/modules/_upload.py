@@ -8,6 +8,7 @@ import shlex
 from typing import Any
 
 from glmops.modules import _fetch_worker as worker
+from glmops.modules._fetch_call import WorkerError, call_worker, quick_probe
 from glmops.modules.base import ModuleContext, ModuleResult
 
 
@@ -23,8 +24,6 @@ def preflight(ctx: ModuleContext, dest: str, todo: dict[str, int], probe: dict[s
     Bytes that an interrupted upload left in a part file beside a destination (a disk that filled up,
     Ctrl-C) are counted as already there: the resume appends only the rest.
     """
-    from glmops.modules.model_fetch import WorkerError
-
     needed, free = sum(todo.values()), probe["free"]
     if needed <= free:
         return
@@ -42,8 +41,6 @@ def preflight(ctx: ModuleContext, dest: str, todo: dict[str, int], probe: dict[s
 
 
 def upload(ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
-    from glmops.modules.model_fetch import WorkerError, call_worker, quick_probe
-
     src, dest, python = os.path.expanduser(args["src"]), args["dest"], args["python"]
     if not os.path.isdir(src):
         raise WorkerError(f"src {src} is not a folder on the controller")

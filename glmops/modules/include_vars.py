@@ -8,7 +8,7 @@ from typing import Any
 
 from glmops.errors import ArgumentError, GlmopsError
 from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult
-from glmops.playbook.yamlpos import load_yaml
+from glmops.yamlpos import load_yaml
 
 
 class IncludeVarsModule(Module):

@@ -17,9 +17,9 @@ from jinja2 import Undefined
 from jinja2.exceptions import FilterArgumentError
 
 from glmops.errors import LoadError
-from glmops.playbook.yamlpos import LimitedSafeLoader
 from glmops.values import to_bool as _to_bool
 from glmops.values import truthy as _truthy
+from glmops.yamlpos import LimitedSafeLoader
 
 
 def to_bool(value: Any) -> bool:

@@ -7,14 +7,14 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from glmops.errors import LoadError, Pos
+from glmops.loop_keywords import WITH_SUPPORTED
 from glmops.playbook.model import Block, IncludeRole, IncludeTasks, Item, Role
 from glmops.playbook.readers import COMMON_KEYWORDS, LOOP_CONTROL_KEYS, _key_pos, _Reader
-from glmops.playbook.yamlpos import PosDict
-from glmops.executor.loops import SUPPORTED as WITH_SUPPORTED
 from glmops.values import is_template, to_bool
+from glmops.yamlpos import PosDict
 
 
-class Includes:
+class IncludeLoader:
     """Mixin of Loader: the include and import actions."""
 
     imported_roles: list[Role]

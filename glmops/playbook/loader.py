@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from glmops.errors import LoadError, Pos
-from glmops.playbook.includes import Includes
+from glmops.playbook.includes import IncludeLoader
 from glmops.playbook.model import Item, Playbook, Role
 from glmops.playbook.plays import Plays, _load_plays
 from glmops.playbook.readers import load_vars_file
@@ -22,7 +22,7 @@ from glmops.playbook.tasks import Tasks
 __all__ = ["Loader", "load_playbook", "load_role", "load_tasks_file", "load_vars_file"]
 
 
-class Loader(Roles, Tasks, Includes, Plays):
+class Loader(Roles, Tasks, IncludeLoader, Plays):
     """Loads one playbook; keeps the state needed for roles, includes and cycle detection.
 
     Its parts: roles.py, tasks.py, includes.py, plays.py (mixins), readers.py (typed keyword

@@ -10,8 +10,8 @@ from glmops.errors import LoadError, Pos
 from glmops.modules import canonical_name
 from glmops.playbook.model import Block, Item, Play, Role, Task
 from glmops.playbook.readers import PLAY_KEYWORDS, _nearest_hint, _pos, _Reader, load_vars_file, _become_method
-from glmops.playbook.yamlpos import PosDict, PosList, load_yaml
 from glmops.values import is_template
+from glmops.yamlpos import PosDict, PosList, load_yaml
 
 
 class Plays:

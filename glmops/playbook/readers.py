@@ -9,9 +9,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from glmops.errors import LoadError, Pos
-from glmops.executor.loops import WITH_LOOPS
-from glmops.playbook.yamlpos import PosDict, load_yaml
+from glmops.loop_keywords import WITH_LOOPS
 from glmops.values import is_bool_like, is_template, to_bool
+from glmops.yamlpos import PosDict, load_yaml
 
 PLAY_KEYWORDS = {
     "name", "hosts", "vars", "vars_files", "roles", "pre_tasks", "tasks", "post_tasks", "handlers",

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 from glmops.errors import LoadError, Pos
 from glmops.playbook.model import Block, Item, Role, Task
 from glmops.playbook.readers import _IDENTIFIER, _key_pos, _pos, _Reader, load_vars_file
-from glmops.playbook.yamlpos import PosDict, PosList, load_yaml
 from glmops.shipped import shipped_roles
 from glmops.values import is_template
+from glmops.yamlpos import PosDict, PosList, load_yaml
 
 PROJECT_ROLES = shipped_roles()  # the shipped roles: the checkout's roles/, or the wheel's (glmops/shipped.py)
 

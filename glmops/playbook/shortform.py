@@ -9,7 +9,7 @@ from typing import Any
 from glmops.errors import ArgumentError, LoadError, Pos
 from glmops.modules import get_module
 from glmops.modules.base import validate_args
-from glmops.playbook.yamlpos import PosDict
+from glmops.yamlpos import PosDict
 
 _RAW_TOKEN = re.compile(r"""(?:\{\{.*?\}\}|\{%.*?%\}|[^\s"'{]+|\{|"(?:\\.|[^"\\])*"|'[^']*')+""", re.S)
 _OPTION = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.S)

@@ -12,7 +12,7 @@ from glmops.playbook.model import Block, Item, Role, Task
 from glmops.playbook.readers import _IDENTIFIER, BLOCK_KEYWORDS, INCLUDE_ACTIONS, TASK_KEYWORDS, _nearest_hint, _pos, _Reader, _action_node, _become_method
 from glmops.playbook.includes import read_loop
 from glmops.playbook.shortform import module_args
-from glmops.playbook.yamlpos import PosDict, PosList, load_yaml
+from glmops.yamlpos import PosDict, PosList, load_yaml
 
 
 class Tasks:

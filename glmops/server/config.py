@@ -123,7 +123,7 @@ def _validate(config: ServerConfig, positions: dict[str, Pos], source: str) -> N
 
 def load_config(path: str | None, overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> ServerConfig:
     """Read api_server.yaml, apply GLMOPS_SERVER_* variables and explicit overrides, validate."""
-    from glmops.playbook.yamlpos import PosDict, load_yaml
+    from glmops.yamlpos import PosDict, load_yaml
 
     environ = dict(os.environ if environ is None else environ)
     data: dict[str, Any] = {}

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from glmops.server.backends.embeddings import EmbeddingModel
+from glmops.server.backends.errors import BackendError
 from glmops.server.prompt import Turn
-
-
-class BackendError(Exception):
-    """A problem the user can fix (missing package, wrong file, unsupported option)."""
 
 
 @dataclass
@@ -93,10 +92,6 @@ class Backend(ABC):
         """Load the embedding model, if one is configured."""
         if not path:
             return
-        import os
-
-        from glmops.server.backends.embeddings import EmbeddingModel
-
         if not os.path.isdir(path):
             raise BackendError(f"embedding_model_path {path} is not a directory with a model")
         self.embedder = EmbeddingModel(path, device, batch_size)

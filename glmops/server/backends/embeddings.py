@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from glmops.server.backends.errors import BackendError
+
 MAX_LENGTH = 512  # bge's window; longer inputs are truncated
 
 
@@ -36,8 +38,6 @@ class EmbeddingModel:
         for index, ids in enumerate(inputs):
             bad = next((i for i in ids if not 0 <= i < size), None)
             if bad is not None:
-                from glmops.server.backends.base import BackendError
-
                 raise BackendError(f"input[{index}] has token id {bad}; the embedding model's vocabulary has ids 0..{size - 1}")
         cls, sep = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
         if cls is not None and sep is not None:  # BERT's [CLS] A [SEP], XLM-R's <s> A </s>: bge's families
