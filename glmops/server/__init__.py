@@ -2,6 +2,6 @@
 
 Routes (routes/, one per endpoint family) and the generation service (service.py) are separate from
 backends (backends/); the ChatGLM3 prompt format (prompt.py) and tool-call parsing (toolcall.py) are
-pure functions. Heavy imports (torch, transformers,
-fastapi) happen only when the server starts, never on the controller's path.
+pure functions. Heavy imports (torch, transformers, fastapi) happen only when the server starts, never
+on the controller's path.
 """
