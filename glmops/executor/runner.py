@@ -9,74 +9,50 @@ from __future__ import annotations
 
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
 from glmops.connection.base import Connection
-from glmops.errors import EXIT_HOST_FAILED, EXIT_HOST_UNREACHABLE, EXIT_INTERRUPTED, EXIT_OK, ConnectionFailure, GlmopsError, LoadError, TemplateError
-from glmops.executor.facts import gather_facts, needs_facts
+from glmops.errors import EXIT_HOST_FAILED, EXIT_HOST_UNREACHABLE, EXIT_INTERRUPTED, EXIT_OK, GlmopsError, LoadError, TemplateError
+from glmops.executor.context import RunContext
+from glmops.executor.facts import FACT_PREFIX
 from glmops.executor.includes import IncludeRunner
-from glmops.executor.state import STATS, Event, HostState, RunOptions, Scope, status_of, task_info
-from glmops.executor.tags import TagFilter
+from glmops.executor.state import STATS, Event, HostState, RunOptions, Scope, task_info
 from glmops.executor.taskcall import TaskCall
 from glmops.executor.taskvars import TaskVars
 from glmops.inventory import Inventory
-from glmops.output.redact import HIDDEN, Redactor, hide_result
 from glmops.playbook.model import Block, IncludeRole, IncludeTasks, Item, Play, Playbook, Task
 from glmops.playbook.templating import Templar
-from glmops.values import to_unsafe
 
 __all__ = ["STATS", "HostState", "PlaybookRunner", "RunOptions", "Scope"]
 
 INTERRUPT_WAIT = 15.0  # seconds Ctrl-C waits for the hosts to confirm their commands were stopped
 
 
-class PlaybookRunner(TaskVars, TaskCall, IncludeRunner):
+class PlaybookRunner:
     """Runs every play of a playbook; `run()` returns the exit code.
 
-    Its parts live beside it: taskvars.py (a task's variables), taskcall.py (one task on one host:
-    loops, retries, conditions, the module call), includes.py (include_tasks/include_role),
-    facts.py (lazy facts), state.py (options, scope, host state).
+    It creates the run context (context.py) and owns its parts, each given that context: the task
+    variables (taskvars.py), the task runner (taskcall.py: one task on one host: loops, retries,
+    conditions, the module call, the result) and the dynamic includes (includes.py).
     """
 
     def __init__(self, playbook: Playbook, inventory: Inventory, options: RunOptions, emit: Callable[[Event], None]):
-        self.playbook = playbook
-        self.inventory = inventory
-        self.options = options
-        self._emit = emit
-        self._emit_lock = threading.Lock()
-        self.redactor = Redactor()
-        self.templar = Templar(on_secret=self.redactor.add)
-        self.tag_filter = TagFilter(options.tags, options.skip_tags)
-        self.hosts: dict[str, HostState] = {}
-        self._connect_lock = threading.Lock()
+        self.ctx = RunContext(playbook, inventory, options, emit)
+        self.redactor = self.ctx.redactor  # callers add secrets they know (glmops up: the API key)
+        self.variables = TaskVars(self.ctx)
+        self.tasks = TaskCall(self.ctx, self.variables)
+        self.includes = IncludeRunner(self.ctx, self.variables, self.run_items)
+        self.pool: ThreadPoolExecutor | None = None
         self._started = options.start_at_task is None
-        self._inventory_vars: dict[str, dict[str, Any]] = {}
-        self._groups = {name: inventory.group_hosts(name) for name in inventory.groups}
-        self.play: Play | None = None
-        self._stop = threading.Event()  # set by interrupt(): no new task starts
-        self._delegates: dict[str, HostState] = {}  # delegate_to hosts outside the play: connection only
-        self._delegate_locks: dict[str, threading.Lock] = {}  # one command at a time on a delegated host
-        self._inventory_lock = threading.Lock()  # group_by / add_host
-        self._end_play = False  # meta: end_play, any_errors_fatal
-        self._abort = False  # any_errors_fatal: no later play runs either
-        self._added_hosts: set[str] = set()  # hosts add_host added during the run
         self._current: tuple[str, list[str]] | None = None  # the running task and its hosts
-        self._included_role_names: list[str] = []  # include_role/import_role roles run so far (ansible_role_names)
-
-    # -- events -----------------------------------------------------------------------------
-    def emit(self, kind: str, **data: Any) -> None:
-        event = self.redactor.scrub({"event": kind, **data})
-        with self._emit_lock:
-            self._emit(event)
 
     # -- interruption (Ctrl-C) ----------------------------------------------------------------
     @property
     def interrupted(self) -> bool:
-        return self._stop.is_set()
+        return self.ctx.interrupted
 
     def stopping(self) -> str:
         """What an interruption stops now, in words: the running task and its hosts."""
@@ -89,10 +65,10 @@ class PlaybookRunner(TaskVars, TaskCall, IncludeRunner):
     def interrupt(self) -> None:
         """Stop the run: no new task starts, and the commands running on every host are stopped
         (their process groups). Safe to call from any thread; returns when every host was told."""
-        if self._stop.is_set():
+        if self.ctx.stop.is_set():
             return
-        self._stop.set()
-        self.emit("interrupted", stopping=self.stopping())
+        self.ctx.stop.set()
+        self.ctx.emit("interrupted", stopping=self.stopping())
 
         def stop(conn: Connection) -> None:
             try:
@@ -102,7 +78,7 @@ class PlaybookRunner(TaskVars, TaskCall, IncludeRunner):
 
         # All hosts at once: a host that does not answer must not delay stopping the others.
         workers = [threading.Thread(target=stop, args=(s.conn,), daemon=True, name=f"glmops-stop-{s.name}")
-                   for s in [*self.hosts.values(), *self._delegates.values()] if s.conn is not None]
+                   for s in [*self.ctx.hosts.values(), *self.ctx.delegates.values()] if s.conn is not None]
         for worker in workers:
             worker.start()
         deadline = time.monotonic() + INTERRUPT_WAIT
@@ -112,22 +88,22 @@ class PlaybookRunner(TaskVars, TaskCall, IncludeRunner):
     # -- planning ---------------------------------------------------------------------------
     def plan(self) -> list[tuple[Play, list[str]]]:
         """Match every play's host pattern before anything runs; an empty match is a load error."""
-        limit = set(self.inventory.select(self.options.limit)) if self.options.limit else None
+        limit = set(self.ctx.inventory.select(self.ctx.options.limit)) if self.ctx.options.limit else None
         if limit is not None and not limit:
-            raise LoadError(f"--limit '{self.options.limit}' matches no host", hint="known hosts: " + ", ".join(self.inventory.hosts) or "none")
+            raise LoadError(f"--limit '{self.ctx.options.limit}' matches no host", hint="known hosts: " + ", ".join(self.ctx.inventory.hosts) or "none")
         plan = []
-        for play in self.playbook.plays:
-            hosts = self.inventory.select(self.play_pattern(play))
+        for play in self.ctx.playbook.plays:
+            hosts = self.ctx.inventory.select(self.ctx.play_pattern(play))
             if limit is not None:
                 hosts = [h for h in hosts if h in limit]
-            if not hosts and _changes_inventory(self.playbook):
+            if not hosts and _changes_inventory(self.ctx.playbook):
                 plan.append((play, []))  # matched again when the play starts: add_host/group_by may fill it
                 continue
             if not hosts:
-                known = [g for g in self.inventory.groups if g not in ("all", "ungrouped")] + list(self.inventory.hosts)
+                known = [g for g in self.ctx.inventory.groups if g not in ("all", "ungrouped")] + list(self.ctx.inventory.hosts)
                 raise LoadError(
-                    f"play '{play.display_name}': host pattern '{self.play_pattern(play)}' matches no host"
-                    + (f" within --limit '{self.options.limit}'" if limit is not None else ""),
+                    f"play '{play.display_name}': host pattern '{self.ctx.play_pattern(play)}' matches no host"
+                    + (f" within --limit '{self.ctx.options.limit}'" if limit is not None else ""),
                     pos=play.pos,
                     field="hosts",
                     hint="groups and hosts in the inventory: " + (", ".join(known) if known else "none (give one with -i)"),
@@ -135,70 +111,64 @@ class PlaybookRunner(TaskVars, TaskCall, IncludeRunner):
             plan.append((play, hosts))
         return plan
 
-    def play_pattern(self, play: Play) -> Any:
-        """The play's host pattern; a template (`hosts: "{{ target | default('autodl') }}"`) is rendered
-        with the extra vars only, as in Ansible (inventory and play vars are per host)."""
-        if not Templar.is_template(play.hosts):
-            return play.hosts
-        return self.templar.render(play.hosts, dict(self.options.extra_vars), pos=play.pos, field="hosts")
-
     def run(self) -> int:
+        ctx = self.ctx
         plan = self.plan()
-        self.redactor.add_from_vars(self.options.extra_vars)
-        for name in self.inventory.hosts:
-            self._inventory_vars[name] = self.inventory.host_vars(name)
-            self.redactor.add_from_vars(self._inventory_vars[name])
+        ctx.redactor.add_from_vars(ctx.options.extra_vars)
+        for name in ctx.inventory.hosts:
+            ctx.inventory_vars[name] = ctx.inventory.host_vars(name)
+            ctx.redactor.add_from_vars(ctx.inventory_vars[name])
             for var in ("ansible_password", "ansible_ssh_pass", "ansible_become_password", "ansible_become_pass"):
-                if self._inventory_vars[name].get(var):
-                    self.redactor.add(self._inventory_vars[name][var])
-        for secret in (self.options.password, self.options.become_password):
+                if ctx.inventory_vars[name].get(var):
+                    ctx.redactor.add(ctx.inventory_vars[name][var])
+        for secret in (ctx.options.password, ctx.options.become_password):
             if secret:
-                self.redactor.add(secret)
-        self.emit("playbook_start", playbook=self.playbook.path, check=self.options.check)
+                ctx.redactor.add(secret)
+        ctx.emit("playbook_start", playbook=ctx.playbook.path, check=ctx.options.check)
         started = time.monotonic()
         try:
-            with ThreadPoolExecutor(max_workers=max(1, self.options.forks)) as pool:
+            with ThreadPoolExecutor(max_workers=max(1, ctx.options.forks)) as pool:
                 self.pool = pool
                 for play, names in plan:
-                    if self.interrupted or self._abort:
+                    if ctx.interrupted or ctx.abort:
                         break
-                    if _changes_inventory(self.playbook):
-                        names = self._select_again(play, names)
-                    for batch in _batches(names, play.serial, self.templar):
-                        if self.interrupted or self._abort:
+                    if _changes_inventory(ctx.playbook):
+                        names = self.select_again(play, names)
+                    for batch in _batches(names, play.serial, ctx.templar):
+                        if ctx.interrupted or ctx.abort:
                             break
                         self.run_play(play, batch)
         finally:
-            for state in [*self.hosts.values(), *self._delegates.values()]:
+            for state in [*ctx.hosts.values(), *ctx.delegates.values()]:
                 if state.conn is not None:
                     try:
                         state.conn.close()
                     except Exception:  # noqa: BLE001 - closing must not mask the result
                         pass
-        stats = {name: {key: state.stats.get(key, 0) for key in STATS} for name, state in self.hosts.items()}
-        self.emit("recap", stats=stats, duration=round(time.monotonic() - started, 3),
-                  **({"interrupted": True} if self.interrupted else {}))
-        if self.interrupted:
+        stats = {name: {key: state.stats.get(key, 0) for key in STATS} for name, state in ctx.hosts.items()}
+        ctx.emit("recap", stats=stats, duration=round(time.monotonic() - started, 3),
+                  **({"interrupted": True} if ctx.interrupted else {}))
+        if ctx.interrupted:
             return EXIT_INTERRUPTED
-        if any(s.unreachable for s in self.hosts.values()):
+        if any(s.unreachable for s in ctx.hosts.values()):
             return EXIT_HOST_UNREACHABLE
-        if any(s.failed for s in self.hosts.values()):
+        if any(s.failed for s in ctx.hosts.values()):
             return EXIT_HOST_FAILED
         return EXIT_OK
 
     # -- plays ------------------------------------------------------------------------------
     def run_play(self, play: Play, names: list[str]) -> None:
-        self.play = play
+        self.ctx.play = play
         for layer in (play.vars, play.vars_from_files, *(r.defaults for r in play.roles), *(r.vars for r in play.roles)):
-            self.redactor.add_from_vars(layer)
+            self.ctx.redactor.add_from_vars(layer)
         states = []
-        self._end_play = False
+        self.ctx.end_play = False
         for name in names:
-            state = self.hosts.setdefault(name, HostState(name))
+            state = self.ctx.hosts.setdefault(name, HostState(name))
             state.ended = False
             if state.active:
                 states.append(state)
-        self.emit("play_start", play=play.display_name, hosts=[s.name for s in states], pos=str(play.pos))
+        self.ctx.emit("play_start", play=play.display_name, hosts=[s.name for s in states], pos=str(play.pos))
         base = Scope(tags=list(play.tags), become=play.become, become_user=play.become_user,
                      environment=[play.environment] if play.environment else [])
         if play.strategy == "free" and len(states) > 1:
@@ -228,10 +198,10 @@ class PlaybookRunner(TaskVars, TaskCall, IncludeRunner):
     def flush_handlers(self, states: list[HostState], scope: Scope) -> None:
         """Run each notified handler once, in the order handlers are written; every handler that
         listens to a notified topic runs (not only the first). force_handlers: also on failed hosts."""
-        assert self.play is not None
-        force = self.play.force_handlers
+        assert self.ctx.play is not None
+        force = self.ctx.play.force_handlers
         ran: set[str] = set()
-        for handler in self.play.handlers:
+        for handler in self.ctx.play.handlers:
             names = {handler.name, *handler.listen} - {None}
             hosts = [s for s in states if (s.active or (force and not s.unreachable)) and s.notified & names]
             if not hosts:
@@ -246,16 +216,16 @@ class PlaybookRunner(TaskVars, TaskCall, IncludeRunner):
     def run_items(self, items: list[Item], states: list[HostState], scope: Scope) -> None:
         for item in items:
             active = [s for s in states if s.active]
-            if not active or self.interrupted or self._end_play:
+            if not active or self.ctx.interrupted or self.ctx.end_play:
                 return
             if isinstance(item, Task):
                 self.run_task(item, active, scope)
             elif isinstance(item, Block):
                 self.run_block(item, active, scope)
             elif isinstance(item, IncludeTasks):
-                self.run_include(item, active, scope)
+                self.includes.run_include(item, active, scope)
             elif isinstance(item, IncludeRole):
-                self.run_include_role(item, active, scope)
+                self.includes.run_include_role(item, active, scope)
 
     def run_block(self, block: Block, states: list[HostState], scope: Scope) -> None:
         inner = scope.enter(block, role=block.role)
@@ -283,139 +253,81 @@ class PlaybookRunner(TaskVars, TaskCall, IncludeRunner):
                     state.failed = True
 
     # -- tasks ------------------------------------------------------------------------------
-    def _selected(self, tags: list[str]) -> bool:
-        return self.tag_filter.selected(set(tags))
-
     def run_task(self, task: Task, states: list[HostState], scope: Scope, handler: bool = False) -> None:
-        if self.interrupted:
+        if self.ctx.interrupted:
             return
         if not handler:
-            if not self._selected(scope.tags + task.tags):
+            if not self.ctx.selected(scope.tags + task.tags):
                 return
             if not self._started:
-                if task.name != self.options.start_at_task:
+                if task.name != self.ctx.options.start_at_task:
                     return
                 self._started = True
         if task.module == "meta":
-            self._meta(task, states, scope)
+            self.meta(task, states, scope)
             return
-        self.emit("task_start", task=task.display_name, module=task.module, pos=str(task.pos), handler=handler,
+        self.ctx.emit("task_start", task=task.display_name, module=task.module, pos=str(task.pos), handler=handler,
                   role=scope.role.name if scope.role else None)
         self._current = (task.display_name, [s.name for s in states])
         failed_before = {s.name for s in states if s.failed}
-        if self._run_once(task, scope) and len(states) > 1:
-            outcome = self.pool.submit(self._run_on_host, task, states[0], scope).result()
+        pool = self.pool
+        assert pool is not None
+        if self.tasks.run_once(task, scope) and len(states) > 1:
+            outcome = pool.submit(self.tasks.run_on_host, task, states[0], scope).result()
             for state in states[1:]:
-                self._share_run_once(task, state, scope, outcome)
+                self.tasks.share_run_once(task, state, scope, outcome)
         else:
-            futures = [self.pool.submit(self._run_on_host, task, state, scope) for state in states]
+            futures = [pool.submit(self.tasks.run_on_host, task, state, scope) for state in states]
             for future in futures:
                 future.result()
         self._current = None
-        self.emit("task_end", task=task.display_name)
-        if self.play is not None and self.play.any_errors_fatal and any(s.failed and s.name not in failed_before for s in states):
-            self._end_play = self._abort = True  # any_errors_fatal: one host's failure ends the run for all, as Ansible
+        self.ctx.emit("task_end", task=task.display_name)
+        if self.ctx.play is not None and self.ctx.play.any_errors_fatal and any(s.failed and s.name not in failed_before for s in states):
+            self.ctx.end_play = self.ctx.abort = True  # any_errors_fatal: one host's failure ends the run for all, as Ansible
 
-    def _connection(self, state: HostState) -> Connection:
-        if state.conn is not None:
-            return state.conn
-        from glmops.connection.factory import open_connection
+    def select_again(self, play: Play, planned: list[str]) -> list[str]:
+        """A play's hosts matched again when it starts (add_host/group_by may have changed the inventory)."""
+        hosts = self.ctx.inventory.select(self.ctx.play_pattern(play))
+        if self.ctx.options.limit:
+            limit = set(self.ctx.inventory.select(self.ctx.options.limit))
+            hosts = [h for h in hosts if h in limit or h in self.ctx.added_hosts]  # add_host's hosts are not limited
+        if not hosts:
+            self.ctx.emit("warning", msg=f"play '{play.display_name}': host pattern '{play.hosts}' matches no host; skipped")
+        return hosts
 
-        assert self.play is not None
-        hostvars = dict(self._inventory_vars.get(state.name, {}))
-        hostvars.update({k: v for k, v in self.options.extra_vars.items() if k.startswith("ansible_")})
-        if self.play.connection:
-            hostvars["ansible_connection"] = self.play.connection
-        rendered = self.templar.render(hostvars, self.task_vars(state, Scope()), field="connection variables")
-        if self.options.password is not None:  # typed at the prompt: never templated
-            rendered.setdefault("ansible_password", self.options.password)
-        if self.options.become_password is not None and "ansible_become_pass" not in rendered:
-            rendered.setdefault("ansible_become_password", self.options.become_password)
-        policy = self.options.host_key_checking or self.play.host_key_checking
-        conn = open_connection(state.name, rendered, host_key_checking=policy)
-        for warning in getattr(conn, "warnings", ()):
-            self.emit("warning", host=state.name, msg=warning)
-        conn.connect()
-        state.conn = conn
-        if self.interrupted:  # opened while interrupt() was telling the others
-            conn.interrupt()
-        return conn
-
-    def _run_on_host(self, task: Task, state: HostState, scope: Scope) -> dict[str, Any] | None:
-        started = time.monotonic()
-        no_log = False
-        try:
-            variables = self.task_vars(state, scope, task)
-            no_log = self._no_log(task, scope, variables)
-            if self._needs_facts(task, state, scope, variables):
-                self.gather_facts(state)
-                variables = self.task_vars(state, scope, task)
-            outcome = self._execute(task, state, scope, variables)
-        except ConnectionFailure as exc:
-            state.unreachable = True
-            state.stats["unreachable"] += 1
-            self.emit("host_result", host=state.name, task=task.display_name, status="unreachable", msg=str(exc),
-                      duration=round(time.monotonic() - started, 3))
+    def meta(self, task: Task, states: list[HostState], scope: Scope) -> None:
+        """meta: actions on the run (flush_handlers, end_play, end_host, noop...), as Ansible's."""
+        action = str(task.args.get("action"))
+        hosts = []
+        for state in states:
+            try:
+                if self.ctx.templar.all_true(scope.when + task.when, self.variables.task_vars(state, scope, task), pos=task.pos):
+                    hosts.append(state)
+            except GlmopsError as exc:
+                self.ctx.fail_host(state, task.pos, str(exc))
+        if not hosts:
             return
-        except GlmopsError as exc:  # the message may quote host data: unsafe, as a module's result
-            outcome = to_unsafe({"failed": True, "changed": False, "msg": str(exc) if exc.pos else f"{task.pos}: {exc}"})
-        except Exception as exc:  # noqa: BLE001 - a bug must fail the host, not the run
-            detail = traceback.format_exc() if self.options.verbosity >= 3 else f"{type(exc).__name__}: {exc}"
-            outcome = to_unsafe({"failed": True, "changed": False, "msg": f"{task.pos}: internal error in module '{task.module}': {detail}"})
-        try:
-            self._finish(task, state, scope, outcome, no_log, time.monotonic() - started)
-            return outcome
-        except Exception as exc:  # noqa: BLE001 - ignore_errors, notify or a renderer failed: still this host's task failure
-            message = str(exc) if isinstance(exc, GlmopsError) else f"internal error: {type(exc).__name__}: {exc}"
-            if not isinstance(exc, GlmopsError) or exc.pos is None:
-                message = f"{task.pos}: {message}"
-            state.failed = True
-            state.stats["failed"] += 1
-            self.emit("host_result", host=state.name, task=task.display_name, status="failed", ignored=False,
-                      duration=round(time.monotonic() - started, 3), msg=message, result={"failed": True, "msg": message},
-                      diff=[], no_log=no_log)
-
-    def _needs_facts(self, task: Task, state: HostState, scope: Scope, variables: dict[str, Any]) -> bool:
-        """Lazy facts: gather once per host, on the first task whose templates read a fact."""
-        if state.facts_gathered or not (self.play and self.play.gather_facts) or task.module == "setup":
-            return False
-        return needs_facts(self.templar, task, scope.when, scope.environment, self._search_paths(scope), variables)
-
-    def gather_facts(self, state: HostState) -> None:
-        state.facts.update(gather_facts(self._connection(state), state.name))
-        state.facts_gathered = True
-
-    def _finish(self, task: Task, state: HostState, scope: Scope, outcome: dict[str, Any], no_log: bool, duration: float) -> None:
-        if task.register:
-            state.facts[task.register] = outcome
-        variables = self.task_vars(state, scope, task)
-        ignored = bool(outcome.get("failed")) and self._ignore_errors(task, scope, variables)
-        status = status_of(outcome)
-        if status == "failed" and not ignored:
-            state.failed = True
-            state.last_failure = (task, outcome)
-        key = {"ok": "ok", "changed": "changed", "skipped": "skipped", "failed": "failed"}[status]
-        if ignored:
-            state.stats["ignored"] += 1
-        else:
-            state.stats[key] += 1
-        if status == "changed":
-            state.stats["ok"] += 1  # as Ansible's recap: ok counts changed tasks too
-            for name in [*task.notify, *scope.notify]:
-                state.notified.add(str(self.templar.render(name, variables)))
-        shown = hide_result(outcome) if no_log else outcome
-        self.emit(
-            "host_result",
-            host=state.name,
-            task=task.display_name,
-            status=status,
-            ignored=ignored,
-            duration=round(duration, 3),
-            msg=(HIDDEN if status == "failed" else "") if no_log else str(outcome.get("msg", "")),
-            result=shown,
-            diff=[] if no_log else outcome.get("diff", []),
-            no_log=no_log,
-        )
+        if action == "flush_handlers":
+            self.flush_handlers(hosts, scope)
+        elif action in ("end_play", "end_batch"):
+            self.ctx.end_play = True
+        elif action == "end_host":
+            for state in hosts:
+                state.ended = True
+        elif action == "clear_host_errors":
+            for state in self.ctx.hosts.values():
+                state.failed = False
+        elif action == "clear_facts":
+            for state in hosts:
+                state.facts = {k: v for k, v in state.facts.items() if not k.startswith(FACT_PREFIX)}
+                state.facts_gathered = False
+        elif action == "reset_connection":
+            for state in hosts:
+                if state.conn is not None:
+                    state.conn.close()
+                    state.conn = None
+        elif action in ("refresh_inventory", "end_role"):
+            self.ctx.emit("warning", msg=f"meta: {action} is not supported by glmops; ignored", pos=str(task.pos))
 
 
 def _changes_inventory(playbook: Playbook) -> bool:

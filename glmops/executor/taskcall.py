@@ -3,34 +3,38 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+import time
+import traceback
+from collections.abc import Mapping
 from typing import Any
 
 from glmops.connection.base import Become, Connection
 from glmops.errors import ArgumentError, ConnectionFailure, GlmopsError, Pos, TemplateError
-from glmops.executor.facts import FACT_PREFIX
+from glmops.executor.context import RunContext
+from glmops.executor.facts import gather_facts, needs_facts
 from glmops.executor.inventory_changes import apply as apply_inventory_change
 from glmops.executor.loops import LoopError, ansible_loop, with_items
-from glmops.executor.state import HostState, RunOptions, Scope, _first, status_of
+from glmops.executor.state import HostState, Scope, _first, status_of
+from glmops.executor.taskvars import TaskVars
 from glmops.inventory import IMPLICIT_LOCALHOST, LOCALHOST_NAMES
 from glmops.modules import get_module
 from glmops.modules.base import ModuleContext, ModuleResult, validate_args
-from glmops.output.redact import Redactor, is_secret_name
-from glmops.playbook.model import Play, Task
-from glmops.playbook.templating import Templar
+from glmops.output.redact import HIDDEN, hide_result, is_secret_name
+from glmops.playbook.model import Task
 from glmops.values import to_bool, to_unsafe
 
 
 class TaskCall:
-    """Mixin of PlaybookRunner: runs a task's module on one host, per loop item, retried per until."""
+    """The task runner: runs a task's module on one host, per loop item, retried per until, and
+    reports the result. Given the run context and the task variables; the play runner owns it."""
 
-    templar: Templar
-    redactor: Redactor
-    options: RunOptions
-    _stop: threading.Event
-    emit: Callable[..., None]
-    _connection: Callable[[HostState], Connection]
-    _search_paths: Callable[[Scope], list[str]]
+    def __init__(self, ctx: RunContext, variables: TaskVars):
+        self.ctx = ctx
+        self.variables = variables
+        self.templar = ctx.templar
+        self.redactor = ctx.redactor
+        self.options = ctx.options
+        self.emit = ctx.emit
 
     def _execute(self, task: Task, state: HostState, scope: Scope, variables: dict[str, Any]) -> dict[str, Any]:
         """Run the task (all loop items) on one host; return the result `register` stores."""
@@ -42,7 +46,7 @@ class TaskCall:
         items = self.templar.render(task.loop, variables, pos=task.pos, field="loop")
         if task.loop_with:
             try:
-                items = with_items(task.loop_with, items, self._search_paths(scope))
+                items = with_items(task.loop_with, items, self.variables.search_paths(scope))
             except LoopError as exc:
                 raise TemplateError(str(exc), pos=task.pos, field=f"with_{task.loop_with}") from None
         if isinstance(items, (str, bytes)) or not isinstance(items, (list, tuple)):
@@ -52,7 +56,7 @@ class TaskCall:
         results = []
         for index, item in enumerate(items):
             if index and pause:
-                self._stop.wait(pause)
+                self.ctx.stop.wait(pause)
             item_vars = {**variables, task.loop_var: item, "ansible_loop_var": task.loop_var}
             if task.index_var:
                 item_vars[task.index_var] = index
@@ -89,11 +93,12 @@ class TaskCall:
         self.emit("item_result", host=state.name, task=task.display_name, item="(hidden)" if hidden else label,
                   status=status_of(result), msg="" if hidden else str(result.get("msg", "")))
 
-    def _run_once(self, task: Task, scope: Scope) -> bool:
+    def run_once(self, task: Task, scope: Scope) -> bool:
+        """Does the task run on the first host only (run_once)?"""
         value = _first(task.run_once, scope.run_once)
         return bool(value) and to_bool(self.templar.render(value, {}), strict=False)
 
-    def _share_run_once(self, task: Task, state: HostState, scope: Scope, outcome: dict[str, Any] | None) -> None:
+    def share_run_once(self, task: Task, state: HostState, scope: Scope, outcome: dict[str, Any] | None) -> None:
         """run_once: every other host gets the first host's result (register, facts, notify), as Ansible."""
         if outcome is None:
             return
@@ -102,7 +107,7 @@ class TaskCall:
         if outcome.get("ansible_facts") and task.module in ("set_fact", "include_vars"):
             state.facts.update(outcome["ansible_facts"])
         if status_of(outcome) == "changed":
-            variables = self.task_vars(state, scope, task)
+            variables = self.variables.task_vars(state, scope, task)
             for name in [*task.notify, *scope.notify]:
                 state.notified.add(str(self.templar.render(name, variables)))
 
@@ -113,67 +118,127 @@ class TaskCall:
             return None
         name = str(self.templar.render(target, variables, pos=task.pos, field="delegate_to")).strip()
         # A connection of its own, also for a host of the play: a host's connection runs one command at a time.
-        with self._connect_lock:
-            if name not in self._delegates:
-                if name not in self._inventory_vars:
-                    self._inventory_vars[name] = self.inventory.host_vars(name) if name in self.inventory.hosts else (
+        with self.ctx.connect_lock:
+            if name not in self.ctx.delegates:
+                if name not in self.ctx.inventory_vars:
+                    self.ctx.inventory_vars[name] = self.ctx.inventory.host_vars(name) if name in self.ctx.inventory.hosts else (
                         dict(IMPLICIT_LOCALHOST) if name in LOCALHOST_NAMES else {})
-                self._delegates[name] = HostState(name)
-            return self._delegates[name]
+                self.ctx.delegates[name] = HostState(name)
+            return self.ctx.delegates[name]
 
     def _change_inventory(self, state: HostState, result: dict[str, Any], pos: Pos) -> None:
         """group_by / add_host: change the run's inventory; later plays see the new groups and hosts."""
-        with self._inventory_lock:
-            for name in apply_inventory_change(self.inventory, state.name, result, pos):
+        with self.ctx.inventory_lock:
+            for name in apply_inventory_change(self.ctx.inventory, state.name, result, pos):
                 if "add_host" in result:
-                    self._added_hosts.add(name)
-                self._inventory_vars[name] = self.inventory.host_vars(name)
-                self.redactor.add_from_vars(self._inventory_vars[name])
-            self._groups = {name: self.inventory.group_hosts(name) for name in self.inventory.groups}
+                    self.ctx.added_hosts.add(name)
+                self.ctx.inventory_vars[name] = self.ctx.inventory.host_vars(name)
+                self.redactor.add_from_vars(self.ctx.inventory_vars[name])
+            self.ctx.groups = {name: self.ctx.inventory.group_hosts(name) for name in self.ctx.inventory.groups}
 
-    def _select_again(self, play: Play, planned: list[str]) -> list[str]:
-        """A play's hosts matched again when it starts (add_host/group_by may have changed the inventory)."""
-        hosts = self.inventory.select(self.play_pattern(play))
-        if self.options.limit:
-            limit = set(self.inventory.select(self.options.limit))
-            hosts = [h for h in hosts if h in limit or h in self._added_hosts]  # add_host's hosts are not limited
-        if not hosts:
-            self.emit("warning", msg=f"play '{play.display_name}': host pattern '{play.hosts}' matches no host; skipped")
-        return hosts
+    def connection(self, state: HostState) -> Connection:
+        """The host's connection, opened on first use with its rendered connection variables."""
+        if state.conn is not None:
+            return state.conn
+        from glmops.connection.factory import open_connection
 
-    def _meta(self, task: Task, states: list[HostState], scope: Scope) -> None:
-        """meta: actions on the run (flush_handlers, end_play, end_host, noop...), as Ansible's."""
-        action = str(task.args.get("action"))
-        hosts = []
-        for state in states:
-            try:
-                if self.templar.all_true(scope.when + task.when, self.task_vars(state, scope, task), pos=task.pos):
-                    hosts.append(state)
-            except GlmopsError as exc:
-                self._fail_host(state, task.pos, str(exc))
-        if not hosts:
+        assert self.ctx.play is not None
+        hostvars = dict(self.ctx.inventory_vars.get(state.name, {}))
+        hostvars.update({k: v for k, v in self.options.extra_vars.items() if k.startswith("ansible_")})
+        if self.ctx.play.connection:
+            hostvars["ansible_connection"] = self.ctx.play.connection
+        rendered = self.templar.render(hostvars, self.variables.task_vars(state, Scope()), field="connection variables")
+        if self.options.password is not None:  # typed at the prompt: never templated
+            rendered.setdefault("ansible_password", self.options.password)
+        if self.options.become_password is not None and "ansible_become_pass" not in rendered:
+            rendered.setdefault("ansible_become_password", self.options.become_password)
+        policy = self.options.host_key_checking or self.ctx.play.host_key_checking
+        conn = open_connection(state.name, rendered, host_key_checking=policy)
+        for warning in getattr(conn, "warnings", ()):
+            self.emit("warning", host=state.name, msg=warning)
+        conn.connect()
+        state.conn = conn
+        if self.ctx.interrupted:  # opened while interrupt() was telling the others
+            conn.interrupt()
+        return conn
+
+    def run_on_host(self, task: Task, state: HostState, scope: Scope) -> dict[str, Any] | None:
+        """The task on one host, its result emitted; None when the host was unreachable."""
+        started = time.monotonic()
+        no_log = False
+        try:
+            variables = self.variables.task_vars(state, scope, task)
+            no_log = self._no_log(task, scope, variables)
+            if self._needs_facts(task, state, scope, variables):
+                self.gather_facts(state)
+                variables = self.variables.task_vars(state, scope, task)
+            outcome = self._execute(task, state, scope, variables)
+        except ConnectionFailure as exc:
+            state.unreachable = True
+            state.stats["unreachable"] += 1
+            self.emit("host_result", host=state.name, task=task.display_name, status="unreachable", msg=str(exc),
+                      duration=round(time.monotonic() - started, 3))
             return
-        if action == "flush_handlers":
-            self.flush_handlers(hosts, scope)
-        elif action in ("end_play", "end_batch"):
-            self._end_play = True
-        elif action == "end_host":
-            for state in hosts:
-                state.ended = True
-        elif action == "clear_host_errors":
-            for state in self.hosts.values():
-                state.failed = False
-        elif action == "clear_facts":
-            for state in hosts:
-                state.facts = {k: v for k, v in state.facts.items() if not k.startswith(FACT_PREFIX)}
-                state.facts_gathered = False
-        elif action == "reset_connection":
-            for state in hosts:
-                if state.conn is not None:
-                    state.conn.close()
-                    state.conn = None
-        elif action in ("refresh_inventory", "end_role"):
-            self.emit("warning", msg=f"meta: {action} is not supported by glmops; ignored", pos=str(task.pos))
+        except GlmopsError as exc:  # the message may quote host data: unsafe, as a module's result
+            outcome = to_unsafe({"failed": True, "changed": False, "msg": str(exc) if exc.pos else f"{task.pos}: {exc}"})
+        except Exception as exc:  # noqa: BLE001 - a bug must fail the host, not the run
+            detail = traceback.format_exc() if self.options.verbosity >= 3 else f"{type(exc).__name__}: {exc}"
+            outcome = to_unsafe({"failed": True, "changed": False, "msg": f"{task.pos}: internal error in module '{task.module}': {detail}"})
+        try:
+            self._finish(task, state, scope, outcome, no_log, time.monotonic() - started)
+            return outcome
+        except Exception as exc:  # noqa: BLE001 - ignore_errors, notify or a renderer failed: still this host's task failure
+            message = str(exc) if isinstance(exc, GlmopsError) else f"internal error: {type(exc).__name__}: {exc}"
+            if not isinstance(exc, GlmopsError) or exc.pos is None:
+                message = f"{task.pos}: {message}"
+            state.failed = True
+            state.stats["failed"] += 1
+            self.emit("host_result", host=state.name, task=task.display_name, status="failed", ignored=False,
+                      duration=round(time.monotonic() - started, 3), msg=message, result={"failed": True, "msg": message},
+                      diff=[], no_log=no_log)
+
+    def _needs_facts(self, task: Task, state: HostState, scope: Scope, variables: dict[str, Any]) -> bool:
+        """Lazy facts: gather once per host, on the first task whose templates read a fact."""
+        if state.facts_gathered or not (self.ctx.play and self.ctx.play.gather_facts) or task.module == "setup":
+            return False
+        return needs_facts(self.templar, task, scope.when, scope.environment, self.variables.search_paths(scope), variables)
+
+    def gather_facts(self, state: HostState) -> None:
+        """Run setup on the host; its facts join the host's variables."""
+        state.facts.update(gather_facts(self.connection(state), state.name))
+        state.facts_gathered = True
+
+    def _finish(self, task: Task, state: HostState, scope: Scope, outcome: dict[str, Any], no_log: bool, duration: float) -> None:
+        if task.register:
+            state.facts[task.register] = outcome
+        variables = self.variables.task_vars(state, scope, task)
+        ignored = bool(outcome.get("failed")) and self._ignore_errors(task, scope, variables)
+        status = status_of(outcome)
+        if status == "failed" and not ignored:
+            state.failed = True
+            state.last_failure = (task, outcome)
+        key = {"ok": "ok", "changed": "changed", "skipped": "skipped", "failed": "failed"}[status]
+        if ignored:
+            state.stats["ignored"] += 1
+        else:
+            state.stats[key] += 1
+        if status == "changed":
+            state.stats["ok"] += 1  # as Ansible's recap: ok counts changed tasks too
+            for name in [*task.notify, *scope.notify]:
+                state.notified.add(str(self.templar.render(name, variables)))
+        shown = hide_result(outcome) if no_log else outcome
+        self.emit(
+            "host_result",
+            host=state.name,
+            task=task.display_name,
+            status=status,
+            ignored=ignored,
+            duration=round(duration, 3),
+            msg=(HIDDEN if status == "failed" else "") if no_log else str(outcome.get("msg", "")),
+            result=shown,
+            diff=[] if no_log else outcome.get("diff", []),
+            no_log=no_log,
+        )
 
     def _no_log(self, task: Task, scope: Scope, variables: dict[str, Any]) -> bool:
         value = task.no_log if task.no_log is not None else scope.no_log
@@ -198,7 +263,7 @@ class TaskCall:
                 return result
             if attempt <= retries:
                 self.emit("retry", host=state.name, task=task.display_name, attempt=attempt, retries=retries)
-                self._stop.wait(delay)
+                self.ctx.stop.wait(delay)
         result["failed"] = True
         result["msg"] = result.get("msg") or f"gave up after {retries + 1} attempts"
         return result
@@ -228,7 +293,7 @@ class TaskCall:
         check = self.options.check if (task.check_mode is None and scope.check_mode is None) else bool(
             task.check_mode if task.check_mode is not None else scope.check_mode)
         delegate = self._delegate(task, scope, variables)
-        conn = None if module.on_controller else self._connection(delegate or state)
+        conn = None if module.on_controller else self.connection(delegate or state)
         diff = _first(task.diff, scope.diff)
         ctx = ModuleContext(
             conn=conn,  # type: ignore[arg-type]
@@ -239,7 +304,7 @@ class TaskCall:
             environment=environment,
             variables=variables,
             templar=self.templar,
-            search_paths=self._search_paths(scope),
+            search_paths=self.variables.search_paths(scope),
             pos=task.pos,
             facts=state.facts,
             report=lambda data: self.emit("progress", host=state.name, task=task.display_name, **data),
@@ -248,7 +313,7 @@ class TaskCall:
             if task.async_ is not None:
                 result = self._run_async(task, module, ctx, args, variables)
             elif delegate is not None and conn is not None:
-                with self._delegate_locks.setdefault(delegate.name, threading.Lock()):
+                with self.ctx.delegate_locks.setdefault(delegate.name, threading.Lock()):
                     result = module.run(ctx, args)
             else:
                 result = module.run(ctx, args)
@@ -262,7 +327,7 @@ class TaskCall:
             fact_host = state
             if delegate is not None and to_bool(self.templar.render(_first(task.delegate_facts, scope.delegate_facts) or False, variables),
                                                  strict=False):
-                fact_host = self.hosts.get(delegate.name) or delegate
+                fact_host = self.ctx.hosts.get(delegate.name) or delegate
             fact_host.facts.update(result.facts)
             for key, value in result.facts.items():
                 if is_secret_name(key):

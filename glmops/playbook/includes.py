@@ -8,25 +8,26 @@ from typing import TYPE_CHECKING, Any
 
 from glmops.errors import LoadError, Pos
 from glmops.loop_keywords import WITH_SUPPORTED
+from glmops.playbook.loadcontext import LoadContext
 from glmops.playbook.model import Block, IncludeRole, IncludeTasks, Item, Role
 from glmops.playbook.readers import COMMON_KEYWORDS, LOOP_CONTROL_KEYS, _key_pos, _Reader
 from glmops.values import is_template, to_bool
 from glmops.yamlpos import PosDict
 
+if TYPE_CHECKING:
+    from glmops.playbook.roles import Roles
+    from glmops.playbook.tasks import Tasks
+
 
 class IncludeLoader:
-    """Mixin of Loader: the include and import actions."""
+    """The loader's part for the include and import actions (task files through `tasks`, roles through `roles`)."""
 
-    imported_roles: list[Role]
-    included_items: list[Item]
+    def __init__(self, ctx: LoadContext, tasks: Tasks, roles: Roles):
+        self.ctx = ctx
+        self.tasks = tasks
+        self.roles = roles
 
-    if TYPE_CHECKING:  # provided by the other parts of Loader
-        def _options(self, reader: _Reader, target: Any) -> None: ...  # in tasks.py
-        def load_tasks_file(self, path: str, *, role: Role | None, pos: Pos) -> list[Item]: ...  # in tasks.py
-        def load_role(self, name: str, pos: Pos, params: dict[str, Any] | None = None, tasks_from: str = "main",
-                      vars_from: str = "main", defaults_from: str = "main", *, inline_dependencies: bool = True) -> Role: ...  # in roles.py
-
-    def _include(self, node: PosDict, action: str, key: str, *, role: Role | None, base_dir: str) -> Item:
+    def include(self, node: PosDict, action: str, key: str, *, role: Role | None, base_dir: str) -> Item:
         reader = _Reader(node, action)
         static = action.startswith("import_")
         allowed = COMMON_KEYWORDS | ({"args"} if static else {"loop", "with_items", "loop_control", "args"})
@@ -75,11 +76,11 @@ class IncludeLoader:
         if static:
             if is_template(name):
                 name = self._static_role_name(name, node, pos, key)
-            loaded = self.load_role(name, pos, **{k: v for k, v in from_args.items() if k != "handlers_from"})
+            loaded = self.roles.load_role(name, pos, **{k: v for k, v in from_args.items() if k != "handlers_from"})
             block = Block(pos=node.pos, role=loaded)
-            self._options(reader, block)
+            self.tasks.options(reader, block)
             block.block = loaded.tasks
-            self.imported_roles.append(loaded)
+            self.ctx.imported_roles.append(loaded)
             return block
         include_role = IncludeRole(pos=node.pos, role_name=name, tasks_from=from_args["tasks_from"], role=role,
                                    vars_from=from_args["vars_from"], defaults_from=from_args["defaults_from"])
@@ -92,10 +93,10 @@ class IncludeLoader:
                                 hint="apply takes task keywords: " + ", ".join(sorted(COMMON_KEYWORDS - {"name"})))
         include_role.apply = dict(apply)
         include_role.public = to_bool(args.get("public", False), strict=False)
-        self._options(reader, include_role)
+        self.tasks.options(reader, include_role)
         read_loop(reader, node, include_role, include=True)
         if not is_template(name):
-            self.imported_roles.append(self.load_role(name, pos, tasks_from=from_args["tasks_from"], vars_from=from_args["vars_from"],
+            self.ctx.imported_roles.append(self.roles.load_role(name, pos, tasks_from=from_args["tasks_from"], vars_from=from_args["vars_from"],
                                                       defaults_from=from_args["defaults_from"]))
         return include_role
 
@@ -105,7 +106,7 @@ class IncludeLoader:
         from glmops.errors import TemplateError
         from glmops.playbook.templating import Templar
 
-        variables = {**getattr(self, "static_vars", {}), **(node.get("vars") or {})}
+        variables = {**self.ctx.static_vars, **(node.get("vars") or {})}
         try:
             rendered = Templar().render(name, variables, pos=pos, field=key)
         except TemplateError as exc:
@@ -134,16 +135,16 @@ class IncludeLoader:
             if is_template(file):
                 raise LoadError("import_tasks needs a literal file name", pos=pos, field=key, hint="use include_tasks for a templated name")
             block = Block(pos=node.pos, role=role)
-            self._options(reader, block)
+            self.tasks.options(reader, block)
             block.notify = reader.str_list("notify")
-            block.block = self.load_tasks_file(path, role=role, pos=pos)
+            block.block = self.tasks.load_tasks_file(path, role=role, pos=pos)
             return block
         include = IncludeTasks(pos=node.pos, file=file, base_dir=tasks_dir, role=role)
-        self._options(reader, include)
+        self.tasks.options(reader, include)
         read_loop(reader, node, include, include=True)
         if not is_template(file):
             # validate now (a mistake is reported before anything runs); loaded again when reached
-            self.included_items.extend(self.load_tasks_file(path, role=role, pos=pos))
+            self.ctx.included_items.extend(self.tasks.load_tasks_file(path, role=role, pos=pos))
         return include
 
 def _loop_value(reader: _Reader, node: PosDict, key: str) -> Any:

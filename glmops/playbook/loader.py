@@ -13,7 +13,8 @@ from typing import Any
 
 from glmops.errors import LoadError, Pos
 from glmops.playbook.includes import IncludeLoader
-from glmops.playbook.model import Item, Playbook, Role
+from glmops.playbook.loadcontext import LoadContext
+from glmops.playbook.model import Item, Play, Playbook, Role
 from glmops.playbook.plays import Plays, _load_plays
 from glmops.playbook.readers import load_vars_file
 from glmops.playbook.roles import Roles
@@ -22,20 +23,36 @@ from glmops.playbook.tasks import Tasks
 __all__ = ["Loader", "load_playbook", "load_role", "load_tasks_file", "load_vars_file"]
 
 
-class Loader(Roles, Tasks, IncludeLoader, Plays):
-    """Loads one playbook; keeps the state needed for roles, includes and cycle detection.
-
-    Its parts: roles.py, tasks.py, includes.py, plays.py (mixins), readers.py (typed keyword
-    readers), shortform.py (module arguments).
+class Loader:
+    """Loads one playbook: creates the load context (loadcontext.py) and owns the parts, each given
+    that context and the parts it calls: tasks.py (task lists), roles.py (roles), includes.py
+    (include/import actions), plays.py (one play); readers.py (typed keyword readers) and
+    shortform.py (module arguments) are functions they share.
     """
 
     def __init__(self, playbook_dir: str, extra_roles_paths: Iterable[str] = ()):
-        self.playbook_dir = playbook_dir
-        self.extra_roles_paths = list(extra_roles_paths)
-        self._stack: list[str] = []
-        self._role_stack: list[str] = []
-        self.imported_roles: list[Role] = []  # roles of import_role/include_role (their handlers join the play's)
-        self.included_items: list[Item] = []  # tasks of literal include_tasks files, loaded to validate them
+        self.ctx = LoadContext(playbook_dir, list(extra_roles_paths))
+        self.tasks = Tasks(self.ctx)
+        self.roles = Roles(self.ctx, self.tasks)
+        self.tasks.attach(IncludeLoader(self.ctx, self.tasks, self.roles))
+        self.plays = Plays(self.ctx, self.tasks, self.roles)
+
+    def role_dirs(self) -> list[str]:
+        """Where roles are looked for, in order."""
+        return self.roles.role_dirs()
+
+    def load_role(self, name: str, pos: Pos, params: dict[str, Any] | None = None, tasks_from: str = "main",
+                  vars_from: str = "main", defaults_from: str = "main") -> Role:
+        """A role by name, its dependencies' tasks first (roles.py)."""
+        return self.roles.load_role(name, pos, params, tasks_from, vars_from, defaults_from)
+
+    def load_tasks_file(self, path: str, *, role: Role | None, pos: Pos) -> list[Item]:
+        """The items of a task file."""
+        return self.tasks.load_tasks_file(path, role=role, pos=pos)
+
+    def load_play(self, node: Any, pos: Pos) -> Play:
+        """One play of a playbook."""
+        return self.plays.load_play(node, pos)
 
 
 def load_playbook(path: str, *, extra_roles_paths: Iterable[str] = ()) -> Playbook:
@@ -44,7 +61,7 @@ def load_playbook(path: str, *, extra_roles_paths: Iterable[str] = ()) -> Playbo
     if not os.path.isfile(path):
         raise LoadError("playbook not found", pos=Pos(path), hint="check the path given to glmops run")
     loader = Loader(os.path.dirname(path), extra_roles_paths)
-    return Playbook(path=path, plays=_load_plays(loader, path, []))
+    return Playbook(path=path, plays=_load_plays(loader.plays, path, []))
 
 
 def load_role(name: str, *, base_dir: str, pos: Pos, params: dict[str, Any] | None = None, tasks_from: str = "main",

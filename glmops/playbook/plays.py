@@ -4,28 +4,26 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from glmops.errors import LoadError, Pos
 from glmops.modules import canonical_name
-from glmops.playbook.model import Block, Item, Play, Role, Task
+from glmops.playbook.loadcontext import LoadContext
+from glmops.playbook.model import Block, Item, Play, Task
+from glmops.playbook.roles import Roles
+from glmops.playbook.tasks import Tasks, only_tasks
 from glmops.playbook.readers import PLAY_KEYWORDS, _nearest_hint, _pos, _Reader, load_vars_file, _become_method
 from glmops.values import is_template
 from glmops.yamlpos import PosDict, PosList, load_yaml
 
 
 class Plays:
-    """Mixin of Loader: one play."""
+    """The loader's part for one play (task sections through `tasks`, roles through `roles`)."""
 
-    playbook_dir: str
-    imported_roles: list[Role]
-    included_items: list[Item]
-
-    if TYPE_CHECKING:  # provided by the other parts of Loader
-        def task_list(self, reader: _Reader, key: str, *, role: Role | None, base_dir: str, handlers: bool = False) -> list[Item] | None: ...  # in tasks.py
-        @staticmethod
-        def _only_tasks(items: list[Item]) -> list[Task]: ...  # in tasks.py
-        def _play_role(self, entry: Any, pos: Pos, *, field: str = "roles", inline: bool = True) -> Role: ...  # in roles.py
+    def __init__(self, ctx: LoadContext, tasks: Tasks, roles: Roles):
+        self.ctx = ctx
+        self.tasks = tasks
+        self.roles = roles
 
     def load_play(self, node: Any, pos: Pos) -> Play:
         if not isinstance(node, PosDict):
@@ -39,7 +37,7 @@ class Plays:
             hosts = ":".join(str(h) for h in hosts)
         if not isinstance(hosts, str) or not hosts.strip():
             raise reader.error("hosts", "'hosts' must be a host pattern (a string or a list)")
-        play = Play(pos=node.pos, hosts=hosts.strip(), base_dir=self.playbook_dir)
+        play = Play(pos=node.pos, hosts=hosts.strip(), base_dir=self.ctx.playbook_dir)
         play.name = reader.str("name")
         play.vars = reader.variables("vars")
         play.gather_facts = bool(reader.bool("gather_facts", True))
@@ -70,19 +68,19 @@ class Plays:
             entry_pos = node["vars_files"].pos_of(index) if isinstance(node["vars_files"], PosList) else reader.pos("vars_files")
             if is_template(entry):
                 raise LoadError("templated vars_files paths are not supported", pos=entry_pos, field="vars_files", hint="write the path literally")
-            path = entry if os.path.isabs(entry) else os.path.join(self.playbook_dir, entry)
+            path = entry if os.path.isabs(entry) else os.path.join(self.ctx.playbook_dir, entry)
             play.vars_files.append(path)
             play.vars_from_files.update(load_vars_file(path, entry_pos))
-        self.static_vars = {**play.vars, **play.vars_from_files}  # what a templated import_role name may use
-        self.imported_roles = []
-        self.included_items = []
+        self.ctx.static_vars = {**play.vars, **play.vars_from_files}  # what a templated import_role name may use
+        self.ctx.imported_roles = []
+        self.ctx.included_items = []
         roles = node.get("roles") or []
         if not isinstance(roles, list):
             raise reader.error("roles", "'roles' must be a list")
         seen_roles: set[tuple[str, str]] = set()
         for index, entry in enumerate(roles):
             entry_pos = roles.pos_of(index) if isinstance(roles, PosList) else reader.pos("roles")
-            role = self._play_role(entry, entry_pos, inline=False)
+            role = self.roles.play_role(entry, entry_pos, inline=False)
             # A role's dependencies run first, once per play for the same parameters (as in Ansible);
             # they inherit the tags and conditions of the role that needs them.
             for dep in role.dependencies:
@@ -95,12 +93,12 @@ class Plays:
             seen_roles.add((role.path, repr(sorted(role.params.items(), key=str))))
             play.roles.append(role)
         for section in ("pre_tasks", "tasks", "post_tasks"):
-            items = self.task_list(reader, section, role=None, base_dir=self.playbook_dir)
+            items = self.tasks.task_list(reader, section, role=None, base_dir=self.ctx.playbook_dir)
             if items is not None:
                 setattr(play, section, items)
-        play.handlers = self._only_tasks(self.task_list(reader, "handlers", role=None, base_dir=self.playbook_dir, handlers=True) or [])
+        play.handlers = only_tasks(self.tasks.task_list(reader, "handlers", role=None, base_dir=self.ctx.playbook_dir, handlers=True) or [])
         seen = {(None, h.name) for h in play.handlers}
-        for role in play.roles + self.imported_roles:
+        for role in play.roles + self.ctx.imported_roles:
             for handler in role.handlers:
                 key = (handler.role.path if handler.role else None, handler.name)
                 if key not in seen:
@@ -119,8 +117,8 @@ class Plays:
                 elif isinstance(item, Block):
                     yield from walk(item.block + item.rescue + item.always)
 
-        tasks = list(walk(play.pre_tasks + play.tasks + play.post_tasks + self.included_items))
-        for role in play.roles + self.imported_roles:
+        tasks = list(walk(play.pre_tasks + play.tasks + play.post_tasks + self.ctx.included_items))
+        for role in play.roles + self.ctx.imported_roles:
             tasks.extend(walk(role.tasks))
         tasks.extend(play.handlers)
         for task in tasks:

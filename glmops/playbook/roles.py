@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from glmops.errors import LoadError, Pos
-from glmops.playbook.model import Block, Item, Role, Task
+from glmops.playbook.loadcontext import LoadContext
+from glmops.playbook.model import Block, Item, Role
+from glmops.playbook.tasks import Tasks
 from glmops.playbook.readers import _IDENTIFIER, _key_pos, _pos, _Reader, load_vars_file
 from glmops.shipped import shipped_roles
 from glmops.values import is_template
@@ -16,18 +18,14 @@ PROJECT_ROLES = shipped_roles()  # the shipped roles: the checkout's roles/, or 
 
 
 class Roles:
-    """Mixin of Loader: roles and their dependencies."""
+    """The loader's part for roles and their dependencies (task files through `tasks`)."""
 
-    playbook_dir: str
-    extra_roles_paths: list[str]
-    _role_stack: list[str]
-
-    if TYPE_CHECKING:  # provided by the other parts of Loader
-        def load_tasks_file(self, path: str, *, role: Role | None, pos: Pos) -> list[Item]: ...  # in tasks.py
-        def load_handlers(self, path: str, *, role: Role | None) -> list[Task]: ...  # in tasks.py
+    def __init__(self, ctx: LoadContext, tasks: Tasks):
+        self.ctx = ctx
+        self.tasks = tasks
 
     def role_dirs(self) -> list[str]:
-        dirs = [os.path.join(self.playbook_dir, "roles"), os.path.join(os.getcwd(), "roles"), *self.extra_roles_paths]
+        dirs = [os.path.join(self.ctx.playbook_dir, "roles"), os.path.join(os.getcwd(), "roles"), *self.ctx.extra_roles_paths]
         env = os.environ.get("GLMOPS_ROLES_PATH") or os.environ.get("ANSIBLE_ROLES_PATH")
         if env:
             dirs.extend(env.split(os.pathsep))
@@ -41,7 +39,7 @@ class Roles:
     def find_role(self, name: str, pos: Pos) -> str:
         candidates = [name] if os.path.isabs(name) else [os.path.join(d, name) for d in self.role_dirs()]
         if not os.path.isabs(name) and ("/" in name):
-            candidates.insert(0, os.path.join(self.playbook_dir, name))
+            candidates.insert(0, os.path.join(self.ctx.playbook_dir, name))
         for candidate in candidates:
             if os.path.isdir(candidate):
                 return candidate
@@ -64,8 +62,8 @@ class Roles:
         (the play's `roles:` runs them as roles of their own).
         """
         path = self.find_role(name, pos)
-        if path in self._role_stack:
-            chain = " -> ".join(os.path.basename(p) for p in self._role_stack + [path])
+        if path in self.ctx.role_stack:
+            chain = " -> ".join(os.path.basename(p) for p in self.ctx.role_stack + [path])
             raise LoadError(f"role dependency loop: {chain}", pos=pos, field="dependencies", hint="remove one of the dependencies in meta/main.yml")
         role = Role(name=os.path.basename(path.rstrip("/")), path=path, pos=pos, params=dict(params or {}))
         for sub, attr, file_name in (("defaults", "defaults", defaults_from), ("vars", "vars", vars_from)):
@@ -75,20 +73,20 @@ class Roles:
             elif file_name != "main":
                 raise LoadError(f"role '{name}' has no {sub} file '{file_name}'", pos=pos, field=f"{sub}_from",
                                 hint=f"expected {os.path.join(path, sub, file_name + '.yml')}")
-        self._role_stack.append(path)
+        self.ctx.role_stack.append(path)
         try:
             role.dependencies = self._role_dependencies(path)
             tasks_file = self._role_file(path, "tasks", tasks_from)
             if tasks_file:
-                role.tasks = self.load_tasks_file(tasks_file, role=role, pos=pos)
+                role.tasks = self.tasks.load_tasks_file(tasks_file, role=role, pos=pos)
             elif tasks_from != "main":
                 raise LoadError(f"role '{name}' has no tasks file '{tasks_from}'", pos=pos, field="tasks_from",
                                 hint=f"expected {os.path.join(path, 'tasks', tasks_from + '.yml')}")
             handlers_file = self._role_file(path, "handlers")
             if handlers_file:
-                role.handlers = self.load_handlers(handlers_file, role=role)
+                role.handlers = self.tasks.load_handlers(handlers_file, role=role)
         finally:
-            self._role_stack.pop()
+            self.ctx.role_stack.pop()
         if inline_dependencies and role.dependencies:
             role.tasks = [*self._dependency_blocks(role.dependencies), *role.tasks]
             for dep in role.dependencies:  # each one's handlers already include its own dependencies'
@@ -111,7 +109,7 @@ class Roles:
         out = []
         for index, entry in enumerate(deps):
             entry_pos = deps.pos_of(index) if isinstance(deps, PosList) else Pos(meta_file)
-            out.append(self._play_role(entry, entry_pos, field="dependencies"))
+            out.append(self.play_role(entry, entry_pos, field="dependencies"))
         return out
 
     @staticmethod
@@ -121,7 +119,7 @@ class Roles:
             blocks.append(Block(pos=dep.pos, block=list(dep.tasks), role=dep, when=list(dep.when), tags=list(dep.tags)))
         return blocks
 
-    def _play_role(self, entry: Any, pos: Pos, *, field: str = "roles", inline: bool = True) -> Role:
+    def play_role(self, entry: Any, pos: Pos, *, field: str = "roles", inline: bool = True) -> Role:
         """One entry of `roles:` (or of meta `dependencies:`): NAME, or {role: NAME, tags, when, vars, PARAM: V}."""
         if isinstance(entry, str):
             self._literal_role_name(entry, pos, field)

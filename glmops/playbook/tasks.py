@@ -8,28 +8,36 @@ from typing import TYPE_CHECKING, Any
 
 from glmops.errors import LoadError, Pos
 from glmops.modules import canonical_name, get_module, is_module, module_names, nearest_modules
+from glmops.playbook.loadcontext import LoadContext
 from glmops.playbook.model import Block, Item, Role, Task
 from glmops.playbook.readers import _IDENTIFIER, BLOCK_KEYWORDS, INCLUDE_ACTIONS, TASK_KEYWORDS, _nearest_hint, _pos, _Reader, _action_node, _become_method
 from glmops.playbook.includes import read_loop
 from glmops.playbook.shortform import module_args
 from glmops.yamlpos import PosDict, PosList, load_yaml
 
+if TYPE_CHECKING:
+    from glmops.playbook.includes import IncludeLoader
+
 
 class Tasks:
-    """Mixin of Loader: task lists and the items in them."""
+    """The loader's part for task lists and the items in them (include actions through `includes`,
+    attached by the Loader: a task list holds includes, and an include loads a task list)."""
 
-    _stack: list[str]
+    def __init__(self, ctx: LoadContext):
+        self.ctx = ctx
+        self.includes: IncludeLoader | None = None
 
-    if TYPE_CHECKING:  # provided by the other parts of Loader
-        def _include(self, node: PosDict, action: str, key: str, *, role: Role | None, base_dir: str) -> Item: ...  # in includes.py
+    def attach(self, includes: IncludeLoader) -> None:
+        """Give the part that reads include/import actions (it needs this part too)."""
+        self.includes = includes
 
     def load_tasks_file(self, path: str, *, role: Role | None, pos: Pos) -> list[Item]:
         path = os.path.abspath(path)
         if not os.path.isfile(path):
             raise LoadError(f"task file not found: {path}", pos=pos)
-        if path in self._stack:
-            raise LoadError(f"task file includes itself: {' -> '.join(self._stack + [path])}", pos=pos)
-        self._stack.append(path)
+        if path in self.ctx.stack:
+            raise LoadError(f"task file includes itself: {' -> '.join(self.ctx.stack + [path])}", pos=pos)
+        self.ctx.stack.append(path)
         try:
             data = load_yaml(path)
             if data is None:
@@ -38,7 +46,7 @@ class Tasks:
                 raise LoadError("a task file must be a list of tasks", pos=_pos(data, Pos(path)), hint="start each task with '- name: ...'")
             return self.load_items(data, role=role, base_dir=os.path.dirname(path))
         finally:
-            self._stack.pop()
+            self.ctx.stack.pop()
 
     def load_handlers(self, path: str, *, role: Role | None) -> list[Task]:
         data = load_yaml(path)
@@ -46,17 +54,7 @@ class Tasks:
             return []
         if not isinstance(data, list):
             raise LoadError("a handlers file must be a list of tasks", pos=_pos(data, Pos(path)))
-        return self._only_tasks(self.load_items(data, role=role, base_dir=os.path.dirname(path), handlers=True))
-
-    @staticmethod
-    def _only_tasks(items: list[Item]) -> list[Task]:
-        """Handlers: the items of a handlers list, which must all be plain tasks."""
-        handlers: list[Task] = []
-        for item in items:
-            if not isinstance(item, Task):
-                raise LoadError("handlers must be plain tasks (no block or include)", pos=item.pos)
-            handlers.append(item)
-        return handlers
+        return only_tasks(self.load_items(data, role=role, base_dir=os.path.dirname(path), handlers=True))
 
     def task_list(self, reader: _Reader, key: str, *, role: Role | None, base_dir: str, handlers: bool = False) -> list[Item] | None:
         """The task list under `key` (block/rescue/always, pre_tasks/tasks/post_tasks/handlers); None when absent."""
@@ -76,7 +74,7 @@ class Tasks:
             items.append(self.load_item(node, role=role, base_dir=base_dir, handlers=handlers))
         return items
 
-    def _options(self, reader: _Reader, target: Any) -> None:
+    def options(self, reader: _Reader, target: Any) -> None:
         target.name = reader.str("name")
         target.when = reader.conditions("when") or []
         target.tags = reader.str_list("tags", comma=True)
@@ -103,7 +101,7 @@ class Tasks:
             reader = _Reader(node, "block")
             reader.unknown(BLOCK_KEYWORDS)
             block = Block(pos=node.pos, role=role)
-            self._options(reader, block)
+            self.options(reader, block)
             block.notify = reader.str_list("notify")
             for part in ("block", "rescue", "always"):
                 items = self.task_list(reader, part, role=role, base_dir=base_dir, handlers=handlers)
@@ -131,7 +129,8 @@ class Tasks:
                             field=str(known[1]), hint="split it into separate tasks")
         action = canonical_name(str(known[0]))
         if action in INCLUDE_ACTIONS:
-            return self._include(node, action, str(known[0]), role=role, base_dir=base_dir)
+            assert self.includes is not None, "Loader attaches the include part"
+            return self.includes.include(node, action, str(known[0]), role=role, base_dir=base_dir)
         return self._task(node, action, str(known[0]), role=role, handlers=handlers)
 
     def _task(self, node: PosDict, module_name: str, key: str, *, role: Role | None, handlers: bool) -> Task:
@@ -139,7 +138,7 @@ class Tasks:
         if "listen" in node and not handlers:
             raise reader.error("listen", "'listen' is for handlers only")
         task = Task(pos=node.pos, module=module_name, role=role)
-        self._options(reader, task)
+        self.options(reader, task)
         task.args = module_args(node, key, module_name)
         task.register = reader.str("register")
         if task.register is not None and not _IDENTIFIER.match(task.register):
@@ -159,3 +158,13 @@ class Tasks:
             raise reader.error("async", f"module '{module_name}' does not support async",
                                hint=f"async/poll work with: {supported}")
         return task
+
+
+def only_tasks(items: list[Item]) -> list[Task]:
+    """Handlers: the items of a handlers list, which must all be plain tasks."""
+    handlers: list[Task] = []
+    for item in items:
+        if not isinstance(item, Task):
+            raise LoadError("handlers must be plain tasks (no block or include)", pos=item.pos)
+        handlers.append(item)
+    return handlers
