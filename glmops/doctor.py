@@ -161,153 +161,198 @@ def _version_tuple(text: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
+@dataclass
+class _Host:
+    """What the checks read, derived once from parse_gather()'s data and the host's variables."""
+
+    data: dict[str, Any]
+    variables: dict[str, Any]
+    layout: Layout
+
+    def __post_init__(self) -> None:
+        data, variables = self.data, self.variables
+        self.facts: dict[str, Any] = data["facts"]
+        self.probe: dict[str, Any] = data.get("probe") or {}
+        self.packages: dict[str, Any] = self.probe.get("packages") or {}
+        self.config: dict[str, Any] = self.probe.get("config") if isinstance(self.probe.get("config"), dict) else {}
+        self.running = bool(data.get("running"))
+        self.gpus: list[dict[str, Any]] = self.facts.get("glmops_gpus") or []
+        self.mac = bool(self.facts.get("glmops_apple_silicon"))
+        self.venv = self.layout.venv
+        self.backend = str(self.config.get("backend") or variables.get("backend") or "transformers")
+        self.device = str(self.config.get("device") or "auto")
+        self.dtype = str(self.config.get("dtype") or "auto")
+        self.quantize = self.config.get("quantize")
+        self.model: dict[str, Any] | None = self.probe.get("model") or None
+        self.is_chatglm = bool(self.model and self.model.get("model_type") == "chatglm")
+        self.choice: Any = None
+        self.profile = str(variables.get("profile") or "auto")
+
+
 def diagnose(data: dict[str, Any], variables: dict[str, Any], layout: Layout) -> list[Check]:
     """The checks, from parse_gather()'s data and the host's variables (pure)."""
-    facts = data["facts"]
-    probe = data.get("probe") or {}
-    packages = probe.get("packages") or {}
-    config = probe.get("config") if isinstance(probe.get("config"), dict) else {}
-    running = bool(data.get("running"))
-    gpus = facts.get("glmops_gpus") or []
-    mac = bool(facts.get("glmops_apple_silicon"))
-    venv = layout.venv
+    host = _Host(data, variables, layout)
     checks: list[Check] = []
-    add = checks.append
+    for group in (_check_profile, _check_environment, _check_transformers, _check_torch, _check_precision,
+                  _check_model_files, _check_embeddings, _check_memory, _check_disk, _check_port):
+        checks += group(host)
+    return checks
 
-    backend = str(config.get("backend") or variables.get("backend") or "transformers")
-    device = str(config.get("device") or "auto")
-    dtype = str(config.get("dtype") or "auto")
-    quantize = config.get("quantize")
-    requested = str(variables.get("profile") or "auto")
 
-    # the profile and the memory it needs
-    choice = None
+def _check_profile(host: _Host) -> list[Check]:
+    """The profile a deploy would choose (and, with quantize in the config, the int profile it means)."""
+    checks = []
     try:
-        choice = decide(facts, requested)
-        add(Check("profile", "ok", choice.reason))
+        host.choice = decide(host.facts, host.profile)
+        checks.append(Check("profile", "ok", host.choice.reason))
+        host.profile = host.choice.profile
     except ProfileError as exc:
-        add(Check("profile", "fail", exc.message, exc.hint or ""))
-    profile = choice.profile if choice else requested
-    if quantize in (4, 8) and profile in ("fp16", "auto"):
-        profile = f"int{quantize}"
+        checks.append(Check("profile", "fail", exc.message, exc.hint or ""))
+    if host.quantize in (4, 8) and host.profile in ("fp16", "auto"):
+        host.profile = f"int{host.quantize}"
+    return checks
 
-    if not data.get("venv"):
-        add(Check("venv", "warn", f"no venv at {venv} yet: the package checks use the host's python3",
-                  "a deploy (glmops run playbooks/...) creates it"))
-    if not probe:
-        add(Check("python", "fail", f"could not read the host's Python packages: {data.get('probe_error')}",
-                  "install python3 on the host (a deploy needs it)"))
 
-    model = probe.get("model") or None
-    is_chatglm = bool(model and model.get("model_type") == "chatglm")
-    # transformers too new for ChatGLM3's remote code
-    version = packages.get("transformers")
-    if backend == "transformers" and probe:
-        if not version:
-            add(Check("transformers", "fail" if data.get("venv") else "skip", "transformers is not installed",
-                      f"{venv}/bin/pip install transformers=={TRANSFORMERS_PIN}"))
-        elif _version_tuple(version) > _version_tuple(TRANSFORMERS_PIN):
-            text = (f"transformers {version} is too new for ChatGLM3's remote code (ChatGLM3 issues #1299 "
-                    "'_eos_token_tensor', #1321 'standardize_cache_format', #1324 'padding_side')")
-            fix = f"{venv}/bin/pip install transformers=={TRANSFORMERS_PIN}"
-            if is_chatglm or model is None or not model.get("exists"):
-                add(Check("transformers", "fail" if is_chatglm else "warn", text, fix))
-            else:
-                add(Check("transformers", "ok", f"transformers {version} (the model is {model.get('model_type')}, not ChatGLM3's remote code)"))
-        else:
-            add(Check("transformers", "ok", f"transformers {version}"))
+def _check_environment(host: _Host) -> list[Check]:
+    checks = []
+    if not host.data.get("venv"):
+        checks.append(Check("venv", "warn", f"no venv at {host.venv} yet: the package checks use the host's python3",
+                            "a deploy (glmops run playbooks/...) creates it"))
+    if not host.probe:
+        checks.append(Check("python", "fail", f"could not read the host's Python packages: {host.data.get('probe_error')}",
+                            "install python3 on the host (a deploy needs it)"))
+    return checks
 
-    # a CPU-only torch on a GPU host
-    torch_version = packages.get("torch")
-    if backend == "transformers" and probe:
-        if not torch_version:
-            add(Check("torch", "fail" if data.get("venv") else "skip", "torch is not installed",
-                      f"{venv}/bin/pip install torch (the CUDA build on NVIDIA hosts)"))
-        elif gpus and not probe.get("torch_cuda"):
-            cuda = facts.get("glmops_cuda") or "?"
-            add(Check("torch", "fail", f"torch {torch_version} is a CPU-only build, but the host has {len(gpus)} NVIDIA GPU(s)",
+
+def _check_transformers(host: _Host) -> list[Check]:
+    """transformers missing, or too new for ChatGLM3's remote code."""
+    if host.backend != "transformers" or not host.probe:
+        return []
+    version, venv, model = host.packages.get("transformers"), host.venv, host.model
+    if not version:
+        return [Check("transformers", "fail" if host.data.get("venv") else "skip", "transformers is not installed",
+                      f"{venv}/bin/pip install transformers=={TRANSFORMERS_PIN}")]
+    if _version_tuple(version) <= _version_tuple(TRANSFORMERS_PIN):
+        return [Check("transformers", "ok", f"transformers {version}")]
+    if model is not None and model.get("exists") and not host.is_chatglm:
+        return [Check("transformers", "ok", f"transformers {version} (the model is {model.get('model_type')}, not ChatGLM3's remote code)")]
+    text = (f"transformers {version} is too new for ChatGLM3's remote code (ChatGLM3 issues #1299 "
+            "'_eos_token_tensor', #1321 'standardize_cache_format', #1324 'padding_side')")
+    return [Check("transformers", "fail" if host.is_chatglm else "warn", text, f"{venv}/bin/pip install transformers=={TRANSFORMERS_PIN}")]
+
+
+def _check_torch(host: _Host) -> list[Check]:
+    """torch missing, or a CPU-only build on a GPU host."""
+    if host.backend != "transformers" or not host.probe:
+        return []
+    version, venv = host.packages.get("torch"), host.venv
+    if not version:
+        return [Check("torch", "fail" if host.data.get("venv") else "skip", "torch is not installed",
+                      f"{venv}/bin/pip install torch (the CUDA build on NVIDIA hosts)")]
+    if host.gpus and not host.probe.get("torch_cuda"):
+        cuda = host.facts.get("glmops_cuda") or "?"
+        return [Check("torch", "fail", f"torch {version} is a CPU-only build, but the host has {len(host.gpus)} NVIDIA GPU(s)",
                       f"{venv}/bin/pip install --force-reinstall torch --index-url https://download.pytorch.org/whl/cu121 "
-                      f"(a CUDA build not newer than the driver's CUDA {cuda})"))
-        else:
-            add(Check("torch", "ok", f"torch {torch_version}" + (f" (CUDA {probe.get('torch_cuda')})" if probe.get("torch_cuda") else "")))
+                      f"(a CUDA build not newer than the driver's CUDA {cuda})")]
+    cuda_build = host.probe.get("torch_cuda")
+    return [Check("torch", "ok", f"torch {version}" + (f" (CUDA {cuda_build})" if cuda_build else ""))]
 
-    # half precision on the CPU
-    on_cpu = device == "cpu" or (device == "auto" and not gpus and not mac) or profile == "cpu"
-    if backend == "transformers" and on_cpu and dtype in ("float16", "bfloat16"):
-        add(Check("dtype", "fail", f"dtype {dtype} on the CPU fails with \"addmm_impl_cpu_ not implemented for 'Half'\"",
-                  "use dtype: float32 (about 32 GB RAM) or profile: chatglm_cpp"))
-    # quantization on mps
-    if quantize in (4, 8) and (device == "mps" or mac):
-        add(Check("quantize", "fail", f"quantize: {quantize} on Apple Silicon: the quantization kernels are CUDA-only",
-                  "remove quantize and use profile: mps (float16), or profile: chatglm_cpp"))
-    # cpm_kernels for quantize
-    if (quantize in (4, 8) or profile in ("int4", "int8")) and probe and not packages.get("cpm_kernels"):
-        add(Check("cpm_kernels", "fail", f"{profile if profile in ('int4', 'int8') else f'quantize {quantize}'} needs cpm_kernels, which is not installed",
-                  f"{venv}/bin/pip install cpm_kernels"))
 
-    # the model files: LFS pointers instead of weights
-    for kind, info in (("model", model), ("embedding_model", probe.get("embedding") or None)):
+def _check_precision(host: _Host) -> list[Check]:
+    """Half precision on the CPU, quantization on Apple Silicon, cpm_kernels for int4."""
+    checks = []
+    on_cpu = host.device == "cpu" or (host.device == "auto" and not host.gpus and not host.mac) or host.profile == "cpu"
+    if host.backend == "transformers" and on_cpu and host.dtype in ("float16", "bfloat16"):
+        checks.append(Check("dtype", "fail", f"dtype {host.dtype} on the CPU fails with \"addmm_impl_cpu_ not implemented for 'Half'\"",
+                            "use dtype: float32 (about 32 GB RAM) or profile: chatglm_cpp"))
+    if host.quantize in (4, 8) and (host.device == "mps" or host.mac):
+        checks.append(Check("quantize", "fail", f"quantize: {host.quantize} on Apple Silicon: the quantization kernels are CUDA-only",
+                            "remove quantize and use profile: mps (float16), or profile: chatglm_cpp"))
+    # ChatGLM's int4 compresses and multiplies with cpm_kernels' CUDA kernels; its int8 is plain torch on CUDA
+    # (measured: bench/README.md, "GPU check")
+    if (host.quantize == 4 or host.profile == "int4") and host.probe and not host.packages.get("cpm_kernels"):
+        needs = "int4" if host.profile == "int4" else "quantize 4"
+        checks.append(Check("cpm_kernels", "fail", f"{needs} needs cpm_kernels, which is not installed", f"{host.venv}/bin/pip install cpm_kernels"))
+    return checks
+
+
+def _check_model_files(host: _Host) -> list[Check]:
+    """The model folders: missing, or Git LFS pointer files instead of weights."""
+    checks = []
+    for kind, info in (("model", host.model), ("embedding_model", host.probe.get("embedding") or None)):
         if info is None:
             continue
         if not info.get("exists"):
-            level = "fail" if running or config else "warn"
-            add(Check(kind, level, f"{info['path']} does not exist", "run the deploy (it fetches the model)"))
+            level = "fail" if host.running or host.config else "warn"
+            checks.append(Check(kind, level, f"{info['path']} does not exist", "run the deploy (it fetches the model)"))
         elif info.get("pointers"):
             shown = ", ".join(info["pointers"][:5]) + (" ..." if len(info["pointers"]) > 5 else "")
-            add(Check(kind, "fail", f"{info['path']} holds Git LFS pointer files instead of weights: {shown}",
-                      f"cd {shlex.quote(info['path'])} && git lfs install && git lfs pull (or run the deploy again to re-fetch)"))
+            checks.append(Check(kind, "fail", f"{info['path']} holds Git LFS pointer files instead of weights: {shown}",
+                                f"cd {shlex.quote(info['path'])} && git lfs install && git lfs pull (or run the deploy again to re-fetch)"))
         else:
-            add(Check(kind, "ok", f"{info['path']}: {info.get('weights', 0)} weight file(s), no LFS pointers"))
-
-    # embedding model path unset
-    if str(variables.get("embedding_model") or "").lower() == "none":
-        add(Check("embeddings", "ok", "no embedding model, on purpose (embedding_model: none)"))
-    elif probe and not (config.get("embedding_model_path") or variables.get("embedding_model_path")):
-        add(Check("embeddings", "warn", "the embedding model path is unset: /v1/embeddings will fail (RemoteLLM's knowledge base needs it)",
-                  "set embedding_model (deploy variable) or embedding_model_path in api_server.yaml; embedding_model: none to skip on purpose"))
-
-    # memory and disk for the profile
-    if choice is not None:
-        free = [float(g.get("memory_free_mb") or 0) for g in gpus]
-        if profile in NEEDS_GB and gpus:
-            if running:
-                add(Check("vram", "skip", "the server is running and holds its GPU memory"))
-            else:
-                need = NEEDS_GB[profile]
-                have = (sum(free) if choice.device_map == "auto" else max(free)) / 1024
-                if have < need:
-                    add(Check("vram", "fail", f"{profile} needs {need:.0f} GB of free GPU memory; {have:.1f} GB is free",
-                              "free the GPU (nvidia-smi shows what holds it) or choose a smaller profile (int8, int4)"))
-                else:
-                    add(Check("vram", "ok", f"{have:.1f} GB free GPU memory for {profile} ({need:.0f} GB)"))
-        ram = float(facts.get("glmops_ram_mb") or 0) / 1024
-        need_ram = CPU_RAM_MIN_GB if profile == "cpu" else CHATGLM_CPP_RAM_GB if profile in ("chatglm_cpp", "llama_cpp") else 0
-        if need_ram:
-            if ram < need_ram:
-                add(Check("ram", "fail", f"{profile} needs about {need_ram + 1:.0f} GB RAM; the host has {ram:.1f} GB",
-                          "use a larger machine, or profile: chatglm_cpp (about 4 GB)" if profile == "cpu" else "use a larger machine"))
-            else:
-                add(Check("ram", "ok", f"{ram:.1f} GB RAM for {profile}"))
-    disk = facts.get("glmops_disk_free_mb")
-    if disk is not None:
-        have_model = bool(model and model.get("exists") and model.get("weights") and not model.get("pointers"))
-        need = DISK_LOW_GB if have_model else DISK_FOR_DEPLOY_GB
-        where = facts.get("glmops_disk_path") or layout.deploy_dir
-        if disk / 1024 < need:
-            add(Check("disk", "fail", f"{disk / 1024:.1f} GB free at {where}; {'the logs and updates' if have_model else 'a deploy'} needs about {need:.0f} GB",
-                      "free space, or set deploy_dir to a bigger disk (AutoDL: /root/autodl-tmp/glmops)"))
-        else:
-            add(Check("disk", "ok", f"{disk / 1024:.1f} GB free at {where}"))
-
-    # the port
-    port = probe.get("port", layout.api_port)
-    if probe.get("port_listening") and not running:
-        holder = f" ({data['port_holder']})" if data.get("port_holder") else ""
-        add(Check("port", "fail", f"port {port} is already taken by another process{holder}",
-                  "stop that process, or set api_port to a free port (then `glmops tunnel --remote-port`)"))
-    elif probe:
-        add(Check("port", "ok", f"port {port} is {'used by the glmops server' if running else 'free'}"))
+            checks.append(Check(kind, "ok", f"{info['path']}: {info.get('weights', 0)} weight file(s), no LFS pointers"))
     return checks
+
+
+def _check_embeddings(host: _Host) -> list[Check]:
+    if str(host.variables.get("embedding_model") or "").lower() == "none":
+        return [Check("embeddings", "ok", "no embedding model, on purpose (embedding_model: none)")]
+    if host.probe and not (host.config.get("embedding_model_path") or host.variables.get("embedding_model_path")):
+        return [Check("embeddings", "warn", "the embedding model path is unset: /v1/embeddings will fail (RemoteLLM's knowledge base needs it)",
+                      "set embedding_model (deploy variable) or embedding_model_path in api_server.yaml; embedding_model: none to skip on purpose")]
+    return []
+
+
+def _check_memory(host: _Host) -> list[Check]:
+    """Free GPU memory and RAM for the chosen profile."""
+    if host.choice is None:
+        return []
+    checks, profile = [], host.profile
+    free = [float(g.get("memory_free_mb") or 0) for g in host.gpus]
+    if profile in NEEDS_GB and host.gpus:
+        if host.running:
+            checks.append(Check("vram", "skip", "the server is running and holds its GPU memory"))
+        else:
+            need = NEEDS_GB[profile]
+            have = (sum(free) if host.choice.device_map == "auto" else max(free)) / 1024
+            if have < need:
+                checks.append(Check("vram", "fail", f"{profile} needs {need:.0f} GB of free GPU memory; {have:.1f} GB is free",
+                                    "free the GPU (nvidia-smi shows what holds it) or choose a smaller profile (int8, int4)"))
+            else:
+                checks.append(Check("vram", "ok", f"{have:.1f} GB free GPU memory for {profile} ({need:.0f} GB)"))
+    ram = float(host.facts.get("glmops_ram_mb") or 0) / 1024
+    need_ram = CPU_RAM_MIN_GB if profile == "cpu" else CHATGLM_CPP_RAM_GB if profile in ("chatglm_cpp", "llama_cpp") else 0
+    if need_ram and ram < need_ram:
+        checks.append(Check("ram", "fail", f"{profile} needs about {need_ram + 1:.0f} GB RAM; the host has {ram:.1f} GB",
+                            "use a larger machine, or profile: chatglm_cpp (about 4 GB)" if profile == "cpu" else "use a larger machine"))
+    elif need_ram:
+        checks.append(Check("ram", "ok", f"{ram:.1f} GB RAM for {profile}"))
+    return checks
+
+
+def _check_disk(host: _Host) -> list[Check]:
+    disk = host.facts.get("glmops_disk_free_mb")
+    if disk is None:
+        return []
+    model = host.model
+    have_model = bool(model and model.get("exists") and model.get("weights") and not model.get("pointers"))
+    need = DISK_LOW_GB if have_model else DISK_FOR_DEPLOY_GB
+    where = host.facts.get("glmops_disk_path") or host.layout.deploy_dir
+    if disk / 1024 < need:
+        return [Check("disk", "fail", f"{disk / 1024:.1f} GB free at {where}; {'the logs and updates' if have_model else 'a deploy'} needs about {need:.0f} GB",
+                      "free space, or set deploy_dir to a bigger disk (AutoDL: /root/autodl-tmp/glmops)")]
+    return [Check("disk", "ok", f"{disk / 1024:.1f} GB free at {where}")]
+
+
+def _check_port(host: _Host) -> list[Check]:
+    port = host.probe.get("port", host.layout.api_port)
+    if host.probe.get("port_listening") and not host.running:
+        holder = f" ({host.data['port_holder']})" if host.data.get("port_holder") else ""
+        return [Check("port", "fail", f"port {port} is already taken by another process{holder}",
+                      "stop that process, or set api_port to a free port (then `glmops tunnel --remote-port`)")]
+    if host.probe:
+        return [Check("port", "ok", f"port {port} is {'used by the glmops server' if host.running else 'free'}")]
+    return []
 
 
 def exit_code(checks: list[Check]) -> int:

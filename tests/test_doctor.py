@@ -53,7 +53,7 @@ CASES = [
     ("quantize on mps", {"facts.glmops_gpus": [], "facts.glmops_apple_silicon": True,
                          "probe.config": {"model_path": "/m", "quantize": 4, "device": "mps"}}, {}, "quantize", "fail", ["CUDA-only", "mps"]),
     ("cpm_kernels missing for int4", {}, {"profile": "int4"}, "cpm_kernels", "fail", ["int4 needs cpm_kernels", "pip install cpm_kernels"]),
-    ("cpm_kernels missing for quantize 8", {"probe.config": {"model_path": "/m", "quantize": 8}}, {}, "cpm_kernels", "fail", ["int8 needs cpm_kernels"]),
+    ("cpm_kernels missing for quantize 4", {"probe.config": {"model_path": "/m", "quantize": 4}}, {}, "cpm_kernels", "fail", ["int4 needs cpm_kernels"]),
     ("LFS pointers", {"probe.model": {**GOOD_MODEL, "pointers": ["a.safetensors", "b.safetensors"]}}, {}, "model", "fail",
      ["Git LFS pointer files", "a.safetensors", "git lfs pull"]),
     ("model not fetched yet", {"probe.model": {**GOOD_MODEL, "exists": False}, "probe.config": None}, {"model_path": "/m"}, "model", "warn",
@@ -92,6 +92,12 @@ def test_diagnose(changes: dict, variables: dict, check_id: str, level: str, wor
         assert word in text, (word, text)
     if level == "fail":
         assert check.fix, "every failure comes with its fix"
+
+
+def test_int8_does_not_need_cpm_kernels() -> None:
+    """ChatGLM's int8 is plain torch on CUDA (measured on an H200, bench/README.md "GPU check"); only int4 needs cpm_kernels."""
+    for changes, variables in (({"probe.config": {"model_path": "/m", "quantize": 8}}, {}), ({}, {"profile": "int8"})):
+        assert "cpm_kernels" not in {c.id for c in diagnose(data(**changes), variables, LAYOUT)}
 
 
 def test_a_healthy_host_passes() -> None:
