@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import difflib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -169,27 +169,6 @@ class ModuleContext:
         return self.conn.run(cmd, stdin=stdin, env=self.environment or None, cwd=cwd, become=self.become, timeout=timeout,
                              on_line=on_line)
 
-    def change(self, result: ModuleResult, cmd: str, *, diff: Diff | None = None, failure: str | None = None,
-               stdin: bytes | None = None) -> bool:
-        """Make one change: the framework's part of check mode and diffs.
-
-        Marks `result` changed and records `diff` (when --diff is on); in check mode stops there.
-        Otherwise runs `cmd`; a non-zero exit fails `result` (not changed, `failure` or the command's
-        stderr as message). Returns True when the module may go on (the change was made or check mode).
-        """
-        result.changed = True
-        if diff is not None and self.diff:
-            result.diff.append(diff)
-        if self.check:
-            return True
-        done = self.run(cmd, stdin=stdin)
-        if done.rc == 0:
-            return True
-        reason = done.stderr.strip() or done.stdout.strip()
-        result.changed, result.failed = False, True
-        result.msg = f"{failure}: {reason}" if failure and reason else failure or reason or f"failed (exit {done.rc}): {cmd}"
-        return False
-
     def find_file(self, kind: str, name: str) -> str:
         """Find a controller-side file: `kind` is 'files' or 'templates'. Absolute paths are taken as they are.
 
@@ -216,7 +195,7 @@ class ModuleContext:
 
 
 class Module:
-    """Base class of modules. Subclasses set `name`, `args` and implement `run`."""
+    """Base class of modules. Subclasses set `name`, `args` and implement `plan` (`run` drives it)."""
 
     name: ClassVar[str]
     args: ClassVar[dict[str, Arg]] = {}
@@ -236,8 +215,122 @@ class Module:
     def check_args(self, args: dict[str, Any]) -> None:
         """Cross-argument checks after templating (mutually exclusive args...). Raise ArgumentError."""
 
-    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:  # pragma: no cover
+    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+        """Run the module: its plan, driven by the framework (check mode, diffs, `changed`)."""
+        return drive(ctx, self.plan(ctx, args))
+
+    def plan(self, ctx: ModuleContext, args: dict[str, Any]) -> "ModuleResult | Plan":  # pragma: no cover
+        """Read the host's state (facts) and yield the Changes to make; return the result's data.
+
+        A module that changes nothing on the host may return a ModuleResult directly.
+        """
         raise NotImplementedError
+
+
+@dataclass
+class Change:
+    """One thing a module wants done on the host; the framework makes it, or in check mode only records it.
+
+    Exactly one of `command` (a sh command line, with `stdin`/`cwd`), `upload` (bytes put at a path,
+    written atomically, with an optional numeric `mode`) or `call` (a function of the context for a
+    write that is more than one command; its return value comes back as `Done.value`).
+    A failing change fails the module (message: `failure` and the command's stderr) and the module
+    returns on `not done.ok`; `may_fail=True`: the module judges the Done itself.
+    `check_skip` set: in check mode the task is skipped with that message instead (command, tempfile).
+    """
+
+    command: str | None = None
+    stdin: bytes | None = None
+    cwd: str | None = None
+    timeout: float | None = None
+    upload: tuple[bytes, str] | None = None
+    mode: int | None = None
+    call: Callable[["ModuleContext"], Any] | None = None
+    diff: "Diff | list[Diff] | None" = None
+    failure: str | None = None
+    may_fail: bool = False
+    reason: str = ""
+    check_skip: str | None = None
+    on_line: LineCallback | None = None
+
+    def diffs(self) -> list[Diff]:
+        return [] if self.diff is None else self.diff if isinstance(self.diff, list) else [self.diff]
+
+
+@dataclass
+class Done:
+    """What a yielded Change did, sent back into the module: `ran` is False in check mode (rc 0 then)."""
+
+    ran: bool
+    rc: int = 0
+    stdout: str = ""
+    stderr: str = ""
+    value: Any = None
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+
+NOT_RUN = Done(ran=False)
+Plan = Generator[Change, Done, "ModuleResult | None"]
+
+
+def make(ctx: ModuleContext, change: Change) -> Done:
+    """Make one change on the host (never called in check mode)."""
+    if change.call is not None:
+        value = change.call(ctx)  # a Done of its own says whether the call did what it was for
+        return value if isinstance(value, Done) else Done(ran=True, value=value)
+    if change.upload is not None:
+        content, dest = change.upload
+        try:
+            ctx.conn.put_bytes(content, dest, mode=change.mode, become=ctx.become)
+        except OSError as exc:
+            return Done(ran=True, rc=1, stderr=str(exc))
+        return Done(ran=True)
+    assert change.command is not None, "a Change needs a command, an upload or a call"
+    done = ctx.run(change.command, stdin=change.stdin, cwd=change.cwd, timeout=change.timeout, on_line=change.on_line)
+    return Done(ran=True, rc=done.rc, stdout=done.stdout, stderr=done.stderr)
+
+
+def failure_message(change: Change, done: Done) -> str:
+    """The message of a failed change: its `failure` and the command's complaint."""
+    reason = done.stderr.strip() or done.stdout.strip()
+    failure = change.failure
+    return f"{failure}: {reason}" if failure and reason else failure or reason or f"failed (exit {done.rc}): {change.command}"
+
+
+def drive(ctx: ModuleContext, plan: "ModuleResult | Plan") -> ModuleResult:
+    """Run a module's plan: make each yielded Change (check mode: record it only) and send back its Done.
+
+    The framework owns `changed` (a change was yielded and none failed), the diffs (those of the
+    changes, when --diff is on, before any the module recorded itself) and check mode.
+    """
+    if isinstance(plan, ModuleResult):
+        return plan
+    diffs: list[Diff] = []
+    changed, failed = False, ""
+    try:
+        change = next(plan)
+        while True:
+            if ctx.check and change.check_skip is not None:
+                plan.close()
+                return ModuleResult(skipped=True, msg=change.check_skip)
+            if ctx.diff:
+                diffs += change.diffs()
+            done = NOT_RUN if ctx.check else make(ctx, change)
+            if done.ok:
+                changed = True
+            elif not change.may_fail and not failed:
+                failed = failure_message(change, done)
+            change = plan.send(done)
+    except StopIteration as stop:
+        result = stop.value if stop.value is not None else ModuleResult()
+    result.diff = diffs + result.diff
+    if failed:
+        result.failed, result.msg = True, failed
+    result.changed = changed and not failed
+    return result
 
 
 def refuse_option(value: Any, field: str, *, pos: Pos | None = None, path: bool = False) -> None:
