@@ -124,6 +124,7 @@ class AsyncCommand:
     stdin: bytes | None = None
     chdir: str | None = None
     shown: Any = None  # the `cmd` value of the result
+    guarded: bool = False  # creates/removes decided that it runs (check mode: changed, not skipped)
 
 
 @dataclass
@@ -236,7 +237,7 @@ class Change:
     write that is more than one command; its return value comes back as `Done.value`).
     A failing change fails the module (message: `failure` and the command's stderr) and the module
     returns on `not done.ok`; `may_fail=True`: the module judges the Done itself.
-    `check_skip` set: in check mode the task is skipped with that message instead (command, tempfile).
+    `check_result` set: what check mode gives instead (command, tempfile: skipped, as Ansible), unchanged.
     """
 
     command: str | None = None
@@ -250,7 +251,7 @@ class Change:
     failure: str | None = None
     may_fail: bool = False
     reason: str = ""
-    check_skip: str | None = None
+    check_result: "ModuleResult | None" = None
     on_line: LineCallback | None = None
 
     def diffs(self) -> list[Diff]:
@@ -259,13 +260,17 @@ class Change:
 
 @dataclass
 class Done:
-    """What a yielded Change did, sent back into the module: `ran` is False in check mode (rc 0 then)."""
+    """What a yielded Change did, sent back into the module: `ran` is False in check mode (rc 0 then).
+
+    `changed=False`: it ran and succeeded but found nothing to do (a `call` says so by returning a Done).
+    """
 
     ran: bool
     rc: int = 0
     stdout: str = ""
     stderr: str = ""
     value: Any = None
+    changed: bool = True
 
     @property
     def ok(self) -> bool:
@@ -313,13 +318,13 @@ def drive(ctx: ModuleContext, plan: "ModuleResult | Plan") -> ModuleResult:
     try:
         change = next(plan)
         while True:
-            if ctx.check and change.check_skip is not None:
+            if ctx.check and change.check_result is not None:
                 plan.close()
-                return ModuleResult(skipped=True, msg=change.check_skip)
+                return change.check_result
             if ctx.diff:
                 diffs += change.diffs()
             done = NOT_RUN if ctx.check else make(ctx, change)
-            if done.ok:
+            if done.ok and done.changed:
                 changed = True
             elif not change.may_fail and not failed:
                 failed = failure_message(change, done)
@@ -329,7 +334,7 @@ def drive(ctx: ModuleContext, plan: "ModuleResult | Plan") -> ModuleResult:
     result.diff = diffs + result.diff
     if failed:
         result.failed, result.msg = True, failed
-    result.changed = changed and not failed
+    result.changed = (changed or result.changed) and not failed
     return result
 
 

@@ -40,7 +40,8 @@ class TempfileModule(Module):
                    f"{{ t=$(mktemp {flag}{template}) && mv -- \"$t\" \"$t\"{shlex.quote(suffix)} && echo \"$t\"{shlex.quote(suffix)}; }}")
         else:
             cmd = f"mktemp {flag}{template}"
-        done = yield Change(command=cmd, may_fail=True, check_skip="tempfile does not run in check mode")
+        done = yield Change(command=cmd, may_fail=True, 
+                            check_result=ModuleResult(skipped=True, msg="tempfile does not run in check mode"))
         path = done.stdout.strip()
         if done.rc != 0 or not path:
             return ModuleResult(failed=True, msg=f"cannot create a temporary {args['state']}: {done.stderr.strip()}")
