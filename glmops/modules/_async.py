@@ -111,7 +111,7 @@ def async_plan(module: Module, ctx: ModuleContext, args: dict[str, Any], seconds
         return ModuleResult(msg=WOULD_RUN, data={"cmd": prepared.shown})
     jid, directory = started.value
     if poll == 0:
-        return ModuleResult(changed=True, data={"ansible_job_id": jid, "started": True, "finished": False,
+        return ModuleResult(data={"ansible_job_id": jid, "started": True, "finished": False,
                                                 "results_file": posixpath.join(directory, f"{jid}.out")})
     interval = DEFAULT_POLL if poll is None else poll
     began = time.monotonic()

@@ -323,7 +323,11 @@ def drive(ctx: ModuleContext, plan: "ModuleResult | Plan") -> ModuleResult:
                 return change.check_result
             if ctx.diff:
                 diffs += change.diffs()
-            done = NOT_RUN if ctx.check else make(ctx, change)
+            try:
+                done = NOT_RUN if ctx.check else make(ctx, change)
+            except Exception as exc:  # noqa: BLE001 - raised where the module yielded: it may catch it, else it goes on up
+                change = plan.throw(exc)
+                continue
             if done.ok and done.changed:
                 changed = True
             elif not change.may_fail and not failed:
