@@ -6,43 +6,59 @@ A module is one file `glmops/modules/NAME.py` that defines `MODULE = SomeModule`
 Contract:
 - `args` is the argument schema (like Ansible's argument_spec). Arguments are validated at load
   time (before anything runs) as far as they are literal, and again after templating.
-- `run` first reads the current state (ideally with ONE remote command), decides, and acts only
-  when something must change and `ctx.check` is false. It returns a ModuleResult with `changed`,
-  a diff where that makes sense, and data that `register` stores.
+- `plan(ctx, args)` is a generator. It reads the current state (facts: `ctx.run(cmd)`, ideally ONE
+  remote command; reads run in check mode too), decides, and yields each change that must happen
+  as a `Change`: a `command` (sh, with stdin/cwd), an `upload` (bytes to a path) or a `call` (a
+  function of the context, for a write that is more than one command), each with an optional
+  `diff`. It never writes to the host itself. `done = yield Change(...)` gets the `Done` back: rc,
+  stdout, stderr, a call's `value`, and `ran` (False in check mode, where nothing runs). It returns
+  the ModuleResult: msg, data that `register` stores, `failed`; not `changed`.
+- The framework (`drive`, which `Module.run` calls) owns check mode, diffs and `changed`: it makes
+  each change, or in check mode only records it; it keeps the diffs (with --diff); the result is
+  changed when a change was yielded and succeeded. A failing change fails the module (its
+  `failure` text and stderr as message; the module returns on `not done.ok`), unless the Change
+  says `may_fail=True` and the module judges the Done itself. No module tests `ctx.check`.
+- A module that changes nothing on the host (debug, stat, setup) returns a ModuleResult from `plan`
+  (or overrides `run`).
+- So a module's behaviour is data: args + facts in, planned Changes out. tests/test_module_plans.py
+  feeds plans by hand, without a host.
 - Everything interpolated into a remote command is quoted with `shlex.quote`.
 - An argument whose value a remote program gets as a word of its own is a `path` or is marked
   `word=True`: a value starting with '-' is then refused before the module runs (`refuse_option`).
-- A change goes through `ctx.change(result, cmd, diff=...)`: it marks the result changed, records
-  the diff, does nothing more in check mode, and fails the result when `cmd` exits non-zero.
-  Owner/group/mode go through the one shared step `_files.set_attrs` (file, copy, template,
-  get_url, lineinfile).
-- Output of a long command can be followed line by line: `ctx.run(cmd, on_line=callback)`.
+- Owner/group/mode go through the one shared step `yield from _files.set_attrs(...)` (file, copy,
+  template, get_url, lineinfile).
+- Output of a long command can be followed line by line: `Change(command=..., on_line=callback)`,
+  or `ctx.run(cmd, on_line=callback)` for a read.
 - Long work reports progress with `ctx.progress(done, total, msg)`: the console draws a live bar per
   host, `--json` gets `progress` events (redacted like every event). Call it as often as convenient;
   it is throttled here.
 
-Example of a module that reports progress::
+Example of a module that yields::
 
-    class Countdown(Module):
-        name = "countdown"
-        args = {"seconds": Arg("int", required=True)}
+    class Stamp(Module):
+        name = "stamp"
+        args = {"path": Arg("path", required=True), "text": Arg("str", default="done")}
 
-        def run(self, ctx, args):
-            for second in range(args["seconds"]):
-                ctx.run("sleep 1")
-                ctx.progress(second + 1, args["seconds"], "waiting", unit="s")
-            return ModuleResult(changed=True)
+        def plan(self, ctx, args):
+            path, text = args["path"], args["text"]
+            now = ctx.run(f"cat -- {shlex.quote(path)} 2>/dev/null")       # a fact: runs in check mode too
+            if now.rc == 0 and now.stdout == text + "\n":
+                return ModuleResult(msg="already stamped", data={"path": path})  # nothing yielded: not changed
+            done = yield Change(upload=((text + "\n").encode(), path), diff=Diff(now.stdout, text + "\n"),
+                                failure=f"cannot write {path}")
+            if not done.ok:
+                return ModuleResult(data={"path": path})                   # the framework fails it, with stderr
+            return ModuleResult(msg="stamped" if done.ran else "would stamp", data={"path": path})
 
-The same with one command whose output lines drive the bar, and a change made the framework's way
-(`ctx.change`: nothing in check mode, the diff recorded, a failing command fails the result)::
+The same with progress, one command whose output lines drive the bar (the wait is a read: it
+runs in check mode as well)::
 
-        def run(self, ctx, args):
+        def plan(self, ctx, args):
             n = args["seconds"]
             tick = lambda stream, line: stream == "stdout" and ctx.progress(int(line), n, "waiting", unit="s")
             ctx.run(f"i=0; while [ $i -lt {n} ]; do sleep 1; i=$((i+1)); echo $i; done", on_line=tick)
-            result = ModuleResult()
-            ctx.change(result, f"touch {shlex.quote(args['stamp'])}", diff=Diff("", "waited\\n"))
-            return result
+            yield Change(command=f"touch -- {shlex.quote(args['stamp'])}", diff=Diff("", "waited\n"))
+            return ModuleResult()
 """
 
 from __future__ import annotations
