@@ -6,7 +6,7 @@ from typing import Any
 
 from glmops.errors import ArgumentError
 from glmops.modules._files import install_content
-from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult, Plan
+from glmops.modules.base import Arg, Module, ModuleContext, Plan
 from glmops.modules.copy import CONTENT_ARGS
 
 
