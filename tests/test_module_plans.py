@@ -17,7 +17,7 @@ import pytest
 
 from glmops.connection.local import LocalConnection
 from glmops.modules import get_module
-from glmops.modules.base import NOT_RUN, Change, Done, ModuleContext, ModuleResult, validate_args
+from glmops.modules.base import NOT_RUN, Change, Done, ModuleContext, ModuleResult, drive, validate_args
 from glmops.playbook.templating import Templar
 
 MODULES_DIR = Path(__file__).resolve().parent.parent / "glmops" / "modules"
@@ -227,3 +227,15 @@ def test_no_module_tests_check_mode_or_marks_changed_by_hand() -> None:
     offenders = [hit for path in files for hit in _mentions(path)]
     assert offenders == []
     assert not any("ctx.change(" in p.read_text() for p in files)
+
+
+def test_driver_a_call_that_found_nothing_to_do_is_neither_changed_nor_failed(tmp_path: Path) -> None:
+    """A `call` that returns Done(changed=False) (git's fetch that left HEAD where it was) leaves the task ok."""
+    def plan(ctx: ModuleContext, args: dict[str, Any]) -> Any:
+        done = yield Change(call=lambda ctx: Done(ran=True, changed=False), reason="nothing to do after all")
+        return ModuleResult(msg=f"ran={done.ran}")
+
+    quiet = drive(context(), plan(context(), {}))
+    assert (quiet.changed, quiet.failed, quiet.msg) == (False, False, "ran=True")
+    checked = drive(context(check=True), plan(context(), {}))
+    assert (checked.changed, checked.msg) == (True, "ran=False")

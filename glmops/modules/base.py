@@ -324,8 +324,9 @@ def failure_message(change: Change, done: Done) -> str:
 def drive(ctx: ModuleContext, plan: "ModuleResult | Plan") -> ModuleResult:
     """Run a module's plan: make each yielded Change (check mode: record it only) and send back its Done.
 
-    The framework owns `changed` (a change was yielded and none failed), the diffs (those of the
-    changes, when --diff is on, before any the module recorded itself) and check mode.
+    The framework owns `changed` (a change succeeded and none failed; a result a module reports from
+    elsewhere, such as an async job's, may say changed too), the diffs (those of the changes, when
+    --diff is on, before any the module recorded itself) and check mode.
     """
     if isinstance(plan, ModuleResult):
         return plan
@@ -346,7 +347,7 @@ def drive(ctx: ModuleContext, plan: "ModuleResult | Plan") -> ModuleResult:
                 continue
             if done.ok and done.changed:
                 changed = True
-            elif not change.may_fail and not failed:
+            elif not done.ok and not change.may_fail and not failed:
                 failed = failure_message(change, done)
             change = plan.send(done)
     except StopIteration as stop:
