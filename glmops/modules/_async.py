@@ -19,8 +19,8 @@ import time
 from typing import Any
 
 from glmops.modules import _detached
-from glmops.modules._commands import command_result
-from glmops.modules.base import AsyncCommand, Module, ModuleContext, ModuleResult
+from glmops.modules._commands import WOULD_RUN, command_result, in_check_mode
+from glmops.modules.base import AsyncCommand, Change, Module, ModuleContext, ModuleResult, Plan, drive
 
 JOBS_DIR = ".glmops_async"
 DEFAULT_POLL = 10
@@ -96,13 +96,22 @@ def cleanup(ctx: ModuleContext, directory: str, jid: str) -> None:
 
 
 def run_async(module: Module, ctx: ModuleContext, args: dict[str, Any], seconds: int, poll: int | None) -> ModuleResult:
-    """Run a task with `async: seconds` and `poll:` as Ansible does."""
+    """Run a task with `async: seconds` and `poll:` as Ansible does (the start is the plan's change)."""
+    return drive(ctx, async_plan(module, ctx, args, seconds, poll))
+
+
+def async_plan(module: Module, ctx: ModuleContext, args: dict[str, Any], seconds: int, poll: int | None) -> Plan:
+    """Start the module's command detached, then poll it (poll > 0) or leave it running (poll: 0)."""
     prepared = module.async_command(ctx, args)
-    if isinstance(prepared, ModuleResult):  # creates/removes said no, or check mode
+    if isinstance(prepared, ModuleResult):  # creates/removes said no
         return prepared
-    jid, directory = start_job(ctx, prepared, seconds)
+    started = yield Change(call=lambda ctx: start_job(ctx, prepared, seconds), check_result=in_check_mode(prepared),
+                           reason="start the async job")
+    if not started.ran:
+        return ModuleResult(msg=WOULD_RUN, data={"cmd": prepared.shown})
+    jid, directory = started.value
     if poll == 0:
-        return ModuleResult(changed=True, data={"ansible_job_id": jid, "started": True, "finished": False,
+        return ModuleResult(data={"ansible_job_id": jid, "started": True, "finished": False,
                                                 "results_file": posixpath.join(directory, f"{jid}.out")})
     interval = DEFAULT_POLL if poll is None else poll
     began = time.monotonic()

@@ -7,7 +7,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from glmops.modules.base import Arg, AsyncCommand, ModuleContext, ModuleResult
+from glmops.modules.base import Arg, AsyncCommand, Change, ModuleContext, ModuleResult, Plan
 
 COMMON_ARGS = {
     "chdir": Arg("path", help="Change into this directory before running the command."),
@@ -66,22 +66,27 @@ def _split_glob(path: str) -> list[str]:
     return parts
 
 
+WOULD_RUN = "command would have run if not in check mode"
+
+
 def prepare_command(ctx: ModuleContext, script: str, args: dict[str, Any], shown_cmd: Any) -> AsyncCommand | ModuleResult:
-    """What a command task runs, or its result when creates/removes or check mode say not to run it."""
+    """What a command task runs, or its result when creates/removes say not to run it."""
     guard = guard_script(args)
     if guard:
         check = ctx.run(guard, cwd=args.get("chdir"))
         if check.rc == 1:
             reason = f"{args['creates']} exists" if args.get("creates") else f"{args['removes']} does not exist"
             return ModuleResult(changed=False, msg=f"skipped, since {reason}", data={"cmd": shown_cmd, "rc": 0, "stdout": "", "stderr": ""})
-    if ctx.check:
-        # As Ansible: decided by creates/removes -> changed; otherwise the command is skipped.
-        return ModuleResult(changed=bool(guard), skipped=not guard, msg="command would have run if not in check mode", data={"cmd": shown_cmd})
     stdin = args.get("stdin")
     data = None
     if stdin is not None:
         data = (stdin + ("\n" if args.get("stdin_add_newline", True) else "")).encode()
-    return AsyncCommand(script=script, stdin=data, chdir=args.get("chdir"), shown=shown_cmd)
+    return AsyncCommand(script=script, stdin=data, chdir=args.get("chdir"), shown=shown_cmd, guarded=bool(guard))
+
+
+def in_check_mode(prepared: AsyncCommand) -> ModuleResult | None:
+    """As Ansible: a command that creates/removes decided to run shows as changed in check mode; any other is skipped."""
+    return None if prepared.guarded else ModuleResult(skipped=True, msg=WOULD_RUN, data={"cmd": prepared.shown})
 
 
 def command_result(shown_cmd: Any, rc: int, stdout: str, stderr: str, start: float, end: float, *, strip: bool = True) -> ModuleResult:
@@ -107,11 +112,14 @@ def command_result(shown_cmd: Any, rc: int, stdout: str, stderr: str, start: flo
     )
 
 
-def run_command(ctx: ModuleContext, script: str, args: dict[str, Any], shown_cmd: Any) -> ModuleResult:
-    """Run `script` unless creates/removes or check mode say not to; return Ansible's result shape."""
+def run_command(ctx: ModuleContext, script: str, args: dict[str, Any], shown_cmd: Any) -> Plan:
+    """Run `script` unless creates/removes say not to (check mode: see in_check_mode); return Ansible's result shape."""
     prepared = prepare_command(ctx, script, args, shown_cmd)
     if isinstance(prepared, ModuleResult):
         return prepared
     start = time.time()
-    result = ctx.run(prepared.script, stdin=prepared.stdin, cwd=prepared.chdir)
+    result = yield Change(command=prepared.script, stdin=prepared.stdin, cwd=prepared.chdir, may_fail=True,
+                          check_result=in_check_mode(prepared), reason="run the command")
+    if not result.ran:
+        return ModuleResult(msg=WOULD_RUN, data={"cmd": shown_cmd})
     return command_result(shown_cmd, result.rc, result.stdout, result.stderr, start, time.time(), strip=args.get("strip_empty_ends", True))

@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import shlex
 import time
+from collections.abc import Generator
 from typing import Any
 
 from glmops.modules._remote import PathState, normalize_mode, probe, text_diff
-from glmops.modules.base import Arg, Diff, ModuleContext, ModuleResult
+from glmops.modules.base import Arg, Change, Diff, Done, ModuleContext, ModuleResult, Plan
 
 ATTR_ARGS = {
     "mode": Arg("raw", help="Permissions: a quoted octal string like '0644' (or symbolic, u+rw)."),
@@ -66,22 +67,23 @@ def attr_diff(path: str, state: PathState, wanted: dict[str, str]) -> Diff:
                 before_header=f"{path} (attributes)", after_header=f"{path} (attributes)")
 
 
-def set_attrs(ctx: ModuleContext, result: ModuleResult, path: str, state: PathState, wanted: dict[str, str], *,
-              diff: bool = True, recurse: bool = False) -> bool:
-    """The owner/group/mode step of file, copy, template, get_url and lineinfile.
+def set_attrs(path: str, state: PathState, wanted: dict[str, str], *, diff: bool = True,
+              recurse: bool = False) -> Generator[Change, Done, bool]:
+    """The owner/group/mode step of file, copy, template, get_url and lineinfile (use with `yield from`).
 
-    Applies `wanted` (from `wanted_attrs`) through `ctx.change`: changed, the diff recorded (unless
-    `diff=False`, when the caller recorded it), nothing done in check mode, a failing chown/chmod
-    fails `result`. Nothing wanted: nothing happens. Returns False when it failed.
+    Yields the chown/chmod of `wanted` (from `wanted_attrs`) with its diff (unless `diff=False`, when
+    the caller yielded it); a failing chown/chmod fails the module. Nothing wanted: nothing is yielded.
+    Returns False when it failed (the caller returns then).
     """
     if not wanted:
         return True
-    return ctx.change(result, apply_attrs_script(path, wanted, recurse=recurse),
-                      diff=attr_diff(path, state, wanted) if diff else None,
-                      failure=f"setting {', '.join(wanted)} on {path} failed")
+    done = yield Change(command=apply_attrs_script(path, wanted, recurse=recurse),
+                        diff=attr_diff(path, state, wanted) if diff else None,
+                        failure=f"setting {', '.join(wanted)} on {path} failed")
+    return done.ok
 
 
-def install_content(ctx: ModuleContext, dest: str, content: bytes, args: dict[str, Any], *, what: str) -> ModuleResult:
+def install_content(ctx: ModuleContext, dest: str, content: bytes, args: dict[str, Any], *, what: str) -> Plan:
     """copy/template: put `content` at `dest` when it differs (checksum), with backup, validate, attrs, diff."""
     state, before = probe(ctx, dest, checksum=True, content=ctx.diff)
     if state.type == "directory":
@@ -90,35 +92,36 @@ def install_content(ctx: ModuleContext, dest: str, content: bytes, args: dict[st
     content_changes = not state.exists or (state.sha256 != checksum and args.get("force", True))
     wanted = wanted_attrs(ctx, dest, state, args) if state.exists else {}
     # `checksum` as Ansible reports it: SHA-1 (comparable with stat's default); sha256 compares above
-    result = ModuleResult(changed=content_changes, data={"dest": dest, "checksum": hashlib.sha1(content).hexdigest(),
-                                                         "size": len(content)})
-    if ctx.diff and content_changes:
-        result.diff.append(text_diff(before if state.exists else None, content if len(content) < 256 * 1024 else b"(large file)", dest))
-        if wanted:  # recorded here, before the attributes of the new content are compared again below
-            result.diff.append(attr_diff(dest, state, wanted))
-    if ctx.check or not content_changes:
-        set_attrs(ctx, result, dest, state, wanted, diff=not content_changes)
+    result = ModuleResult(data={"dest": dest, "checksum": hashlib.sha1(content).hexdigest(), "size": len(content)})
+    if not content_changes:
+        result.failed = not (yield from set_attrs(dest, state, wanted))
         return result
-    if content_changes:
-        if args.get("backup") and state.exists:
-            backup = f"{dest}.{int(time.time())}.{time.strftime('%Y-%m-%d@%H:%M:%S')}~"
-            copy = ctx.run(f"cp -p -- {shlex.quote(dest)} {shlex.quote(backup)}")
-            if copy.rc != 0:
-                return ModuleResult(failed=True, msg=f"backup failed: {copy.stderr.strip()}")
+    if args.get("backup") and state.exists:
+        backup = f"{dest}.{int(time.time())}.{time.strftime('%Y-%m-%d@%H:%M:%S')}~"
+        done = yield Change(command=f"cp -p -- {shlex.quote(dest)} {shlex.quote(backup)}", failure="backup failed",
+                            reason=f"keep the old {dest}")
+        if not done.ok:
+            return ModuleResult(failed=True)
+        if done.ran:
             result.data["backup_file"] = backup
-        mode = normalize_mode(args.get("mode"))
-        numeric = int(mode, 8) if mode and mode.isdigit() else None
-        if args.get("validate"):
-            failure = _validate(ctx, content, args["validate"])
-            if failure:
-                return ModuleResult(failed=True, msg=failure, data=result.data)
-        try:
-            ctx.conn.put_bytes(content, dest, mode=numeric, become=ctx.become)
-        except OSError as exc:
-            return ModuleResult(failed=True, msg=f"writing {dest} failed: {exc}", data=result.data)
-        after, _ = probe(ctx, dest)
-        wanted = attr_changes(after, {k: v for k, v in args.items() if k in ("owner", "group", "mode")})
-    set_attrs(ctx, result, dest, after, wanted, diff=False)
+    if args.get("validate"):
+        checked = yield Change(call=lambda ctx: _validate(ctx, content, args["validate"]), reason="validate the new content")
+        if checked.value:
+            return ModuleResult(failed=True, msg=checked.value, data=result.data)
+    mode = normalize_mode(args.get("mode"))
+    diffs = [text_diff(before if state.exists else None, content if len(content) < 256 * 1024 else b"(large file)", dest)
+             ] if ctx.diff else []
+    if wanted:
+        diffs.append(attr_diff(dest, state, wanted))
+    written = yield Change(upload=(content, dest), mode=int(mode, 8) if mode and mode.isdigit() else None, diff=diffs,
+                           failure=f"writing {dest} failed", reason=f"{what} to {dest}")
+    if not written.ok:
+        return ModuleResult(failed=True, data=result.data)
+    if not written.ran:  # check mode: the attributes are in the diff above
+        return result
+    after, _ = probe(ctx, dest)
+    result.failed = not (yield from set_attrs(dest, after, attr_changes(after, {k: v for k, v in args.items() if k in ("owner", "group", "mode")}),
+                         diff=False))
     return result
 
 

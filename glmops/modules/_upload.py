@@ -9,7 +9,7 @@ from typing import Any
 
 from glmops.modules import _fetch_worker as worker
 from glmops.modules._fetch_call import WorkerError, call_worker, quick_probe
-from glmops.modules.base import ModuleContext, ModuleResult
+from glmops.modules.base import Change, ModuleContext, ModuleResult, Plan
 
 
 def local_files(src: str, include: list[str], exclude: list[str]) -> dict[str, tuple[int, int, int]]:
@@ -40,7 +40,8 @@ def preflight(ctx: ModuleContext, dest: str, todo: dict[str, int], probe: dict[s
                       {"needed": rest, "free": free, "path": probe["free_path"], "kept_parts": dict(kept.values())})
 
 
-def upload(ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+def upload(ctx: ModuleContext, args: dict[str, Any]) -> Plan:
+    """source upload: send what differs (one change: the transfer and the seal); verified already: nothing."""
     src, dest, python = os.path.expanduser(args["src"]), args["dest"], args["python"]
     if not os.path.isdir(src):
         raise WorkerError(f"src {src} is not a folder on the controller")
@@ -78,10 +79,20 @@ def upload(ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
                             "bytes": sum(size for size, _, _ in files.values()), "to_send": todo, "bytes_to_send": needed}
     if not todo and set(listed) == set(files) and not drift:
         data["bytes_sent"] = 0
-        return ModuleResult(changed=False, msg=f"{dest} is verified ({len(files)} files)", data=data)
-    if ctx.check:
-        return ModuleResult(changed=bool(todo) or set(listed) != set(files),
-                            msg=f"would upload {len(todo)} files ({worker.human(needed)})", data=data)
+        return ModuleResult(msg=f"{dest} is verified ({len(files)} files)", data=data)
+    done = yield Change(call=lambda ctx: _send(ctx, args, files, todo, hashes, probe), reason=f"upload {len(todo)} files to {dest}")
+    if not done.ran:  # check mode
+        return ModuleResult(msg=f"would upload {len(todo)} files ({worker.human(needed)})", data=data)
+    data["bytes_sent"] = done.value
+    return ModuleResult(msg=f"uploaded {len(todo)} files ({worker.human(done.value)} sent)", data=data)
+
+
+def _send(ctx: ModuleContext, args: dict[str, Any], files: dict[str, tuple[int, int, int]], todo: list[str], hashes: dict[str, str],
+          probe: dict[str, Any]) -> int:
+    """Send the files of `todo` (resuming part files), then seal the manifest; return the bytes sent."""
+    src, dest, python = os.path.expanduser(args["src"]), args["dest"], args["python"]
+    include, exclude = args.get("include") or [], args.get("exclude") or []
+    needed = sum(files[rel][0] for rel in todo)
     if "free" not in probe:
         probe = call_worker(ctx, python, {"op": "probe", "dest": dest})
     preflight(ctx, dest, {rel: files[rel][0] for rel in todo}, probe)
@@ -111,5 +122,4 @@ def upload(ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
     meta = {"local": {rel: list(quick) for rel, quick in files.items()}}
     spec = {"source": "upload", "repo": None, "revision": None, "include": include, "exclude": exclude, "source_meta": meta}
     call_worker(ctx, python, {"op": "seal", "dest": dest, "spec": spec, "hashes": hashes})
-    data["bytes_sent"] = sent
-    return ModuleResult(changed=True, msg=f"uploaded {len(todo)} files ({worker.human(sent)} sent)", data=data)
+    return sent

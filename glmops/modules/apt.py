@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import shlex
 import time
+from collections.abc import Generator
 from typing import Any
 
-from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult
+from glmops.modules.base import Arg, Change, Done, Module, ModuleContext, ModuleResult, Plan
 
 LOCK_WAIT = (
     "command -v fuser >/dev/null 2>&1 && w=0 && while fuser /var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock >/dev/null 2>&1; do "
@@ -40,15 +41,14 @@ class AptModule(Module):
         "lock_timeout": Arg("int", default=120, help="Seconds to wait for the dpkg lock."),
     }
 
-    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+    def plan(self, ctx: ModuleContext, args: dict[str, Any]) -> Plan:
         specs = [split_spec(s) for s in (args.get("name") or [])]
         names = [n for n, _ in specs]
         result = ModuleResult(data={"packages": []})
         if args["update_cache"]:
-            updated = self._update_cache(ctx, args)
+            updated = yield from self._update_cache(ctx, args)
             if isinstance(updated, ModuleResult):
                 return updated
-            result.changed = updated
             result.data["cache_updated"] = updated
         if not names:
             return result
@@ -63,10 +63,7 @@ class AptModule(Module):
         result.data["packages"] = todo
         if not todo:
             return result
-        result.changed = True
         result.msg = f"{'removed' if args['state'] == 'absent' else 'installed'}: {', '.join(todo)}"
-        if ctx.check:
-            return result
         versions = dict(specs)
         words = [f"{n}={versions[n]}" if versions.get(n) else n for n in todo]
         if args["state"] == "absent":
@@ -84,7 +81,9 @@ class AptModule(Module):
         )
         if args["autoremove"]:
             script += f" && {APT_ENV} apt-get -y -q autoremove"
-        done = ctx.run(script, timeout=3600)
+        done = yield Change(command=script, timeout=3600, may_fail=True, reason=result.msg)
+        if not done.ran:  # check mode
+            return result
         if done.rc != 0:
             return ModuleResult(failed=True, msg=f"apt-get {command} failed (rc={done.rc}): {done.stderr.strip()[-2000:]}",
                                 data={"stdout": done.stdout[-4000:], "stderr": done.stderr[-4000:], "packages": todo})
@@ -118,7 +117,8 @@ class AptModule(Module):
         return out
 
     @staticmethod
-    def _update_cache(ctx: ModuleContext, args: dict[str, Any]) -> bool | ModuleResult:
+    def _update_cache(ctx: ModuleContext, args: dict[str, Any]) -> Generator[Change, Done, bool | ModuleResult]:
+        """apt-get update unless the cache is younger than cache_valid_time: True when it is (to be) updated."""
         valid = args["cache_valid_time"]
         if valid:
             age = ctx.run("stamp=/var/lib/apt/periodic/update-success-stamp; [ -e $stamp ] || stamp=/var/lib/apt/lists; "
@@ -128,11 +128,10 @@ class AptModule(Module):
                     return False
             except ValueError:
                 pass
-        if ctx.check:
-            return True
         started = time.time()
-        done = ctx.run(LOCK_WAIT.format(timeout=args["lock_timeout"]) + f"; {APT_ENV} apt-get update -q && "
-                       "mkdir -p /var/lib/apt/periodic && touch /var/lib/apt/periodic/update-success-stamp", timeout=1800)
+        done = yield Change(command=LOCK_WAIT.format(timeout=args["lock_timeout"]) + f"; {APT_ENV} apt-get update -q && "
+                            "mkdir -p /var/lib/apt/periodic && touch /var/lib/apt/periodic/update-success-stamp", timeout=1800,
+                            may_fail=True, reason="update the package cache")
         if done.rc != 0:
             return ModuleResult(failed=True, msg=f"apt-get update failed after {time.time() - started:.0f} s: {done.stderr.strip()[-2000:]}")
         return True

@@ -6,50 +6,66 @@ A module is one file `glmops/modules/NAME.py` that defines `MODULE = SomeModule`
 Contract:
 - `args` is the argument schema (like Ansible's argument_spec). Arguments are validated at load
   time (before anything runs) as far as they are literal, and again after templating.
-- `run` first reads the current state (ideally with ONE remote command), decides, and acts only
-  when something must change and `ctx.check` is false. It returns a ModuleResult with `changed`,
-  a diff where that makes sense, and data that `register` stores.
+- `plan(ctx, args)` is a generator. It reads the current state (facts: `ctx.run(cmd)`, ideally ONE
+  remote command; reads run in check mode too), decides, and yields each change that must happen
+  as a `Change`: a `command` (sh, with stdin/cwd), an `upload` (bytes to a path) or a `call` (a
+  function of the context, for a write that is more than one command), each with an optional
+  `diff`. It never writes to the host itself. `done = yield Change(...)` gets the `Done` back: rc,
+  stdout, stderr, a call's `value`, and `ran` (False in check mode, where nothing runs). It returns
+  the ModuleResult: msg, data that `register` stores, `failed`; not `changed`.
+- The framework (`drive`, which `Module.run` calls) owns check mode, diffs and `changed`: it makes
+  each change, or in check mode only records it; it keeps the diffs (with --diff); the result is
+  changed when a change was yielded and succeeded. A failing change fails the module (its
+  `failure` text and stderr as message; the module returns on `not done.ok`), unless the Change
+  says `may_fail=True` and the module judges the Done itself. No module tests `ctx.check`.
+- A module that changes nothing on the host (debug, stat, setup) returns a ModuleResult from `plan`
+  (or overrides `run`).
+- So a module's behaviour is data: args + facts in, planned Changes out. tests/test_module_plans.py
+  feeds plans by hand, without a host.
 - Everything interpolated into a remote command is quoted with `shlex.quote`.
 - An argument whose value a remote program gets as a word of its own is a `path` or is marked
   `word=True`: a value starting with '-' is then refused before the module runs (`refuse_option`).
-- A change goes through `ctx.change(result, cmd, diff=...)`: it marks the result changed, records
-  the diff, does nothing more in check mode, and fails the result when `cmd` exits non-zero.
-  Owner/group/mode go through the one shared step `_files.set_attrs` (file, copy, template,
-  get_url, lineinfile).
-- Output of a long command can be followed line by line: `ctx.run(cmd, on_line=callback)`.
+- Owner/group/mode go through the one shared step `yield from _files.set_attrs(...)` (file, copy,
+  template, get_url, lineinfile).
+- Output of a long command can be followed line by line: `Change(command=..., on_line=callback)`,
+  or `ctx.run(cmd, on_line=callback)` for a read.
 - Long work reports progress with `ctx.progress(done, total, msg)`: the console draws a live bar per
   host, `--json` gets `progress` events (redacted like every event). Call it as often as convenient;
   it is throttled here.
 
-Example of a module that reports progress::
+Example of a module that yields::
 
-    class Countdown(Module):
-        name = "countdown"
-        args = {"seconds": Arg("int", required=True)}
+    class Stamp(Module):
+        name = "stamp"
+        args = {"path": Arg("path", required=True), "text": Arg("str", default="done")}
 
-        def run(self, ctx, args):
-            for second in range(args["seconds"]):
-                ctx.run("sleep 1")
-                ctx.progress(second + 1, args["seconds"], "waiting", unit="s")
-            return ModuleResult(changed=True)
+        def plan(self, ctx, args):
+            path, text = args["path"], args["text"]
+            now = ctx.run(f"cat -- {shlex.quote(path)} 2>/dev/null")       # a fact: runs in check mode too
+            if now.rc == 0 and now.stdout == text + "\n":
+                return ModuleResult(msg="already stamped", data={"path": path})  # nothing yielded: not changed
+            done = yield Change(upload=((text + "\n").encode(), path), diff=Diff(now.stdout, text + "\n"),
+                                failure=f"cannot write {path}")
+            if not done.ok:
+                return ModuleResult(data={"path": path})                   # the framework fails it, with stderr
+            return ModuleResult(msg="stamped" if done.ran else "would stamp", data={"path": path})
 
-The same with one command whose output lines drive the bar, and a change made the framework's way
-(`ctx.change`: nothing in check mode, the diff recorded, a failing command fails the result)::
+The same with progress, one command whose output lines drive the bar (the wait is a read: it
+runs in check mode as well)::
 
-        def run(self, ctx, args):
+        def plan(self, ctx, args):
             n = args["seconds"]
             tick = lambda stream, line: stream == "stdout" and ctx.progress(int(line), n, "waiting", unit="s")
             ctx.run(f"i=0; while [ $i -lt {n} ]; do sleep 1; i=$((i+1)); echo $i; done", on_line=tick)
-            result = ModuleResult()
-            ctx.change(result, f"touch {shlex.quote(args['stamp'])}", diff=Diff("", "waited\\n"))
-            return result
+            yield Change(command=f"touch -- {shlex.quote(args['stamp'])}", diff=Diff("", "waited\n"))
+            return ModuleResult()
 """
 
 from __future__ import annotations
 
 import difflib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -124,6 +140,7 @@ class AsyncCommand:
     stdin: bytes | None = None
     chdir: str | None = None
     shown: Any = None  # the `cmd` value of the result
+    guarded: bool = False  # creates/removes decided that it runs (check mode: changed, not skipped)
 
 
 @dataclass
@@ -169,27 +186,6 @@ class ModuleContext:
         return self.conn.run(cmd, stdin=stdin, env=self.environment or None, cwd=cwd, become=self.become, timeout=timeout,
                              on_line=on_line)
 
-    def change(self, result: ModuleResult, cmd: str, *, diff: Diff | None = None, failure: str | None = None,
-               stdin: bytes | None = None) -> bool:
-        """Make one change: the framework's part of check mode and diffs.
-
-        Marks `result` changed and records `diff` (when --diff is on); in check mode stops there.
-        Otherwise runs `cmd`; a non-zero exit fails `result` (not changed, `failure` or the command's
-        stderr as message). Returns True when the module may go on (the change was made or check mode).
-        """
-        result.changed = True
-        if diff is not None and self.diff:
-            result.diff.append(diff)
-        if self.check:
-            return True
-        done = self.run(cmd, stdin=stdin)
-        if done.rc == 0:
-            return True
-        reason = done.stderr.strip() or done.stdout.strip()
-        result.changed, result.failed = False, True
-        result.msg = f"{failure}: {reason}" if failure and reason else failure or reason or f"failed (exit {done.rc}): {cmd}"
-        return False
-
     def find_file(self, kind: str, name: str) -> str:
         """Find a controller-side file: `kind` is 'files' or 'templates'. Absolute paths are taken as they are.
 
@@ -216,7 +212,7 @@ class ModuleContext:
 
 
 class Module:
-    """Base class of modules. Subclasses set `name`, `args` and implement `run`."""
+    """Base class of modules. Subclasses set `name`, `args` and implement `plan` (`run` drives it)."""
 
     name: ClassVar[str]
     args: ClassVar[dict[str, Arg]] = {}
@@ -236,8 +232,131 @@ class Module:
     def check_args(self, args: dict[str, Any]) -> None:
         """Cross-argument checks after templating (mutually exclusive args...). Raise ArgumentError."""
 
-    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:  # pragma: no cover
+    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+        """Run the module: its plan, driven by the framework (check mode, diffs, `changed`)."""
+        return drive(ctx, self.plan(ctx, args))
+
+    def plan(self, ctx: ModuleContext, args: dict[str, Any]) -> "ModuleResult | Plan":  # pragma: no cover
+        """Read the host's state (facts) and yield the Changes to make; return the result's data.
+
+        A module that changes nothing on the host may return a ModuleResult directly.
+        """
         raise NotImplementedError
+
+
+@dataclass
+class Change:
+    """One thing a module wants done on the host; the framework makes it, or in check mode only records it.
+
+    Exactly one of `command` (a sh command line, with `stdin`/`cwd`), `upload` (bytes put at a path,
+    written atomically, with an optional numeric `mode`) or `call` (a function of the context for a
+    write that is more than one command; its return value comes back as `Done.value`).
+    A failing change fails the module (message: `failure` and the command's stderr) and the module
+    returns on `not done.ok`; `may_fail=True`: the module judges the Done itself.
+    `check_result` set: what check mode gives instead (command, tempfile: skipped, as Ansible), unchanged.
+    """
+
+    command: str | None = None
+    stdin: bytes | None = None
+    cwd: str | None = None
+    timeout: float | None = None
+    upload: tuple[bytes, str] | None = None
+    mode: int | None = None
+    call: Callable[["ModuleContext"], Any] | None = None
+    diff: "Diff | list[Diff] | None" = None
+    failure: str | None = None
+    may_fail: bool = False
+    reason: str = ""
+    check_result: "ModuleResult | None" = None
+    on_line: LineCallback | None = None
+
+    def diffs(self) -> list[Diff]:
+        return [] if self.diff is None else self.diff if isinstance(self.diff, list) else [self.diff]
+
+
+@dataclass
+class Done:
+    """What a yielded Change did, sent back into the module: `ran` is False in check mode (rc 0 then).
+
+    `changed=False`: it ran and succeeded but found nothing to do (a `call` says so by returning a Done).
+    """
+
+    ran: bool
+    rc: int = 0
+    stdout: str = ""
+    stderr: str = ""
+    value: Any = None
+    changed: bool = True
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+
+NOT_RUN = Done(ran=False)
+Plan = Generator[Change, Done, "ModuleResult | None"]
+
+
+def make(ctx: ModuleContext, change: Change) -> Done:
+    """Make one change on the host (never called in check mode)."""
+    if change.call is not None:
+        value = change.call(ctx)  # a Done of its own says whether the call did what it was for
+        return value if isinstance(value, Done) else Done(ran=True, value=value)
+    if change.upload is not None:
+        content, dest = change.upload
+        try:
+            ctx.conn.put_bytes(content, dest, mode=change.mode, become=ctx.become)
+        except OSError as exc:
+            return Done(ran=True, rc=1, stderr=str(exc))
+        return Done(ran=True)
+    assert change.command is not None, "a Change needs a command, an upload or a call"
+    done = ctx.run(change.command, stdin=change.stdin, cwd=change.cwd, timeout=change.timeout, on_line=change.on_line)
+    return Done(ran=True, rc=done.rc, stdout=done.stdout, stderr=done.stderr)
+
+
+def failure_message(change: Change, done: Done) -> str:
+    """The message of a failed change: its `failure` and the command's complaint."""
+    reason = done.stderr.strip() or done.stdout.strip()
+    failure = change.failure
+    return f"{failure}: {reason}" if failure and reason else failure or reason or f"failed (exit {done.rc}): {change.command}"
+
+
+def drive(ctx: ModuleContext, plan: "ModuleResult | Plan") -> ModuleResult:
+    """Run a module's plan: make each yielded Change (check mode: record it only) and send back its Done.
+
+    The framework owns `changed` (a change succeeded and none failed; a result a module reports from
+    elsewhere, such as an async job's, may say changed too), the diffs (those of the changes, when
+    --diff is on, before any the module recorded itself) and check mode.
+    """
+    if isinstance(plan, ModuleResult):
+        return plan
+    diffs: list[Diff] = []
+    changed, failed = False, ""
+    try:
+        change = next(plan)
+        while True:
+            if ctx.check and change.check_result is not None:
+                plan.close()
+                return change.check_result
+            if ctx.diff:
+                diffs += change.diffs()
+            try:
+                done = NOT_RUN if ctx.check else make(ctx, change)
+            except Exception as exc:  # noqa: BLE001 - raised where the module yielded: it may catch it, else it goes on up
+                change = plan.throw(exc)
+                continue
+            if done.ok and done.changed:
+                changed = True
+            elif not done.ok and not change.may_fail and not failed:
+                failed = failure_message(change, done)
+            change = plan.send(done)
+    except StopIteration as stop:
+        result = stop.value if stop.value is not None else ModuleResult()
+    result.diff = diffs + result.diff
+    if failed:
+        result.failed, result.msg = True, failed
+    result.changed = (changed or result.changed) and not failed
+    return result
 
 
 def refuse_option(value: Any, field: str, *, pos: Pos | None = None, path: bool = False) -> None:

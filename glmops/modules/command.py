@@ -8,7 +8,7 @@ from typing import Any
 
 from glmops.errors import ArgumentError
 from glmops.modules._commands import COMMON_ARGS, prepare_command, run_command
-from glmops.modules.base import Arg, AsyncCommand, Module, ModuleContext, ModuleResult, refuse_option
+from glmops.modules.base import Arg, AsyncCommand, Module, ModuleContext, ModuleResult, Plan, refuse_option
 
 
 class CommandModule(Module):
@@ -49,9 +49,12 @@ class CommandModule(Module):
             return expanded_argv(words), args.get("cmd") or words
         return "exec " + " ".join(shlex.quote(w) for w in words), args.get("cmd") or words
 
-    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+    def plan(self, ctx: ModuleContext, args: dict[str, Any]) -> Plan:
         built = self._script(args)
-        result = built if isinstance(built, ModuleResult) else run_command(ctx, built[0], args, built[1])
+        return built if isinstance(built, ModuleResult) else run_command(ctx, built[0], args, built[1])
+
+    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+        result = super().run(ctx, args)
         if args.get("executable"):
             result.warnings.append("As of Ansible 2.4, the parameter 'executable' is no longer supported with the "
                                    f"'command' module. Not using '{args['executable']}'.")

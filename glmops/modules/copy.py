@@ -6,13 +6,15 @@ import os
 import posixpath
 import secrets
 import shlex
+from collections.abc import Generator
+from dataclasses import replace
 from typing import Any
 
 from glmops.connection.base import private_create
 from glmops.errors import ArgumentError
 from glmops.modules._files import ATTR_ARGS, install_content, set_attrs, wanted_attrs
 from glmops.modules._remote import normalize_mode, probe
-from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult
+from glmops.modules.base import Arg, Change, Done, Module, ModuleContext, ModuleResult, Plan
 
 CONTENT_ARGS = {
     "dest": Arg("path", required=True, help="Where to put the file on the host (a directory path ending in / copies into it)."),
@@ -45,16 +47,16 @@ class CopyModule(Module):
         if (args.get("src") is None) == (args.get("content") is None):
             raise ArgumentError("give exactly one of 'src' and 'content'", field="src")
 
-    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+    def plan(self, ctx: ModuleContext, args: dict[str, Any]) -> Plan:
         if args["remote_src"] and args.get("src") is not None:
-            return copy_on_host(ctx, args)
+            return (yield from copy_on_host(ctx, args))
         if args.get("content") is not None:
             data = str(args["content"]).encode()
             name = None
         else:
             source = ctx.find_file("files", args["src"])
             if os.path.isdir(source):
-                return copy_tree(ctx, source, args)
+                return (yield from copy_tree(ctx, source, args))
             with open(source, "rb") as handle:
                 data = handle.read()
             name = os.path.basename(source)
@@ -63,10 +65,10 @@ class CopyModule(Module):
             if not name:
                 return ModuleResult(failed=True, msg="dest is a directory; with content, give a file path")
             dest = posixpath.join(dest, name)
-        return install_content(ctx, dest, data, args, what="copy")
+        return (yield from install_content(ctx, dest, data, args, what="copy"))
 
 
-def copy_tree(ctx: ModuleContext, source: str, args: dict[str, Any]) -> ModuleResult:
+def copy_tree(ctx: ModuleContext, source: str, args: dict[str, Any]) -> Plan:
     """A controller directory: `src/` puts its content into dest, `src` the directory itself (as Ansible)."""
     dest = args["dest"].rstrip("/") or "/"
     root = dest if args["src"].endswith("/") else posixpath.join(dest, os.path.basename(source.rstrip("/")))
@@ -80,22 +82,35 @@ def copy_tree(ctx: ModuleContext, source: str, args: dict[str, Any]) -> ModuleRe
     result = ModuleResult(data={"dest": dest + "/", "src": source.rstrip("/") + ("/" if args["src"].endswith("/") else "")})
     listing = ctx.run("for d in " + " ".join(shlex.quote(d) for d in dirs) + '; do [ -d "$d" ] || echo "$d"; done')
     missing = [line for line in listing.stdout.splitlines() if line]
-    if missing and not ctx.change(result, "mkdir -p -- " + " ".join(shlex.quote(d) for d in missing),
-                                  failure=f"cannot create directories under {dest}"):
-        return result
+    if missing:
+        done = yield Change(command="mkdir -p -- " + " ".join(shlex.quote(d) for d in missing),
+                            failure=f"cannot create directories under {dest}")
+        if not done.ok:
+            return result
     file_args = {**args, "validate": None}
     for local, remote in files:
         with open(local, "rb") as handle:
-            one = install_content(ctx, remote, handle.read(), file_args, what="copy")
-        result.diff += one.diff
-        if one.failed:
+            content = handle.read()
+        one = yield from _prefixed(install_content(ctx, remote, content, file_args, what="copy"), f"{remote}: ")
+        if one is not None and one.failed:  # the driver has the message of a failed change (prefixed)
             result.failed, result.msg = True, f"{remote}: {one.msg}"
             return result
-        result.changed = result.changed or one.changed
     return result
 
 
-def copy_on_host(ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+def _prefixed(plan: Plan, prefix: str) -> Generator[Change, Done, ModuleResult | None]:
+    """`plan` with each change's failure message prefixed (the file of a tree that failed)."""
+    if isinstance(plan, ModuleResult):
+        return plan
+    try:
+        change = next(plan)
+        while True:
+            change = plan.send((yield replace(change, failure=prefix + change.failure) if change.failure else change))
+    except StopIteration as stop:
+        return stop.value
+
+
+def copy_on_host(ctx: ModuleContext, args: dict[str, Any]) -> Plan:
     """remote_src: copy a file or directory that is already on the host (compared first, changed only if it differs)."""
     src, dest = args["src"], args["dest"]
     state, _ = probe(ctx, src, checksum=True)
@@ -104,8 +119,8 @@ def copy_on_host(ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
         result = ModuleResult(data={"src": src, "dest": dest, "state": "directory", "checksum": None, "md5sum": None})
         same = ctx.run(f"diff -r -q -- {shlex.quote(src)} {shlex.quote(root)} >/dev/null 2>&1")
         if same.rc != 0:
-            ctx.change(result, f"mkdir -p -- {shlex.quote(root)} && cp -R -- {shlex.quote(src.rstrip('/') + '/.')} {shlex.quote(root + '/')}",
-                       failure=f"cannot copy {src} to {root}")
+            yield Change(command=f"mkdir -p -- {shlex.quote(root)} && cp -R -- {shlex.quote(src.rstrip('/') + '/.')} {shlex.quote(root + '/')}",
+                         failure=f"cannot copy {src} to {root}")
         return result
     if state.type != "file":
         return ModuleResult(failed=True, msg=f"Source {src} not found" if not state.exists else f"Source {src} is not a regular file")
@@ -115,18 +130,24 @@ def copy_on_host(ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
     if before.type == "directory":
         return ModuleResult(failed=True, msg=f"dest {dest} is a directory")
     result = ModuleResult(data={"src": src, "dest": dest})
+    after = before
     if not before.exists or (before.sha256 != state.sha256 and args["force"]):
-        if not ctx.change(result, _copy_script(src, dest, args.get("mode")), failure=f"cannot copy {src} to {dest}"):
+        done = yield Change(command=_copy_script(src, dest, args.get("mode")), failure=f"cannot copy {src} to {dest}")
+        if not done.ok:
             return result
-    after, _ = probe(ctx, dest) if not ctx.check else (before, None)
+        if not done.ran:  # check mode: the copy is only planned, so are its attributes
+            if before.exists:
+                yield from set_attrs(dest, before, wanted_attrs(ctx, dest, before, args))
+            return result
+        after, _ = probe(ctx, dest)
     if after.exists:
-        set_attrs(ctx, result, dest, after, wanted_attrs(ctx, dest, after, args))
-    if not ctx.check:
-        sums = ctx.run(f"sha1sum -- {shlex.quote(dest)} 2>/dev/null || shasum -a 1 -- {shlex.quote(dest)}; "
-                       f"md5sum -- {shlex.quote(dest)} 2>/dev/null || md5 -r -- {shlex.quote(dest)}").stdout.split()
-        final, _ = probe(ctx, dest)
-        result.data.update(checksum=sums[0] if sums else None, md5sum=sums[2] if len(sums) > 2 else None, state="file",
-                           mode=final.mode, uid=final.uid, gid=final.gid, owner=final.owner, group=final.group, size=final.size)
+        if not (yield from set_attrs(dest, after, wanted_attrs(ctx, dest, after, args))):
+            return result
+    sums = ctx.run(f"sha1sum -- {shlex.quote(dest)} 2>/dev/null || shasum -a 1 -- {shlex.quote(dest)}; "
+                   f"md5sum -- {shlex.quote(dest)} 2>/dev/null || md5 -r -- {shlex.quote(dest)}").stdout.split()
+    final, _ = probe(ctx, dest)
+    result.data.update(checksum=sums[0] if sums else None, md5sum=sums[2] if len(sums) > 2 else None, state="file",
+                       mode=final.mode, uid=final.uid, gid=final.gid, owner=final.owner, group=final.group, size=final.size)
     return result
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from glmops.errors import ArgumentError
 from glmops.modules import _detached
-from glmops.modules.base import Arg, Diff, Module, ModuleContext, ModuleResult
+from glmops.modules.base import Arg, Change, Diff, Done, Module, ModuleContext, ModuleResult, Plan
 
 
 class DaemonModule(Module):
@@ -52,7 +53,7 @@ class DaemonModule(Module):
                 raise ArgumentError(f"invalid environment variable name {name!r}", field="environment",
                                     hint="names are letters, digits and _, not starting with a digit")
 
-    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+    def plan(self, ctx: ModuleContext, args: dict[str, Any]) -> Plan:
         paths = _detached.Paths(args["pid_file"], args["log_file"])
         label = args.get("name") or args["command"].split()[0]
         environment = {**ctx.environment, **(args.get("environment") or {})}
@@ -62,56 +63,77 @@ class DaemonModule(Module):
         same = current.running and current.script == script
 
         if current.unverified:
-            return self._result(False, f"{label}: {_detached.unverified_message(paths, current.pid)}", current, args, failed=True)
+            return self._result(f"{label}: {_detached.unverified_message(paths, current.pid)}", current, args, failed=True)
         if state == "started" and same:
-            return self._result(False, f"{label} is running (pid {current.pid})", current, args)
+            return self._result(f"{label} is running (pid {current.pid})", current, args)
         if state == "stopped":
             if not current.running:
-                return self._result(False, f"{label} is not running", current, args)
-            if ctx.check:
-                return self._result(True, f"{label} would be stopped (pid {current.pid})", current, args)
-            stopped = _detached.stop(ctx, paths, grace=args["stop_timeout"])
+                return self._result(f"{label} is not running", current, args)
+            done = yield self._stop(paths, args, reason=f"stop {label}", unknown_is_running=True)
+            if not done.ran:
+                return self._result(f"{label} would be stopped (pid {current.pid})", current, args)
+            stopped = done.value
             after = stopped.status or current
             if after.running:
-                return self._result(False, f"{label} (pid {current.pid}) did not stop", after, args, failed=True)
+                return self._result(f"{label} (pid {current.pid}) did not stop", after, args, failed=True)
             how = " (killed after the TERM grace period)" if stopped.killed else ""
-            return self._result(True, f"{label} stopped (was pid {current.pid}){how}", after, args)
+            return self._result(f"{label} stopped (was pid {current.pid}){how}", after, args)
 
         why = ("restarted" if state == "restarted" else "command changed" if current.running else "was not running")
-        diff = []
-        if ctx.diff and current.script != script:
-            diff.append(Diff(current.script or "", script, f"{paths.cmd_file} (running)" if current.running else "(not running)",
-                             paths.cmd_file))
-        if ctx.check:
-            verb = "restarted" if current.running else "started"
-            return self._result(True, f"{label} would be {verb} ({why})", current, args, diff=diff)
+        verb = "restarted" if current.running else "started"
+        diff = None
+        if current.script != script:
+            diff = Diff(current.script or "", script, f"{paths.cmd_file} (running)" if current.running else "(not running)",
+                        paths.cmd_file)
         if current.running:
-            stopped = _detached.stop(ctx, paths, grace=args["stop_timeout"])
-            if stopped.status is not None and stopped.status.running:
-                return self._result(False, f"{label} (pid {current.pid}) did not stop", stopped.status, args, failed=True)
-        started = _detached.start(ctx, paths, script, wait=args["wait"],
-                                  on_watch=lambda seconds: ctx.progress(seconds, args["wait"], f"watching {label}", unit="s"))
+            done = yield replace(self._stop(paths, args, reason=f"stop {label} to start it again", unknown_is_running=False), diff=diff)
+            diff = None  # shown with the stop
+            if not done.ran:
+                return self._result(f"{label} would be {verb} ({why})", current, args)
+            if done.value.status is not None and done.value.status.running:
+                return self._result(f"{label} (pid {current.pid}) did not stop", done.value.status, args, failed=True)
+        done = yield Change(call=lambda ctx: self._start(ctx, paths, script, label, args), may_fail=True, diff=diff,
+                            reason=f"start {label}")
+        if not done.ran:
+            return self._result(f"{label} would be {verb} ({why})", current, args)
+        started = done.value
         if started.attached:  # another run started it between our look and our start
             if started.script == script:
-                return self._result(False, f"{label} is running (pid {started.pid}; another run started it just now)", started, args)
-            return self._result(False, f"another run started {label} with a different command (pid {started.pid}) while this "
+                return self._result(f"{label} is running (pid {started.pid}; another run started it just now)", started, args)
+            return self._result(f"another run started {label} with a different command (pid {started.pid}) while this "
                                 f"one was starting it; nothing was started or stopped (see {paths.cmd_file})",
                                 started, args, failed=True)
         if not started.running:
             log = _detached.tail(ctx, paths.log_file, args["log_lines"]).rstrip("\n")
             code = f"exit code {started.exit_code}" if started.exit_code is not None else "no exit code recorded"
             msg = f"{label} exited right after the start ({code}); last lines of {paths.log_file}:\n{log or '(empty)'}"
-            result = self._result(True, msg, started, args, failed=True, diff=diff)
+            result = self._result(msg, started, args, failed=True)
             result.data["log_tail"] = log
             return result
-        verb = "restarted" if current.running else "started"
-        return self._result(True, f"{label} {verb} (pid {started.pid}; {why})", started, args, diff=diff)
+        return self._result(f"{label} {verb} (pid {started.pid}; {why})", started, args)
 
     @staticmethod
-    def _result(changed: bool, msg: str, status: _detached.Status, args: dict[str, Any], *, failed: bool = False,
-                diff: list[Diff] | None = None) -> ModuleResult:
-        data = {**status.as_dict(), "command": args["command"], "pid_file": args["pid_file"], "log_file": args["log_file"]}
-        return ModuleResult(changed=changed, failed=failed, msg=msg, data=data, diff=diff or [])
+    def _stop(paths: _detached.Paths, args: dict[str, Any], *, reason: str, unknown_is_running: bool) -> Change:
+        """The change that stops the daemon: it counts as a change only when the process is gone after it
+        (no status read after the stop: still running when `unknown_is_running`)."""
 
+        def stop(ctx: ModuleContext) -> Done:
+            stopped = _detached.stop(ctx, paths, grace=args["stop_timeout"])
+            still = stopped.status.running if stopped.status is not None else unknown_is_running
+            return Done(ran=True, rc=1 if still else 0, value=stopped)
+
+        return Change(call=stop, may_fail=True, reason=reason)
+
+    @staticmethod
+    def _start(ctx: ModuleContext, paths: _detached.Paths, script: str, label: str, args: dict[str, Any]) -> Done:
+        """Start the daemon; a start that found another run's process (attached) changed nothing."""
+        started = _detached.start(ctx, paths, script, wait=args["wait"],
+                                  on_watch=lambda seconds: ctx.progress(seconds, args["wait"], f"watching {label}", unit="s"))
+        return Done(ran=True, rc=1 if started.attached else 0, value=started)
+
+    @staticmethod
+    def _result(msg: str, status: _detached.Status, args: dict[str, Any], *, failed: bool = False) -> ModuleResult:
+        data = {**status.as_dict(), "command": args["command"], "pid_file": args["pid_file"], "log_file": args["log_file"]}
+        return ModuleResult(failed=failed, msg=msg, data=data)
 
 MODULE = DaemonModule

@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from glmops.modules._remote import probe
-from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult
+from glmops.modules.base import Arg, Change, Module, ModuleContext, ModuleResult, Plan
 
 
 class FetchModule(Module):
@@ -23,7 +23,7 @@ class FetchModule(Module):
         "fail_on_missing": Arg("bool", default=True, help="Fail when src does not exist."),
     }
 
-    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+    def plan(self, ctx: ModuleContext, args: dict[str, Any]) -> Plan:
         src = args["src"]
         state, _ = probe(ctx, src, checksum=True)
         if state.type != "file":
@@ -43,11 +43,14 @@ class FetchModule(Module):
             with open(dest, "rb") as handle:
                 if hashlib.sha256(handle.read()).hexdigest() == state.sha256:
                     return ModuleResult(data=data)
-        if ctx.check:
-            return ModuleResult(changed=True, data=data)
-        os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
-        ctx.conn.get_file(src, dest, become=ctx.become)
-        return ModuleResult(changed=True, data=data)
+        yield Change(call=lambda ctx: _get(ctx, src, dest), reason=f"fetch {src} to {dest}")
+        return ModuleResult(data=data)
+
+
+def _get(ctx: ModuleContext, src: str, dest: str) -> None:
+    """Copy the host's `src` to the controller's `dest` (its folder made first)."""
+    os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+    ctx.conn.get_file(src, dest, become=ctx.become)
 
 
 MODULE = FetchModule

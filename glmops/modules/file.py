@@ -8,7 +8,7 @@ from typing import Any
 from glmops.errors import ArgumentError
 from glmops.modules._files import ATTR_ARGS, apply_attrs_script, set_attrs, wanted_attrs
 from glmops.modules._remote import probe
-from glmops.modules.base import Arg, Diff, Module, ModuleContext, ModuleResult
+from glmops.modules.base import Arg, Change, Diff, Module, ModuleContext, ModuleResult, Plan
 
 
 class FileModule(Module):
@@ -33,7 +33,7 @@ class FileModule(Module):
         if args.get("state") in ("link", "hard") and not args.get("src"):
             raise ArgumentError("state=link needs 'src' (the link's target)", field="src")
 
-    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+    def plan(self, ctx: ModuleContext, args: dict[str, Any]) -> Plan:
         path = args["path"]
         q = shlex.quote(path)
         state, _ = probe(ctx, path)
@@ -44,75 +44,72 @@ class FileModule(Module):
         if wanted_state == "absent":
             if not state.exists:
                 return ModuleResult(data={**data, "state": "absent"})
-            return self._act(ctx, f"rm -rf -- {q}", data, before, "absent")
+            return (yield from self._act(f"rm -rf -- {q}", data, before, "absent"))
 
         if wanted_state == "file":
             if not state.exists:
                 return ModuleResult(failed=True, msg=f"file {path} does not exist", data=data,)
             if state.type == "directory" and args.get("state") == "file":
                 return ModuleResult(failed=True, msg=f"{path} is a directory, not a file", data=data)
-            return self._attrs(ctx, path, state, args, data)
+            return (yield from self._attrs(ctx, path, state, args, data))
 
         if wanted_state == "directory":
             if state.exists and state.type != "directory":
                 return ModuleResult(failed=True, msg=f"{path} exists and is a {state.type}, not a directory", data=data)
             if not state.exists:
-                result = self._act(ctx, f"mkdir -p -- {q}", data, before, "directory")
-                if result.failed or ctx.check:
-                    return result
+                done = yield self._act_change(f"mkdir -p -- {q}", data, before, "directory")
+                if not done.ok or not done.ran:  # failed, or check mode: nothing to read back
+                    return ModuleResult(data=data)
                 after, _ = probe(ctx, path)
-                extra = self._attrs(ctx, path, after, args, data)
-                extra.changed = True
-                extra.diff = result.diff
-                return extra
+                return (yield from self._attrs(ctx, path, after, args, data, diff=False))
             if args.get("recurse") and (args.get("mode") or args.get("owner") or args.get("group")):
-                return self._recurse(ctx, path, args, data)
-            return self._attrs(ctx, path, state, args, data)
+                return (yield from self._recurse(ctx, path, args, data))
+            return (yield from self._attrs(ctx, path, state, args, data))
 
         if wanted_state == "touch":
-            result = self._act(ctx, f"touch -- {q}", data, before, "file")
-            if result.failed or ctx.check:
-                return result
+            done = yield self._act_change(f"touch -- {q}", data, before, "file")
+            if not done.ok or not done.ran:  # failed, or check mode: nothing to read back
+                return ModuleResult(data=data)
             after, _ = probe(ctx, path)
-            extra = self._attrs(ctx, path, after, args, data)
-            extra.changed = True
-            return extra
+            return (yield from self._attrs(ctx, path, after, args, data))
 
         # link / hard
         src = args["src"]
         if wanted_state == "link":
             if state.type == "link" and state.target == src:
-                return self._attrs(ctx, path, state, {k: v for k, v in args.items() if k in ("owner", "group")}, data)
+                return (yield from self._attrs(ctx, path, state, {k: v for k, v in args.items() if k in ("owner", "group")}, data))
             if state.exists and state.type != "link" and not args.get("force"):
                 return ModuleResult(failed=True, msg=f"{path} exists and is a {state.type}; set force: true to replace it", data=data)
             if state.type == "link" and not args.get("force"):
                 pass  # a link that points elsewhere is re-pointed, as Ansible does
             if state.type == "directory":
                 return ModuleResult(failed=True, msg=f"{path} is a directory; refusing to replace it with a link", data=data)
-            return self._act(ctx, f"ln -sfn -- {shlex.quote(src)} {q}", data, before, f"link -> {src}")
+            return (yield from self._act(f"ln -sfn -- {shlex.quote(src)} {q}", data, before, f"link -> {src}"))
         same = ctx.run(f"[ {q} -ef {shlex.quote(src)} ]")
         if same.rc == 0:
             return ModuleResult(data=data)
-        return self._act(ctx, f"ln -f -- {shlex.quote(src)} {q}", data, before, f"hard link to {src}")
+        return (yield from self._act(f"ln -f -- {shlex.quote(src)} {q}", data, before, f"hard link to {src}"))
 
     @staticmethod
-    def _act(ctx: ModuleContext, script: str, data: dict[str, Any], before: str, after: str) -> ModuleResult:
-        result = ModuleResult(data=data)
-        ctx.change(result, script, diff=Diff(before=f"state: {before}\n", after=f"state: {after}\n",
-                                             before_header=f"{data['path']} (before)", after_header=f"{data['path']} (after)"))
-        return result
+    def _act_change(script: str, data: dict[str, Any], before: str, after: str) -> Change:
+        """The change of a path's type (create, remove, link), with its state diff."""
+        return Change(command=script, diff=Diff(before=f"state: {before}\n", after=f"state: {after}\n",
+                                                before_header=f"{data['path']} (before)", after_header=f"{data['path']} (after)"))
+
+    def _act(self, script: str, data: dict[str, Any], before: str, after: str) -> Plan:
+        yield self._act_change(script, data, before, after)
+        return ModuleResult(data=data)
 
     @staticmethod
-    def _attrs(ctx: ModuleContext, path: str, state: Any, args: dict[str, Any], data: dict[str, Any]) -> ModuleResult:
+    def _attrs(ctx: ModuleContext, path: str, state: Any, args: dict[str, Any], data: dict[str, Any], *, diff: bool = True) -> Plan:
         wanted = wanted_attrs(ctx, path, state, args)
         if not wanted:
             return ModuleResult(data={**data, "mode": state.mode, "owner": state.owner, "group": state.group})
-        result = ModuleResult(data={**data, **wanted})
-        set_attrs(ctx, result, path, state, wanted)
-        return result
+        yield from set_attrs(path, state, wanted, diff=diff)
+        return ModuleResult(data={**data, **wanted})
 
     @staticmethod
-    def _recurse(ctx: ModuleContext, path: str, args: dict[str, Any], data: dict[str, Any]) -> ModuleResult:
+    def _recurse(ctx: ModuleContext, path: str, args: dict[str, Any], data: dict[str, Any]) -> Plan:
         """Recursive attributes: find what differs with one `find`, change only that."""
         q = shlex.quote(path)
         tests = []
@@ -130,9 +127,8 @@ class FileModule(Module):
         if not differing.stdout.strip():
             return ModuleResult(data=data)
         wanted = {k: normalize_mode(v) if k == "mode" else str(v) for k, v in args.items() if k in ("mode", "owner", "group") and v}
-        result = ModuleResult(data=data)
-        ctx.change(result, apply_attrs_script(path, wanted, recurse=True))
-        return result
+        yield Change(command=apply_attrs_script(path, wanted, recurse=True))
+        return ModuleResult(data=data)
 
 
 MODULE = FileModule

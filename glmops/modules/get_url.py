@@ -11,7 +11,7 @@ from glmops.modules._files import ATTR_ARGS, set_attrs, wanted_attrs
 from glmops.connection.base import install_script
 from glmops.connection.partfile import MISMATCH_RC, finish_script, parse_verified, prepare_part_script
 from glmops.modules._remote import probe
-from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult
+from glmops.modules.base import Arg, Change, Module, ModuleContext, ModuleResult, Plan
 
 
 class GetUrlModule(Module):
@@ -42,7 +42,7 @@ class GetUrlModule(Module):
             if algorithm != "sha256" or len(value) != 64 or any(c not in "0123456789abcdefABCDEF" for c in value):
                 raise ArgumentError("checksum must be 'sha256:' followed by 64 hex digits", field="checksum")
 
-    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+    def plan(self, ctx: ModuleContext, args: dict[str, Any]) -> Plan:
         dest = args["dest"]
         state, _ = probe(ctx, dest, checksum=bool(args.get("checksum")))
         if state.type == "directory" or dest.endswith("/"):
@@ -52,23 +52,24 @@ class GetUrlModule(Module):
         data: dict[str, Any] = {"dest": dest, "url": args["url"]}
         if state.exists and ((wanted and state.sha256 == wanted) or (not wanted and not args["force"])):
             result = ModuleResult(data={**data, "checksum_dest": state.sha256, "size": state.size})
-            set_attrs(ctx, result, dest, state, wanted_attrs(ctx, dest, state, args))
+            result.failed = not (yield from set_attrs(dest, state, wanted_attrs(ctx, dest, state, args)))
             return result
-        if ctx.check:
-            return ModuleResult(changed=True, data=data)
         part = dest + ".part"
         fetch = self._fetch_script(args, shlex.quote(part))
         install = install_script(part, dest, None)  # the part is private until now: the mode a new file (or dest) has
         prepare = f"{{ {prepare_part_script(part)}; }} >/dev/null || exit 1"  # never download through a planted symlink
-        done = ctx.run(f"{prepare}\n{fetch} || exit $?\n{finish_script(part, install, sha256=wanted)}", timeout=24 * 3600)
+        done = yield Change(command=f"{prepare}\n{fetch} || exit $?\n{finish_script(part, install, sha256=wanted)}",
+                            timeout=24 * 3600, may_fail=True, reason=f"download {args['url']}")
+        if not done.ran:  # check mode: the fields a download returns, as far as they are known before it
+            return ModuleResult(data={**data, "checksum_dest": wanted, "size": None})
         verified = parse_verified(done.stdout)
         if done.rc != 0 or verified is None:
             reason = done.stderr.strip()[-1000:] or done.stdout.strip()[-1000:]
             hint = "" if done.rc == MISMATCH_RC else " (run the task again: the download resumes from the .part file)"
             return ModuleResult(failed=True, msg=f"download of {args['url']} failed: {reason}{hint}", data=data)
         after, _ = probe(ctx, dest)
-        result = ModuleResult(changed=True, data={**data, "checksum_dest": verified.sha256, "size": verified.size})
-        set_attrs(ctx, result, dest, after, wanted_attrs(ctx, dest, after, args), diff=False)
+        result = ModuleResult(data={**data, "checksum_dest": verified.sha256, "size": verified.size})
+        result.failed = not (yield from set_attrs(dest, after, wanted_attrs(ctx, dest, after, args), diff=False))
         return result
 
     @staticmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from glmops.modules.base import Arg, Diff, Module, ModuleContext, ModuleResult
+from glmops.modules.base import Arg, Change, Diff, Done, Module, ModuleContext, ModuleResult, Plan
 
 LFS_POINTER_SCAN = (
     # Files git-lfs left as pointers (about 130 bytes, starting with the spec line).
@@ -39,7 +39,7 @@ class GitModule(Module):
         "lfs_exclude": Arg("str", word=True, help="Not these LFS paths (git lfs pull --exclude)."),
     }
 
-    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+    def plan(self, ctx: ModuleContext, args: dict[str, Any]) -> Plan:
         dest, repo, version = args["dest"], args["repo"], args["version"]
         d = shlex.quote(dest)
         env = "GIT_TERMINAL_PROMPT=0 "
@@ -56,30 +56,38 @@ class GitModule(Module):
                 return ModuleResult(failed=True, msg=f"{dest} exists, is not empty, and is not a git checkout", data=data)
             remote_head = self._remote_commit(ctx, env, repo, version)
             data["after"] = remote_head
-            if ctx.check:
-                return ModuleResult(changed=True, data=data, diff=[Diff("", f"cloned {repo} @ {version}\n", dest, dest)] if ctx.diff else [])
-            return self._clone(ctx, env, args, data)
+            return (yield from self._clone(ctx, env, args, data))
         if dirty and not args["force"]:
             return ModuleResult(failed=True, msg=f"{dest} has local modifications ({', '.join(dirty)}); set force: true to discard them", data=data)
         if not args["update"]:
-            return self._lfs(ctx, args, ModuleResult(data=data)) if args["lfs"] else ModuleResult(data=data)
+            return (yield from self._lfs(ctx, args, ModuleResult(data=data), False)) if args["lfs"] else ModuleResult(data=data)
         target = self._remote_commit(ctx, env, repo, version, dest=dest)
         data["after"] = target or before
         if target and target == before and not dirty:
-            return self._lfs(ctx, args, ModuleResult(data=data)) if args["lfs"] else ModuleResult(data=data)
-        if ctx.check:
-            return ModuleResult(changed=True, data=data)
-        remote = shlex.quote(args["remote"])
+            return (yield from self._lfs(ctx, args, ModuleResult(data=data), False)) if args["lfs"] else ModuleResult(data=data)
+        updated = yield Change(call=lambda ctx: self._update(ctx, env, args, before, bool(dirty)), may_fail=True,
+                               diff=Diff(f"{before}\n", f"{data['after']}\n", dest, dest), reason=f"update {dest} to {version}")
+        if not updated.ran:  # check mode
+            return ModuleResult(data=data)
+        if not updated.ok:
+            return ModuleResult(failed=True, msg=f"updating {dest} failed: {updated.stdout.strip()[-2000:]}", data=data)
+        data["after"] = updated.value
+        result = ModuleResult(data=data)
+        return (yield from self._lfs(ctx, args, result, updated.changed)) if args["lfs"] else result
+
+    def _update(self, ctx: ModuleContext, env: str, args: dict[str, Any], before: str, dirty: bool) -> Done:
+        """Fetch and check out `version` in the clone; changed when HEAD moved or local changes were discarded."""
+        d, remote = shlex.quote(args["dest"]), shlex.quote(args["remote"])
         fetch = ctx.run(f"cd {d} && {env}GIT_LFS_SKIP_SMUDGE=1 git fetch --tags --force {remote} 2>&1 && "
-                        f"{env}GIT_LFS_SKIP_SMUDGE=1 git checkout --force {shlex.quote(self._ref(ctx, dest, version, args['remote']))} 2>&1 "
+                        f"{env}GIT_LFS_SKIP_SMUDGE=1 git checkout --force "
+                        f"{shlex.quote(self._ref(ctx, args['dest'], args['version'], args['remote']))} 2>&1 "
                         f"&& git reset --hard -q 2>&1", timeout=3600)
         if fetch.rc != 0:
-            return ModuleResult(failed=True, msg=f"updating {dest} failed: {fetch.stdout.strip()[-2000:]}", data=data)
+            return Done(ran=True, rc=fetch.rc, stdout=fetch.stdout, stderr=fetch.stderr)
         if args["recursive"]:
             ctx.run(f"cd {d} && git submodule update --init --recursive 2>&1", timeout=3600)
-        data["after"] = ctx.run(f"cd {d} && git rev-parse HEAD").stdout.strip()
-        result = ModuleResult(changed=data["after"] != before or bool(dirty), data=data)
-        return self._lfs(ctx, args, result) if args["lfs"] else result
+        after = ctx.run(f"cd {d} && git rev-parse HEAD").stdout.strip()
+        return Done(ran=True, value=after, changed=after != before or dirty)
 
     @staticmethod
     def _ref(ctx: ModuleContext, dest: str, version: str, remote: str) -> str:
@@ -107,7 +115,7 @@ class GitModule(Module):
                 return refs[ref]
         return None
 
-    def _clone(self, ctx: ModuleContext, env: str, args: dict[str, Any], data: dict[str, Any]) -> ModuleResult:
+    def _clone(self, ctx: ModuleContext, env: str, args: dict[str, Any], data: dict[str, Any]) -> Plan:
         dest, version = args["dest"], args["version"]
         options = [f"--origin {shlex.quote(args['remote'])}"]
         if args.get("depth"):
@@ -116,41 +124,46 @@ class GitModule(Module):
                 options.append(f"--branch {shlex.quote(version)}")
         if args["recursive"]:
             options.append("--recurse-submodules")
-        clone = ctx.run(f"{env}GIT_LFS_SKIP_SMUDGE=1 git clone {' '.join(options)} -- {shlex.quote(args['repo'])} {shlex.quote(dest)} 2>&1", timeout=7200)
+        clone = yield Change(command=f"{env}GIT_LFS_SKIP_SMUDGE=1 git clone {' '.join(options)} -- {shlex.quote(args['repo'])} "
+                             f"{shlex.quote(dest)} 2>&1", timeout=7200, may_fail=True,
+                             diff=Diff("", f"cloned {args['repo']} @ {version}\n", dest, dest), reason=f"clone {args['repo']}")
+        if not clone.ran:  # check mode
+            return ModuleResult(data=data)
         if clone.rc != 0:
             return ModuleResult(failed=True, msg=f"git clone failed: {clone.stdout.strip()[-2000:]}", data=data)
         if version != "HEAD" and not args.get("depth"):
-            checkout = ctx.run(f"cd {shlex.quote(dest)} && GIT_LFS_SKIP_SMUDGE=1 git checkout -q {shlex.quote(version)} 2>&1")
+            checkout = yield Change(command=f"cd {shlex.quote(dest)} && GIT_LFS_SKIP_SMUDGE=1 git checkout -q {shlex.quote(version)} 2>&1",
+                                    may_fail=True)
             if checkout.rc != 0:
                 return ModuleResult(failed=True, msg=f"git checkout {version} failed: {checkout.stdout.strip()}", data=data)
         data["after"] = ctx.run(f"cd {shlex.quote(dest)} && git rev-parse HEAD").stdout.strip()
-        result = ModuleResult(changed=True, data=data)
-        return self._lfs(ctx, args, result) if args["lfs"] else self._smudge(ctx, dest, result)
-
-    @staticmethod
-    def _smudge(ctx: ModuleContext, dest: str, result: ModuleResult) -> ModuleResult:
-        """Without lfs: true, still check out LFS files as a plain clone would (when git-lfs exists)."""
-        ctx.run(f"cd {shlex.quote(dest)} && command -v git-lfs >/dev/null && git lfs pull 2>&1; true", timeout=7200)
+        result = ModuleResult(data=data)
+        if args["lfs"]:
+            return (yield from self._lfs(ctx, args, result, True))
+        # Without lfs: true, still check out LFS files as a plain clone would (when git-lfs exists).
+        yield Change(command=f"cd {shlex.quote(dest)} && command -v git-lfs >/dev/null && git lfs pull 2>&1; true", timeout=7200,
+                     may_fail=True)
         return result
 
-    def _lfs(self, ctx: ModuleContext, args: dict[str, Any], result: ModuleResult) -> ModuleResult:
+    def _lfs(self, ctx: ModuleContext, args: dict[str, Any], result: ModuleResult, changed: bool) -> Plan:
+        """lfs: true: pull LFS files when pointers are left (or the checkout just changed); none may be left."""
         d = shlex.quote(args["dest"])
         pointers = ctx.run(f"cd {d} && {LFS_POINTER_SCAN}")
-        if pointers.stdout.strip() or result.changed:
-            if ctx.check:
-                result.changed = True
-                return result
+        if pointers.stdout.strip() or changed:
             select = ""
             if args.get("lfs_include"):
                 select += f" --include {shlex.quote(args['lfs_include'])}"
             if args.get("lfs_exclude"):
                 select += f" --exclude {shlex.quote(args['lfs_exclude'])}"
-            pull = ctx.run(f"cd {d} && command -v git-lfs >/dev/null || {{ echo 'git-lfs is not installed on the host' >&2; exit 127; }}; "
-                           f"git lfs install --local >/dev/null && git lfs pull{select} 2>&1", timeout=7200)
+            pull = yield Change(command=f"cd {d} && command -v git-lfs >/dev/null || "
+                                f"{{ echo 'git-lfs is not installed on the host' >&2; exit 127; }}; "
+                                f"git lfs install --local >/dev/null && git lfs pull{select} 2>&1", timeout=7200, may_fail=True,
+                                reason="fetch the LFS files")
+            if not pull.ran:  # check mode
+                return result
             if pull.rc != 0:
                 return ModuleResult(failed=True, msg=f"git lfs pull failed: {(pull.stderr or pull.stdout).strip()[-2000:]} "
                                     "(run the task again: LFS downloads resume)", data=result.data)
-            result.changed = result.changed or bool(pointers.stdout.strip())
             left = ctx.run(f"cd {d} && {LFS_POINTER_SCAN}").stdout.split()
             if args.get("lfs_include") or args.get("lfs_exclude"):
                 left = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult
+from glmops.modules.base import Arg, Change, Module, ModuleContext, ModuleResult, Plan
 
 
 def read_group(ctx: ModuleContext, name: str) -> dict[str, Any] | None:
@@ -35,7 +35,7 @@ class GroupModule(Module):
         "local": Arg("bool", default=False, help="Accepted for Ansible compatibility (always local files)."),
     }
 
-    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+    def plan(self, ctx: ModuleContext, args: dict[str, Any]) -> Plan:
         name = args["name"]
         current = read_group(ctx, name)
         result = ModuleResult()
@@ -43,14 +43,16 @@ class GroupModule(Module):
         if args["state"] == "absent":
             result.data = {"name": name, "state": "absent"}
             if current is not None:
-                ctx.change(result, f"groupdel {'-f ' if args['force'] else ''}-- {quoted}", failure=f"cannot delete group {name}")
+                yield Change(command=f"groupdel {'-f ' if args['force'] else ''}-- {quoted}", failure=f"cannot delete group {name}")
             return result
         gid_opt = f"-g {int(args['gid'])} " + ("-o " if args["non_unique"] else "") if args.get("gid") is not None else ""
+        done = None
         if current is None:
-            ctx.change(result, f"groupadd {gid_opt}{'-r ' if args['system'] else ''}-- {quoted}", failure=f"cannot create group {name}")
+            done = yield Change(command=f"groupadd {gid_opt}{'-r ' if args['system'] else ''}-- {quoted}",
+                                failure=f"cannot create group {name}")
         elif args.get("gid") is not None and current["gid"] != args["gid"]:
-            ctx.change(result, f"groupmod {gid_opt}-- {quoted}", failure=f"cannot change group {name}")
-        after = read_group(ctx, name) if result.changed and not ctx.check else current
+            done = yield Change(command=f"groupmod {gid_opt}-- {quoted}", failure=f"cannot change group {name}")
+        after = read_group(ctx, name) if done is not None and done.ok and done.ran else current
         gid = after["gid"] if after else args.get("gid")
         result.data = {"name": name, "state": "present", "system": args["system"], "gid": gid}
         return result

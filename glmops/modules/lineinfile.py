@@ -8,7 +8,7 @@ from typing import Any
 from glmops.errors import ArgumentError
 from glmops.modules._files import ATTR_ARGS, install_content
 from glmops.modules._remote import probe
-from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult
+from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult, Plan
 
 
 class LineinfileModule(Module):
@@ -46,7 +46,7 @@ class LineinfileModule(Module):
                 except re.error as exc:
                     raise ArgumentError(f"invalid regular expression: {exc}", field=key) from None
 
-    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+    def plan(self, ctx: ModuleContext, args: dict[str, Any]) -> Plan:
         path = args["path"]
         state, content = probe(ctx, path, content=True)
         if not state.exists:
@@ -63,10 +63,10 @@ class LineinfileModule(Module):
         new, message = (self._present if args["state"] == "present" else self._absent)(text.splitlines(keepends=True), args)
         new_text = "".join(new)
         if new_text == text and state.exists:
-            result = install_content(ctx, path, content, args, what="lineinfile")  # attributes only
+            result = yield from install_content(ctx, path, content, args, what="lineinfile")  # attributes only
             result.data.setdefault("msg", "")
             return result
-        result = install_content(ctx, path, new_text.encode(errors="surrogateescape"), {**args, "force": True}, what="lineinfile")
+        result = yield from install_content(ctx, path, new_text.encode(errors="surrogateescape"), {**args, "force": True}, what="lineinfile")
         if message and not result.failed:
             result.msg = message
         return result

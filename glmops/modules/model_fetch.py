@@ -15,7 +15,7 @@ from glmops.modules import _fetch_worker as worker
 from glmops.modules._fetch_call import WorkerError, call_worker, quick_probe, worker_program
 from glmops.modules._output import excerpt
 from glmops.modules._upload import upload
-from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult
+from glmops.modules.base import Arg, Change, Module, ModuleContext, ModuleResult, Plan
 
 SOURCES = ("modelscope", "huggingface", "git", "upload")
 CLIENTS = {"modelscope": ("modelscope", "modelscope"), "huggingface": ("huggingface_hub", "huggingface_hub")}  # import, pip name
@@ -178,7 +178,7 @@ class ModelFetchModule(Module):
                     raise ArgumentError(f"{field} pattern {pattern!r} holds a comma, which git lfs reads as a separator",
                                         field=field, hint="write one pattern per list item")
 
-    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+    def plan(self, ctx: ModuleContext, args: dict[str, Any]) -> Plan:
         for field in ("repo", "revision", "dest", "python", "endpoint"):
             _refuse_option(args.get(field), field, ctx.pos)
         dest = args["dest"].rstrip("/") or "/"
@@ -190,8 +190,8 @@ class ModelFetchModule(Module):
         args = dict(args, dest=dest)
         try:
             if args["source"] == "upload":
-                return upload(ctx, args)
-            return self._fetch(ctx, args)
+                return (yield from upload(ctx, args))
+            return (yield from self._fetch(ctx, args))
         except WorkerError as exc:
             return ModuleResult(failed=True, msg=exc.msg, data={"dest": dest, **exc.data})
 
@@ -209,7 +209,7 @@ class ModelFetchModule(Module):
         return all(manifest.get(key) == (spec.get(key) or ([] if key in ("include", "exclude") else None))
                    for key in ("source", "repo", "revision", "include", "exclude"))
 
-    def _fetch(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+    def _fetch(self, ctx: ModuleContext, args: dict[str, Any]) -> Plan:
         dest, python = args["dest"], args["python"]
         spec = self._spec(args)
         state = state_dir(dest)
@@ -220,27 +220,29 @@ class ModelFetchModule(Module):
         if self.verified(probe, spec):
             manifest = probe["manifest"]
             data.update(files=len(manifest["files"]), bytes=manifest["total_bytes"], manifest=posixpath.join(dest, worker.MANIFEST))
-            return ModuleResult(changed=False, msg=f"{dest} is verified ({len(manifest['files'])} files)", data=data)
+            return ModuleResult(msg=f"{dest} is verified ({len(manifest['files'])} files)", data=data)
         if probe.get("drift"):
             data["changed_files"] = probe["drift"]
         if client and self._client_missing(ctx, python, client[0]):
             data["installed"] = client[1]
-        if ctx.check:
-            extra = f" (after installing {client[1]} into {python})" if data.get("installed") else ""
+        if data.get("installed"):
+            yield Change(call=lambda ctx: self._install_client(ctx, python, client[1], args),  # type: ignore[index]
+                                     reason=f"install {client[1]} into {python}")  # type: ignore[index]
+        request = {"op": "fetch", "spec": dict(spec, drift=probe.get("drift") or []), "state": state}
+        fetched = yield Change(call=lambda ctx: run_detached(ctx, python, request, data), reason=f"fetch {args['repo']} into {dest}")
+        if not fetched.ran:  # check mode: what would be fetched, as far as the host can tell without the client
+            extra = f" (after installing {client[1]} into {python})" if data.get("installed") else ""  # type: ignore[index]
             what = ""
             if not data.get("installed"):
                 plan = call_worker(ctx, python, {"op": "plan", "spec": dict(spec, drift=probe.get("drift") or [])}, site=True)
                 data.update(to_fetch=plan["files"], bytes_to_fetch=plan["bytes"])
                 if plan["bytes"] is not None:
                     what = f" {len(plan['files'])} files ({worker.human(plan['bytes'])})"
-            return ModuleResult(changed=True, msg=f"would fetch{what} from {args['repo']} into {dest}{extra}", data=data)
-        if data.get("installed"):
-            self._install_client(ctx, python, client[1], args)  # type: ignore[index]
-        request = {"op": "fetch", "spec": dict(spec, drift=probe.get("drift") or []), "state": state}
-        out = run_detached(ctx, python, request, data)
+            return ModuleResult(msg=f"would fetch{what} from {args['repo']} into {dest}{extra}", data=data)
+        out = fetched.value
         data.update(out)
         data["manifest"] = posixpath.join(dest, worker.MANIFEST)
-        return ModuleResult(changed=True, msg=f"fetched and verified {out['files']} files ({worker.human(out['bytes'])})", data=data)
+        return ModuleResult(msg=f"fetched and verified {out['files']} files ({worker.human(out['bytes'])})", data=data)
 
 
     @staticmethod

@@ -9,7 +9,7 @@ from typing import Any
 
 from glmops.errors import ArgumentError
 from glmops.modules._output import excerpt
-from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult
+from glmops.modules.base import Arg, Change, Module, ModuleContext, ModuleResult, Plan
 
 _SPEC = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*(.*)$")
 
@@ -65,7 +65,7 @@ class PipModule(Module):
         if args.get("virtualenv") and args.get("executable"):
             raise ArgumentError("give only one of 'virtualenv' and 'executable'", field="executable")
 
-    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+    def plan(self, ctx: ModuleContext, args: dict[str, Any]) -> Plan:
         result = ModuleResult(data={"packages": []})
         pip = shlex.quote(args["executable"]) if args.get("executable") else "pip3"
         if args.get("virtualenv"):
@@ -73,22 +73,22 @@ class PipModule(Module):
             pip = shlex.quote(f"{venv.rstrip('/')}/bin/pip")
             exists = ctx.run(f"[ -x {pip} ]").rc == 0
             if not exists:
-                result.changed = True
                 result.data["virtualenv_created"] = True
-                if ctx.check:
-                    result.data["packages"] = list(args.get("name") or [])
-                    return result
                 command = args["virtualenv_command"]
                 if args.get("virtualenv_python"):
                     command = command.replace("python3", shlex.quote(args["virtualenv_python"]), 1)
                 if args["virtualenv_site_packages"]:
                     command += " --system-site-packages"
-                made = ctx.run(f"{command} {shlex.quote(venv)}", cwd=args.get("chdir"), timeout=600)
+                made = yield Change(command=f"{command} {shlex.quote(venv)}", cwd=args.get("chdir"), timeout=600, may_fail=True,
+                                    reason=f"create the virtualenv {venv}")
+                if not made.ran:  # check mode: nothing to list in a virtualenv that is not there yet
+                    result.data["packages"] = list(args.get("name") or [])
+                    return result
                 if made.rc != 0:
                     return ModuleResult(failed=True, msg=f"creating the virtualenv {venv} failed: {made.stderr.strip()}")
         extra = args.get("extra_args") or ""
         if args.get("requirements"):
-            return self._requirements(ctx, pip, args, extra, result)
+            return (yield from self._requirements(ctx, pip, args, extra, result))
         listing = ctx.run(f"{pip} list --format=json --disable-pip-version-check 2>/dev/null", cwd=args.get("chdir"))
         try:
             installed = {normalize(p["name"]): p["version"] for p in json.loads(listing.stdout or "[]")}
@@ -112,9 +112,10 @@ class PipModule(Module):
             dry = ctx.run(f"{command} --dry-run --quiet --report - --disable-pip-version-check {extra} "
                           + " ".join(shlex.quote(s) for s in todo), cwd=args.get("chdir"), timeout=900)
             todo = self._from_report(dry.stdout) if dry.rc == 0 else todo
-        return self._apply(ctx, f"{command} --disable-pip-version-check {extra} " + " ".join(shlex.quote(s) for s in todo), todo, args, result)
+        return (yield from self._apply(f"{command} --disable-pip-version-check {extra} " + " ".join(shlex.quote(s) for s in todo), todo, args,
+                                       result))
 
-    def _requirements(self, ctx: ModuleContext, pip: str, args: dict[str, Any], extra: str, result: ModuleResult) -> ModuleResult:
+    def _requirements(self, ctx: ModuleContext, pip: str, args: dict[str, Any], extra: str, result: ModuleResult) -> Plan:
         req = shlex.quote(args["requirements"])
         upgrade = "--upgrade " if args["state"] == "latest" else ""
         dry = ctx.run(f"{pip} install {upgrade}--dry-run --quiet --report - --disable-pip-version-check {extra} -r {req}",
@@ -122,18 +123,17 @@ class PipModule(Module):
         if dry.rc != 0:
             return ModuleResult(failed=True, msg=f"pip could not resolve {args['requirements']}: {dry.stderr.strip()[-2000:]}")
         todo = self._from_report(dry.stdout)
-        return self._apply(ctx, f"{pip} install {upgrade}--disable-pip-version-check {extra} -r {req}", todo, args, result)
+        return (yield from self._apply(f"{pip} install {upgrade}--disable-pip-version-check {extra} -r {req}", todo, args, result))
 
     @staticmethod
-    def _apply(ctx: ModuleContext, command: str, todo: list[str], args: dict[str, Any], result: ModuleResult) -> ModuleResult:
-        """Run pip when something must change (not in check mode); report what changed."""
+    def _apply(command: str, todo: list[str], args: dict[str, Any], result: ModuleResult) -> Plan:
+        """Yield the pip run when something must change; report what changed."""
         if not todo:
             return result
-        result.changed = True
         result.data["packages"] = todo
-        if ctx.check:
+        done = yield Change(command=command, cwd=args.get("chdir"), timeout=3600, may_fail=True, reason="pip " + " ".join(todo))
+        if not done.ran:  # check mode
             return result
-        done = ctx.run(command, cwd=args.get("chdir"), timeout=3600)
         if done.rc != 0:
             return ModuleResult(failed=True, msg=f"pip failed (rc={done.rc}):\n{excerpt(done.stderr or done.stdout)}",
                                 data={"stdout": done.stdout[-4000:], "stderr": done.stderr[-4000:]})

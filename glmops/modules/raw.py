@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from glmops.modules._commands import prepare_command, run_command
-from glmops.modules.base import Arg, AsyncCommand, Module, ModuleContext, ModuleResult
+from glmops.modules.base import Arg, AsyncCommand, Module, ModuleContext, ModuleResult, Plan
 
 
 class RawModule(Module):
@@ -16,7 +16,7 @@ class RawModule(Module):
 
     supports_async = True
 
-    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+    def plan(self, ctx: ModuleContext, args: dict[str, Any]) -> Plan:
         return run_command(ctx, args["cmd"], {}, args["cmd"])
 
     def async_command(self, ctx: ModuleContext, args: dict[str, Any]) -> AsyncCommand | ModuleResult:

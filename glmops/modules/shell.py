@@ -6,7 +6,7 @@ import shlex
 from typing import Any
 
 from glmops.modules._commands import COMMON_ARGS, prepare_command, run_command
-from glmops.modules.base import Arg, AsyncCommand, Module, ModuleContext, ModuleResult
+from glmops.modules.base import Arg, AsyncCommand, Module, ModuleContext, ModuleResult, Plan
 
 
 class ShellModule(Module):
@@ -30,7 +30,7 @@ class ShellModule(Module):
         cmd = args["cmd"]
         return f"exec {shlex.quote(args['executable'])} -c {shlex.quote(cmd)}" if args.get("executable") else cmd
 
-    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+    def plan(self, ctx: ModuleContext, args: dict[str, Any]) -> Plan:
         return run_command(ctx, self._script(args), args, args["cmd"])
 
     def async_command(self, ctx: ModuleContext, args: dict[str, Any]) -> AsyncCommand | ModuleResult:

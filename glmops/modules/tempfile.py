@@ -8,7 +8,7 @@ from typing import Any
 
 from glmops.errors import ArgumentError
 from glmops.modules._remote import probe
-from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult
+from glmops.modules.base import Arg, Change, Module, ModuleContext, ModuleResult, Plan
 
 
 class TempfileModule(Module):
@@ -30,9 +30,7 @@ class TempfileModule(Module):
             if "/" in (args.get(field) or ""):
                 raise ArgumentError(f"'{field}' must not contain '/'", field=field, hint="use 'path' for the directory")
 
-    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
-        if ctx.check:
-            return ModuleResult(skipped=True, msg="tempfile does not run in check mode")
+    def plan(self, ctx: ModuleContext, args: dict[str, Any]) -> Plan:
         directory = shlex.quote(args["path"]) if args.get("path") else '"${TMPDIR:-/tmp}"'
         template = f"{directory}/{shlex.quote(args['prefix'] + 'XXXXXXXX')}"
         flag = "-d " if args["state"] == "directory" else ""
@@ -42,12 +40,13 @@ class TempfileModule(Module):
                    f"{{ t=$(mktemp {flag}{template}) && mv -- \"$t\" \"$t\"{shlex.quote(suffix)} && echo \"$t\"{shlex.quote(suffix)}; }}")
         else:
             cmd = f"mktemp {flag}{template}"
-        done = ctx.run(cmd)
+        done = yield Change(command=cmd, may_fail=True, 
+                            check_result=ModuleResult(skipped=True, msg="tempfile does not run in check mode"))
         path = done.stdout.strip()
         if done.rc != 0 or not path:
             return ModuleResult(failed=True, msg=f"cannot create a temporary {args['state']}: {done.stderr.strip()}")
         state, _ = probe(ctx, path)
-        return ModuleResult(changed=True, data={
+        return ModuleResult(data={
             "path": posixpath.normpath(path), "state": args["state"], "mode": state.mode, "owner": state.owner,
             "group": state.group, "uid": state.uid, "gid": state.gid, "size": state.size})
 

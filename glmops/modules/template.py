@@ -6,7 +6,7 @@ from typing import Any
 
 from glmops.errors import ArgumentError
 from glmops.modules._files import install_content
-from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult
+from glmops.modules.base import Arg, Module, ModuleContext, Plan
 from glmops.modules.copy import CONTENT_ARGS
 
 
@@ -30,7 +30,7 @@ class TemplateModule(Module):
             raise ArgumentError(f"newline_sequence must be \\n, \\r\\n or \\r, got {args.get('newline_sequence')!r}",
                                 field="newline_sequence")
 
-    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+    def plan(self, ctx: ModuleContext, args: dict[str, Any]) -> Plan:
         source = ctx.find_file("templates", args["src"])
         with open(source, encoding="utf-8") as handle:
             text = handle.read()
@@ -38,7 +38,7 @@ class TemplateModule(Module):
         variables = {**ctx.variables, "template_path": source, "template_host": ctx.host}
         rendered = ctx.templar.render_text(text, variables, name=source, trim_blocks=args["trim_blocks"],
                                            lstrip_blocks=args["lstrip_blocks"], newline_sequence=args["newline_sequence"])
-        return install_content(ctx, args["dest"], rendered.encode(), args, what="template")
+        return install_content(ctx, args["dest"], rendered.encode(), args, what="template")  # a Plan: the driver runs it
 
 
 MODULE = TemplateModule

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from glmops.modules.base import Arg, Module, ModuleContext, ModuleResult
+from glmops.modules.base import Arg, Change, Module, ModuleContext, ModuleResult, Plan
 
 
 def read_user(ctx: ModuleContext, name: str) -> dict[str, Any] | None:
@@ -54,7 +54,7 @@ class UserModule(Module):
         "non_unique": Arg("bool", default=False, help="Allow a uid another user already has (-o)."),
     }
 
-    def run(self, ctx: ModuleContext, args: dict[str, Any]) -> ModuleResult:
+    def plan(self, ctx: ModuleContext, args: dict[str, Any]) -> Plan:
         name = args["name"]
         q = shlex.quote(name)
         current = read_user(ctx, name)
@@ -64,7 +64,7 @@ class UserModule(Module):
             if current is not None:
                 result.data.update(force=args["force"], remove=args["remove"])
                 flags = ("-r " if args["remove"] else "") + ("-f " if args["force"] else "")
-                ctx.change(result, f"userdel {flags}-- {q}", failure=f"cannot delete user {name}")
+                yield Change(command=f"userdel {flags}-- {q}", failure=f"cannot delete user {name}")
             return result
         opts: list[str] = []
         wanted_groups = _csv(args["groups"]) if args.get("groups") is not None else None
@@ -90,12 +90,16 @@ class UserModule(Module):
                 opts += ["-p", args["password"]]
         if current is None:
             opts += (["-r"] if args["system"] else []) + (["-m"] if args["create_home"] else ["-M"])
-            ctx.change(result, "useradd " + " ".join(shlex.quote(o) for o in opts) + f" -- {q}", failure=f"cannot create user {name}")
+            done = yield Change(command="useradd " + " ".join(shlex.quote(o) for o in opts) + f" -- {q}",
+                                failure=f"cannot create user {name}")
         elif opts:
-            ctx.change(result, "usermod " + " ".join(shlex.quote(o) for o in opts) + f" -- {q}", failure=f"cannot change user {name}")
-        if result.failed:
+            done = yield Change(command="usermod " + " ".join(shlex.quote(o) for o in opts) + f" -- {q}",
+                                failure=f"cannot change user {name}")
+        else:
+            done = None
+        if done is not None and not done.ok:
             return result
-        after = read_user(ctx, name) if result.changed and not ctx.check else current
+        after = read_user(ctx, name) if done is not None and done.ran else current
         data: dict[str, Any] = {"name": name, "state": "present"}
         if current is None:
             data["system"] = args["system"]
